@@ -1,0 +1,3 @@
+"""facedeblur: make faces in bad footage recognisable again, faithfully."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""The `facedeblur` command. Each subcommand lives in the module of its stage; this file only wires them.
+
+Registering modules keep heavy imports (onnxruntime, PyAV, torch) inside their run functions, so
+`facedeblur --help` and each subcommand start quickly.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from . import __version__
+from .errors import FacedeblurError
+
+# (subcommand module, help) — each module has `register(subparsers)` that adds its parser(s).
+SUBCOMMAND_MODULES = (
+    "facedeblur.restore_command",
+    "facedeblur.footage.process_command",
+    "facedeblur.daemon.commands",
+    "facedeblur.evaluation.command",
+    "facedeblur.trainer.command",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facedeblur", description="Restore faces in bad footage, faithfully.")
+    parser.add_argument("--version", action="version", version=f"facedeblur {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("facedeblur"):
+                continue  # a stage not built yet
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except FacedeblurError as exc:
+        print(f"facedeblur: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facedeblur: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

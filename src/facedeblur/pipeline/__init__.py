@@ -1,0 +1,1 @@
+"""The runtime path a face takes: detect -> align -> restore -> paste back."""

@@ -1,0 +1,107 @@
+"""`facedeblur restore`: restore every face in photos (or whole aligned face crops) into OUTDIR/<stem>.png."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import FacedeblurError
+from .image_files import is_image_path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("restore", help="restore faces in images",
+                                   description="Restore every face in each image; writes OUTDIR/<stem>.png at the input's size.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored images")
+    parser.add_argument("--aligned", action="store_true",
+                        help="each input is one roughly centred face crop; restore the whole crop")
+    parser.add_argument("--model", metavar="PATH", help="restorer ONNX model (default: the shipped one)")
+    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--score-threshold", type=float, default=0.6, help="face detector confidence")
+    parser.set_defaults(handler=run)
+
+
+def collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand folders (sorted, not recursive); returns the images and the problems found."""
+    images: list[Path] = []
+    problems: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+            except PermissionError:
+                problems.append(f"{path}: folder not readable; fix its permissions")
+                continue
+            if not found:
+                problems.append(f"{path}: folder has no images (png, jpg, webp, bmp, tiff)")
+            images.extend(found)
+        elif path.exists():
+            images.append(path)
+        else:
+            problems.append(f"{path}: not found; check the path")
+    return images, problems
+
+
+def prepare_output_dir(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=output, prefix=".facedeblur-probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise FacedeblurError(f"output folder {output} cannot be written ({exc.strerror or exc}); choose another -o") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from .image_files import read_image, write_image_atomic
+    from .pipeline.detect import FaceDetector
+    from .pipeline.restore import FaceRestorer
+    from .pipeline.restore_image import restore_faces_in_image
+
+    images, problems = collect_images(args.inputs)
+    for problem in problems:
+        print(f"facedeblur: error: {problem}", file=sys.stderr)
+    if not images and problems:
+        return 2
+    output = Path(args.output)
+    prepare_output_dir(output)
+    restorer = FaceRestorer(args.model, provider=args.provider)
+    detector = None if args.aligned else FaceDetector(score_threshold=args.score_threshold, provider=args.provider)
+    stems: dict[str, Path] = {}
+    written = failed = no_face = faces_total = 0
+    started = time.perf_counter()
+    for path in images:
+        target = output / f"{path.stem}.png"
+        if path.stem in stems:
+            print(f"facedeblur: error: {path}: same name as {stems[path.stem]}; both would write {target.name}",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        stems[path.stem] = path
+        try:
+            image = read_image(path)
+            if args.aligned:
+                result = restorer.restore_any_size(image)
+                faces = 1
+            else:
+                result, restored = restore_faces_in_image(image, detector, restorer)
+                faces = len(restored)
+                if not faces:
+                    no_face += 1
+                    print(f"{path}: no face found; written unchanged", file=sys.stderr)
+            write_image_atomic(target, result)
+            faces_total += faces
+            written += 1
+        except FacedeblurError as exc:
+            print(f"facedeblur: error: {exc}", file=sys.stderr)
+            failed += 1
+    failed += len(problems)
+    elapsed = time.perf_counter() - started
+    print(f"restored {faces_total} face(s) in {written} image(s), {no_face} without a face, {failed} failed "
+          f"-> {output} ({elapsed:.2f}s, model {restorer.info.name} {restorer.info.version}, "
+          f"{restorer.providers[0]})")
+    return 1 if failed else 0
