@@ -51,8 +51,9 @@ def float_model_bytes(path: str | Path) -> bytes:
     keep = [init for init in graph.initializer if init.name not in consumed or init.name in still_used]
     del graph.initializer[:]
     graph.initializer.extend(keep + replaced)
-    graph_input_names = {init.name for init in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in graph_input_names]
+    initializer_names = {init.name for init in graph.initializer}
+    # SFace's file also lists its raw weights as graph inputs that no node reads; drop them too.
+    inputs = [i for i in graph.input if i.name not in initializer_names and i.name in still_used]
     del graph.input[:]
     graph.input.extend(inputs)
     return model.SerializeToString()
