@@ -16,6 +16,7 @@ from .errors import FacedeblurError
 # (subcommand module, help) — each module has `register(subparsers)` that adds its parser(s).
 SUBCOMMAND_MODULES = (
     "facedeblur.restore_command",
+    "facedeblur.demo_command",
     "facedeblur.footage.process_command",
     "facedeblur.daemon.commands",
     "facedeblur.evaluation.command",

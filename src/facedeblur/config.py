@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import FacedeblurError
 
@@ -22,23 +22,27 @@ class DetectorSettings(StrictModel):
     score_threshold: float = Field(0.6, ge=0.05, le=1.0, description="minimum YuNet confidence")
     nms_threshold: float = Field(0.3, gt=0.0, le=1.0)
     min_face_size: int = Field(12, ge=4, description="smallest face (px, box side) that is kept")
-    stride: int = Field(1, ge=1, description="detect on every k-th frame; tracks carry faces in between")
+    stride: int = Field(1, ge=1, le=30, description="detect on every k-th frame; tracks carry faces in between")
 
 
 class TrackerSettings(StrictModel):
-    track_activation_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    track_activation_threshold: float = Field(0.45, ge=0.0, le=1.0,
+                                              description="ByteTrack: detections above this are first-round matches; "
+                                                          "new tracks start above it + 0.1")
     lost_track_buffer: int = Field(30, ge=1, description="frames a track survives without a detection")
     minimum_matching_threshold: float = Field(0.8, ge=0.0, le=1.0)
     minimum_consecutive_frames: int = Field(1, ge=1)
     use_identity: bool = Field(True, description="use SFace embeddings to keep identities apart")
-    landmark_smoothing: float = Field(0.6, ge=0.0, lt=1.0, description="0 = none; higher = steadier crops")
+    reid_max_gap_seconds: float = Field(5.0, ge=0.0, description="merge a track that reappears within this time "
+                                                                 "with the same identity; 0 = never")
+    max_interpolation_gap: int = Field(10, ge=0, description="fill up to this many frames without a detection")
+    landmark_smoothing_sigma: float = Field(1.5, ge=0.0, le=10.0,
+                                            description="Gaussian sigma (frames) along a track; 0 = none")
 
 
 class RestorerSettings(StrictModel):
     model: Path | None = Field(None, description="ONNX model; default: the one shipped in the package")
     batch_size: int = Field(16, ge=1, le=512)
-    provider: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(0, ge=0, description="onnxruntime threads; 0 = all cores")
     colour_lock: bool = True
 
 
@@ -47,9 +51,14 @@ class OutputSettings(StrictModel):
     write_annotated: bool = True
     gallery_frames_per_track: int = Field(3, ge=1, le=50)
     video_crf: int = Field(18, ge=0, le=51)
+    video_preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow"] = "veryfast"
 
 
 class PipelineSettings(StrictModel):
+    provider: Literal["auto", "cpu", "cuda"] = Field("auto", description="onnxruntime device for every model")
+    threads: int = Field(0, ge=0, description="onnxruntime threads per model; 0 = all cores")
+    frame_folder_fps: float = Field(25.0, gt=0, le=1000, description="frame rate given to a folder of frames")
+    max_frames: int | None = Field(None, ge=1, description="process only the first N frames; null = all")
     detector: DetectorSettings = DetectorSettings()
     tracker: TrackerSettings = TrackerSettings()
     restorer: RestorerSettings = RestorerSettings()
@@ -57,29 +66,40 @@ class PipelineSettings(StrictModel):
 
 
 class DaemonSettings(StrictModel):
-    inbox: list[Path] = Field(default_factory=list)
-    outbox: Path | None = None
-    state: Path | None = None
+    """`facedeblur watch`: folders, intake, retries and housekeeping. config.yaml documents every key."""
+    inbox: list[Path] = Field(default_factory=list, description="folders to watch (the NVR's drop folders)")
+    outbox: Path | None = Field(None, description="one output folder per processed input, plus index.html")
+    state: Path | None = Field(None, description="the journal (SQLite) and the daemon's lock")
     recursive: bool = True
-    polling: bool = False
+    polling: bool = Field(False, description="poll instead of inotify; needed on NFS/SMB shares")
     poll_interval: float = Field(5.0, gt=0)
-    stable_seconds: float = Field(5.0, ge=0)
-    rescan_seconds: float = Field(60.0, gt=0)
+    stable_seconds: float = Field(5.0, ge=0, description="size and mtime unchanged this long before a file is taken")
+    rescan_seconds: float = Field(60.0, gt=0, description="full rescan period, catches missed events")
+    frame_folders: bool = Field(True, description="a subfolder holding only images is one frame-sequence job")
     workers: int = Field(1, ge=1, le=64)
     max_attempts: int = Field(3, ge=1)
+    retry_seconds: float = Field(60.0, ge=0, description="back-off before a retry; doubles each attempt")
     after: Literal["keep", "move", "delete"] = "keep"
-    done_folder: Path | None = None
-    failed_folder: Path | None = None
+    done_folder: Path | None = Field(None, description="where `after: move` moves processed inputs")
+    failed_folder: Path | None = Field(None, description="default OUTBOX/failed")
     skip_duplicates: bool = True
     follow_symlinks: bool = False
-    include: list[str] = Field(default_factory=lambda: ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.gif", "*.png",
-                                                        "*.jpg", "*.jpeg", "*.webp", "*.bmp", "*.tif", "*.tiff"])
+    include: list[str] = Field(default_factory=lambda: ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.m4v", "*.ts",
+                                                        "*.webm", "*.gif", "*.png", "*.jpg", "*.jpeg", "*.webp",
+                                                        "*.bmp", "*.tif", "*.tiff"])
     ignore: list[str] = Field(default_factory=lambda: [".*", "*~", "*.part", "*.tmp", "@eaDir", ".DS_Store",
                                                        "Thumbs.db", ".stfolder", "#recycle"])
     shutdown_timeout: float = Field(30.0, gt=0)
     metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_address: str = "127.0.0.1"
     retention_days: float | None = Field(None, gt=0)
     retention_max_gb: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _move_needs_a_folder(self) -> "DaemonSettings":
+        if self.after == "move" and self.done_folder is None:
+            raise ValueError("after: move needs done_folder (where processed inputs go)")
+        return self
 
 
 class Config(StrictModel):

@@ -56,6 +56,13 @@ def prepare_output_dir(output: Path) -> None:
         raise FacedeblurError(f"output folder {output} cannot be written ({exc.strerror or exc}); choose another -o") from None
 
 
+def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
+                 provider: str = "auto", score_threshold: float = 0.6) -> int:
+    """The restore command as a function (used by `facedeblur demo`)."""
+    return run(argparse.Namespace(inputs=inputs, output=str(output), aligned=aligned, model=model, provider=provider,
+                                  score_threshold=score_threshold))
+
+
 def run(args: argparse.Namespace) -> int:
     from .image_files import read_image, write_image_atomic
     from .pipeline.detect import FaceDetector
@@ -68,9 +75,10 @@ def run(args: argparse.Namespace) -> int:
     if not images and problems:
         return 2
     output = Path(args.output)
-    prepare_output_dir(output)
+    # Models first: a bad --model must fail before the output folder is created (no partial output).
     restorer = FaceRestorer(args.model, provider=args.provider)
     detector = None if args.aligned else FaceDetector(score_threshold=args.score_threshold, provider=args.provider)
+    prepare_output_dir(output)
     stems: dict[str, Path] = {}
     written = failed = no_face = faces_total = 0
     started = time.perf_counter()

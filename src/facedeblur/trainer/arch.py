@@ -27,25 +27,33 @@ def _stage(channels: int, blocks: int) -> nn.Sequential:
 
 
 class FaceRestorerNet(nn.Module):
-    """Encoder-decoder over `levels` scales; widths double at each downsampling."""
+    """Encoder-decoder over `levels` scales; widths double at each downsampling.
 
-    def __init__(self, width: int = 16, levels: int = 3, blocks_per_level: int = 1, middle_blocks: int = 2):
+    With `unshuffle` 2 the network works at half resolution from the start (pixel unshuffle/shuffle,
+    lossless rearrangements), which makes it about four times cheaper on a CPU for the same width.
+    Height and width must be multiples of unshuffle * 2**levels (16 for the defaults; crops are 128).
+    """
+
+    def __init__(self, width: int = 16, levels: int = 3, blocks_per_level: int = 1, middle_blocks: int = 2,
+                 unshuffle: int = 1):
         super().__init__()
-        self.config = dict(width=width, levels=levels, blocks_per_level=blocks_per_level, middle_blocks=middle_blocks)
+        self.config = dict(width=width, levels=levels, blocks_per_level=blocks_per_level, middle_blocks=middle_blocks,
+                           unshuffle=unshuffle)
         widths = [width * 2 ** i for i in range(levels + 1)]
-        self.head = nn.Conv2d(3, width, 3, padding=1)
+        self.unshuffle = unshuffle
+        self.head = nn.Conv2d(3 * unshuffle ** 2, width, 3, padding=1)
         self.encoders = nn.ModuleList(_stage(widths[i], blocks_per_level) for i in range(levels))
         self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(levels))
         self.middle = _stage(widths[levels], middle_blocks)
         self.ups = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(levels))
         self.decoders = nn.ModuleList(_stage(widths[i], blocks_per_level) for i in range(levels))
-        self.tail = nn.Conv2d(width, 3, 3, padding=1)
+        self.tail = nn.Conv2d(width, 3 * unshuffle ** 2, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
-        self.multiple = 2 ** levels
+        self.multiple = unshuffle * 2 ** levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.head(x)
+        features = self.head(F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x)
         skips = []
         for encoder, down in zip(self.encoders, self.downs):
             features = encoder(features)
@@ -55,7 +63,10 @@ class FaceRestorerNet(nn.Module):
         for up, decoder, skip in zip(reversed(self.ups), reversed(self.decoders), reversed(skips)):
             features = F.interpolate(up(features), size=skip.shape[-2:], mode="bilinear", align_corners=False)
             features = decoder(features + skip)
-        return x + self.tail(features)
+        correction = self.tail(features)
+        if self.unshuffle > 1:
+            correction = F.pixel_shuffle(correction, self.unshuffle)
+        return x + correction
 
 
 def build_model(config: dict | None = None) -> FaceRestorerNet:

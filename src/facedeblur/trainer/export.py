@@ -71,7 +71,7 @@ def parity_check(model: torch.nn.Module, onnx_path: str | Path, crop_size: int, 
     generator = torch.Generator().manual_seed(seed)
     session = create_session(onnx_path, provider="cpu")
     worst = 0.0
-    for batch, height, width in ((1, crop_size, crop_size), (3, crop_size + 16, crop_size - 8)):
+    for batch, height, width in ((1, crop_size, crop_size), (3, crop_size + 32, crop_size - 32)):
         x = torch.rand(batch, 3, height, width, generator=generator)
         with torch.no_grad():
             expected = model(x).numpy()

@@ -1,0 +1,253 @@
+"""`facedeblur train run`: the training loop, readable in one sitting.
+
+Clean aligned crops from the prepared cache are damaged on the fly (numpy/OpenCV degradations in
+DataLoader workers), the model learns to undo the damage. Progress bar with loss, validation PSNR and
+ETA; periodic validation with an image grid; checkpoints and --resume; bf16 autocast on GPU; multi-GPU
+(or multi-process CPU, gloo) through torchrun/DDP.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+from tqdm import tqdm
+
+from .. import __version__
+from ..degradations import CATEGORIES, degrade, training_degradation
+from .arch import build_model, count_parameters
+from .dataset import load_split
+from .losses import psnr, restoration_loss
+
+TRAINING_DATA_NOTE = ("All-Age-Faces (AAF) and UTKFace photos from ../shared/data, research / non-commercial "
+                      "use only; see MODEL_CARD.md")
+
+
+class DegradedFaces(Dataset):
+    """Endless stream of (degraded patch, clean patch) pairs; `length` only sets the epoch size."""
+
+    def __init__(self, crops: np.ndarray, patch: int, seed: int, length: int = 10 ** 7):
+        self.crops, self.patch, self.seed, self.length = crops, patch, seed, length
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int):
+        rng = self.rng
+        clean = self.crops[rng.integers(len(self.crops))]
+        if rng.random() < 0.5:
+            clean = clean[:, ::-1]
+        clean = np.ascontiguousarray(clean)
+        degraded = training_degradation(clean, rng).image  # damage the whole crop: blur needs its context
+        size = clean.shape[0]
+        if self.patch < size:
+            y, x = rng.integers(0, size - self.patch + 1, size=2)
+            clean = clean[y:y + self.patch, x:x + self.patch]
+            degraded = degraded[y:y + self.patch, x:x + self.patch]
+        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))).float() / 255
+        return to_tensor(degraded), to_tensor(clean)
+
+
+def _seed_worker(_: int) -> None:
+    cv2.setNumThreads(1)  # one process per worker is the parallelism; inner threads only oversubscribe
+    torch.set_num_threads(1)
+    info = get_worker_info()
+    info.dataset.rng = np.random.default_rng([info.dataset.seed, info.id, int(os.environ.get("RANK", 0))])
+
+
+def make_validation_set(crops: np.ndarray, count: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Fixed degraded/clean pairs, cycling through every category, identical across runs."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(crops), size=min(count, len(crops)), replace=False)
+    degraded, clean, categories = [], [], []
+    for i, index in enumerate(chosen):
+        category = CATEGORIES[i % len(CATEGORIES)]
+        degraded.append(degrade(crops[index], category, rng).image)
+        clean.append(crops[index])
+        categories.append(category)
+    stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, :, :, ::-1].transpose(0, 3, 1, 2).copy()).float() / 255
+    return stack(degraded), stack(clean), categories
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, degraded: torch.Tensor, clean: torch.Tensor, device: torch.device,
+             grid_path: Path | None = None) -> dict:
+    model.eval()
+    outputs = torch.cat([model(degraded[i:i + 32].to(device)).float().clamp(0, 1).cpu()
+                         for i in range(0, len(degraded), 32)])
+    model.train()
+    gain = (psnr(outputs, clean) - psnr(degraded, clean)).mean().item()
+    result = {"psnr_input": psnr(degraded, clean).mean().item(), "psnr_output": psnr(outputs, clean).mean().item(),
+              "psnr_gain": gain}
+    if grid_path is not None:
+        rows = [torch.cat([degraded[i], outputs[i], clean[i]], dim=2) for i in range(min(10, len(clean)))]
+        grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)
+        cv2.imwrite(str(grid_path), grid)
+    return result
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 2% of the peak. With a time budget, the schedule follows
+    whichever runs out first, steps or minutes, so a run stopped by the clock still ends annealed."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
+    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    parser = parser or argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", required=True, help="cache folder made by 'facedeblur train prepare'")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, log")
+    parser.add_argument("--width", type=int, default=24)
+    parser.add_argument("--levels", type=int, default=3)
+    parser.add_argument("--blocks", type=int, default=1, help="residual blocks per level")
+    parser.add_argument("--middle-blocks", type=int, default=2)
+    parser.add_argument("--unshuffle", type=int, default=2, help="work at 1/N resolution inside (pixel unshuffle)")
+    parser.add_argument("--patch", type=int, default=64, help="training patch side (crops are degraded whole)")
+    parser.add_argument("--batch", type=int, default=16, help="per process")
+    parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--grad-clip", type=float, default=0.5)
+    parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights used for validation/export")
+    parser.add_argument("--frequency-weight", type=float, default=0.05)
+    parser.add_argument("--val-every", type=int, default=500)
+    parser.add_argument("--val-count", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1, help="DataLoader workers making degradations")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this long; 0 = no limit")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
+    return parser
+
+
+def train(args: argparse.Namespace) -> dict:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    rank = 0
+    if distributed:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed + rank)
+    is_main = rank == 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_crops, _ = load_split(Path(args.data), "train")
+    val_crops, _ = load_split(Path(args.data), "val")
+    model_config = dict(width=args.width, levels=args.levels, blocks_per_level=args.blocks,
+                        middle_blocks=args.middle_blocks, unshuffle=args.unshuffle)
+    model = build_model(model_config).to(device)
+    ema = build_model(model_config).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
+    start_step, history = 0, []
+    checkpoint_path = out / "last.pt"
+    if args.resume and checkpoint_path.exists():
+        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_step, history = checkpoint["step"], checkpoint.get("history", [])
+        if is_main:
+            print(f"resumed from {checkpoint_path} at step {start_step}", file=sys.stderr)
+    trained_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+
+    loader = DataLoader(DegradedFaces(train_crops, args.patch, args.seed * 1000 + rank + start_step),
+                        batch_size=args.batch, num_workers=args.workers, worker_init_fn=_seed_worker,
+                        persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
+    val_degraded, val_clean, _ = make_validation_set(val_crops, args.val_count)
+    use_amp = device.type == "cuda"
+    command = "facedeblur train run " + shlex.join(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else sys.argv[1:])
+    if is_main:
+        (out / "command.txt").write_text(command + "\n")
+        print(f"model {count_parameters(model):,} parameters, {len(train_crops):,} training faces, "
+              f"device {device}{' x' + str(dist.get_world_size()) if distributed else ''}", file=sys.stderr)
+
+    def save(step: int, metrics: dict) -> None:
+        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+                 "step": step, "history": history, "model_config": model_config, "crop_size": int(train_crops.shape[1]),
+                 "metrics": metrics, "version": __version__, "training_data": TRAINING_DATA_NOTE,
+                 "training_summary": {"command": command, "steps": step, "patch": args.patch, "batch": args.batch,
+                                      "processes": dist.get_world_size() if distributed else 1,
+                                      "device": str(device), "lr": args.lr,
+                                      "minutes": round(sum(h.get("minutes", 0) for h in history[-1:]), 1)}}
+        tmp = out / ".last.pt.part"
+        torch.save(state, tmp)
+        os.replace(tmp, checkpoint_path)
+
+    started = time.time()
+    metrics: dict = history[-1] if history else {}
+    progress = tqdm(total=args.steps, initial=start_step, disable=not is_main, desc="training", unit="step",
+                    dynamic_ncols=True)
+    step = start_step
+    data_iter = iter(loader)
+    previous_minutes = history[-1].get("minutes", 0.0) if history else 0.0
+    while step < args.steps:
+        degraded, clean = next(data_iter)
+        degraded, clean = degraded.to(device, non_blocking=True), clean.to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            elapsed_fraction = (time.time() - started) / 60 / args.max_minutes if args.max_minutes else 0.0
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, elapsed_fraction)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            output = trained_model(degraded)
+        loss = restoration_loss(output.float(), clean, args.frequency_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        with torch.no_grad():
+            decay = min(args.ema, (1 + step) / (10 + step))
+            for ema_p, p in zip(ema.parameters(), model.parameters()):
+                ema_p.lerp_(p, 1 - decay)
+        step += 1
+        progress.update(1)
+        out_of_time = args.max_minutes and (time.time() - started) / 60 >= args.max_minutes
+        if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time):
+            metrics = validate(ema, val_degraded, val_clean, device, out / f"val-{step:07d}.png")
+            metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2))
+            history.append(metrics)
+            with open(out / "log.jsonl", "a") as log:
+                log.write(json.dumps(metrics) + "\n")
+            save(step, metrics)
+        if is_main:
+            progress.set_postfix(loss=f"{loss.item():.4f}", val_gain=f"{metrics.get('psnr_gain', float('nan')):+.2f}dB")
+        if out_of_time:
+            break
+    progress.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    metrics = train(args)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The trainer end to end on tiny real data: prepare -> train (single and 2-process DDP on gloo) ->
+resume -> export -> the exported model restores through onnxruntime at run time."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from facedeblur.degradations import CATEGORIES, degrade, training_degradation  # noqa: E402
+from facedeblur.pipeline.restore import FaceRestorer  # noqa: E402
+from facedeblur.trainer.arch import build_model  # noqa: E402
+from facedeblur.trainer.dataset import load_split, prepare_dataset  # noqa: E402
+from facedeblur.trainer.export import export_onnx, parity_check  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(scope="module")
+def photo_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """Real photos with one face each: scikit-image's astronaut, shifted, scaled and mirrored."""
+    from skimage import data
+    astronaut = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    train, val = tmp_path_factory.mktemp("photos"), tmp_path_factory.mktemp("photos-val")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        scale = rng.uniform(0.6, 1.0)
+        shift = rng.integers(-30, 30, size=2)
+        matrix = np.float32([[scale, 0, shift[0]], [0, scale, shift[1]]])
+        image = cv2.warpAffine(astronaut, matrix, (512, 512), borderMode=cv2.BORDER_REFLECT101)
+        if i % 2:
+            image = image[:, ::-1]
+        cv2.imwrite(str((val if i >= 6 else train) / f"astronaut-{i}.jpg"), image)
+    (train / "not-an-image.jpg").write_bytes(b"this is text, not a JPEG")
+    cv2.imwrite(str(train / "no-face.png"), np.full((200, 200, 3), 90, np.uint8))
+    cv2.imwrite(str(train / "duplicate.jpg"), cv2.imread(str(train / "astronaut-0.jpg")))
+    return train, val
+
+
+@pytest.fixture(scope="module")
+def cache(photo_folders, tmp_path_factory) -> Path:
+    train, val = photo_folders
+    output = tmp_path_factory.mktemp("cache")
+    # a source named '*val*' goes to the validation split
+    val_source = val.parent / "faces-val"
+    val.rename(val_source)
+    summary = prepare_dataset([train, val_source], output, crop_size=64, workers=1)
+    assert summary["counts"] == {"train": 6, "val": 2}
+    assert summary["dropped"] == {"unreadable": 1, "no face": 1, "duplicate": 1}
+    return output
+
+
+def test_prepared_crops_are_aligned_faces(cache):
+    crops, index = load_split(cache, "train")
+    assert crops.shape == (6, 64, 64, 3) and crops.dtype == np.uint8
+    assert all(entry["name"].startswith("astronaut") for entry in index)
+    from facedeblur.pipeline.detect import FaceDetector
+    detector = FaceDetector()
+    # the aligned crop must itself contain a centred face
+    found = detector.detect(cv2.resize(crops[0], (256, 256), interpolation=cv2.INTER_CUBIC))
+    assert found
+    centre = (found[0].box[:2] + found[0].box[2:]) / 2
+    assert np.all(np.abs(centre - 128) < 40)
+
+
+def test_degradations_are_reproducible_and_damage_the_image():
+    clean = cv2.resize(cv2.imread(str(REPO / "src/facedeblur/sample/sample-photo.png")) if
+                       (REPO / "src/facedeblur/sample/sample-photo.png").exists() else
+                       np.random.default_rng(3).integers(0, 255, (128, 128, 3), np.uint8), (128, 128))
+    for category in CATEGORIES:
+        first = degrade(clean, category, np.random.default_rng(7))
+        second = degrade(clean, category, np.random.default_rng(7))
+        assert np.array_equal(first.image, second.image), category
+        assert first.image.shape == clean.shape and first.image.dtype == np.uint8
+        assert np.abs(first.image.astype(int) - clean).mean() > 0.5, f"{category} changed nothing"
+        if category in ("motion_blur", "defocus", "gaussian_blur"):
+            assert first.kernel is not None and abs(first.kernel.sum() - 1) < 1e-4
+    mixtures = {tuple(training_degradation(clean, np.random.default_rng(s)).steps) for s in range(30)}
+    assert len(mixtures) > 10
+
+
+def test_train_resume_export_and_run_through_onnxruntime(cache, tmp_path):
+    run = tmp_path / "run"
+    base = [PYTHON, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run), "--width", "8",
+            "--batch", "2", "--patch", "32", "--val-every", "3", "--val-count", "2", "--workers", "0"]
+    subprocess.run(base + ["--steps", "3"], check=True, cwd=REPO, timeout=300)
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 3
+    subprocess.run(base + ["--steps", "6", "--resume"], check=True, cwd=REPO, timeout=300)
+    history = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [3, 6]
+    assert cv2.imread(str(run / "val-0000006.png")) is not None
+    assert (run / "command.txt").read_text().startswith("facedeblur train run")
+
+    onnx_path = tmp_path / "model.onnx"
+    result = subprocess.run([PYTHON, "-m", "facedeblur", "train", "export", str(run / "last.pt"), "-o", str(onnx_path)],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "parity" in result.stdout
+    restorer = FaceRestorer(onnx_path, provider="cpu")
+    assert restorer.crop_size == 64 and restorer.info.name == "facedeblur-default"
+    crops, _ = load_split(cache, "val")
+    out = restorer.restore_batch(list(crops))
+    assert len(out) == 2 and out[0].shape == (64, 64, 3)
+
+
+def test_export_parity_on_a_model_with_random_weights(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(dict(width=8, levels=2))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)  # the tail starts at zero; make it do something
+    path = tmp_path / "random.onnx"
+    difference = export_onnx(model, path, {"name": "t", "version": "0"}, crop_size=64)
+    assert difference < 1e-3
+    assert parity_check(model, path, 64) == difference
+    with torch.no_grad():
+        x = torch.rand(1, 3, 64, 64)
+        assert (model(x) - x).abs().max() > 1e-3  # the check compared a model that really transforms
+
+
+def test_distributed_training_with_two_cpu_processes(cache, tmp_path):
+    """torchrun with 2 processes on gloo: both ranks train in lockstep and rank 0 saves."""
+    run = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+         "facedeblur.trainer.train", "--data", str(cache), "--out", str(run), "--width", "8", "--batch", "2",
+         "--patch", "32", "--steps", "4", "--val-every", "4", "--val-count", "2", "--workers", "0", "--device", "cpu"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=400)
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = torch.load(run / "last.pt", weights_only=False)
+    assert checkpoint["step"] == 4 and checkpoint["training_summary"]["processes"] == 2
+
+
+def test_show_degradations_writes_a_grid(cache, tmp_path):
+    output = tmp_path / "grid.png"
+    subprocess.run([PYTHON, "-m", "facedeblur", "train", "show-degradations", str(cache), "-o", str(output),
+                    "--rows", "2", "--crop-size", "64"], check=True, cwd=REPO, timeout=120)
+    grid = cv2.imread(str(output))
+    assert grid.shape[1] == 64 * (len(CATEGORIES) + 1)
+    assert grid.shape[0] > 64 * 2
