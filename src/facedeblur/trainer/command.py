@@ -48,11 +48,7 @@ def _require_torch() -> None:
 
 
 def _train_parser_args(parser: argparse.ArgumentParser) -> None:
-    try:
-        from .train import build_parser
-    except ImportError:
-        parser.add_argument("rest", nargs=argparse.REMAINDER)
-        return
+    from .options import build_parser
     build_parser(parser)
 
 

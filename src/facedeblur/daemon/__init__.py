@@ -1,0 +1,1 @@
+"""The watch-folder daemon (`facedeblur watch`, `facedeblur status`); see docs/daemon.md."""

@@ -1,0 +1,187 @@
+"""The durable job journal: one SQLite file (WAL) in the state folder, the daemon's only source of truth.
+
+Every input the daemon takes gets one row, identified by (path, size, mtime_ns): the same file seen again
+by a rescan is recognised and never queued twice, while a file overwritten with new content at the same
+path becomes a new job. State moves queued -> running -> done | failed (or duplicate, when the same
+content was already processed). Each transition is one committed transaction, so after a crash or
+`kill -9` the journal says exactly which jobs were running and must be re-run.
+
+Only the daemon's main thread writes; `facedeblur status` reads concurrently, which WAL allows.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+JOURNAL_FILE = "journal.sqlite3"
+STATES = ("queued", "running", "done", "failed", "duplicate")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    path          TEXT NOT NULL,          -- absolute path of the input (file or frame folder)
+    inbox         TEXT NOT NULL,          -- the inbox it was found in
+    rel_path      TEXT NOT NULL,          -- path relative to that inbox (recorded in the manifest)
+    kind          TEXT NOT NULL,          -- 'file' or 'frames' (a folder of frames)
+    size          INTEGER NOT NULL,       -- bytes (sum over the frames for a folder)
+    mtime_ns      INTEGER NOT NULL,       -- newest mtime (ns)
+    sha256        TEXT,                   -- content hash; NULL when the input could not be read
+    state         TEXT NOT NULL CHECK (state IN ('queued','running','done','failed','duplicate')),
+    attempts      INTEGER NOT NULL DEFAULT 0,   -- attempts that failed or are running
+    interruptions INTEGER NOT NULL DEFAULT 0,   -- runs cut short by a daemon crash or shutdown (not the input's fault)
+    not_before    REAL NOT NULL DEFAULT 0,      -- earliest time to retry (back-off after a failure)
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    seconds       REAL,                   -- processing time of the successful run
+    frames        INTEGER,
+    faces         INTEGER,
+    output        TEXT,                   -- published output folder
+    output_deleted_at REAL,               -- set when retention removed the output
+    duplicate_of  INTEGER REFERENCES jobs(id),
+    failed_copy   TEXT,                   -- where the input went in failed/
+    error         TEXT,                   -- last error, one line
+    worker_pid    INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_identity ON jobs (path, size, mtime_ns);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, not_before);
+CREATE INDEX IF NOT EXISTS jobs_sha ON jobs (sha256, state);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    path: str
+    inbox: str
+    rel_path: str
+    kind: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    state: str
+    attempts: int
+    interruptions: int
+    output: str | None
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "Job":
+        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+
+
+class Journal:
+    def __init__(self, state_dir: Path, readonly: bool = False):
+        self.path = Path(state_dir) / JOURNAL_FILE
+        if readonly:
+            # mode=ro still reads the WAL, so `status` sees commits the daemon made a moment ago.
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        else:
+            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a job marked done survives a power cut, not only a process crash.
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        self.db.row_factory = sqlite3.Row
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        with self.db:  # one committed transaction per call
+            return self.db.execute(sql, params)
+
+    # ---- intake -------------------------------------------------------------------------------------------
+    def known(self, path: str, size: int, mtime_ns: int) -> bool:
+        row = self.db.execute("SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=? LIMIT 1",
+                              (path, size, mtime_ns)).fetchone()
+        return row is not None
+
+    def done_with_hash(self, sha256: str) -> Job | None:
+        row = self.db.execute("SELECT * FROM jobs WHERE sha256=? AND state IN ('done','queued','running') "
+                              "ORDER BY id LIMIT 1", (sha256,)).fetchone()
+        return Job.from_row(row) if row else None
+
+    def add(self, *, path: str, inbox: str, rel_path: str, kind: str, size: int, mtime_ns: int,
+            sha256: str | None, state: str = "queued", duplicate_of: int | None = None,
+            error: str | None = None) -> int:
+        now = time.time()
+        cursor = self._write(
+            "INSERT INTO jobs (path, inbox, rel_path, kind, size, mtime_ns, sha256, state, created_at, "
+            "duplicate_of, error, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (path, inbox, rel_path, kind, size, mtime_ns, sha256, state, now, duplicate_of, error,
+             now if state != "queued" else None))
+        return int(cursor.lastrowid)
+
+    # ---- scheduling ---------------------------------------------------------------------------------------
+    def next_queued(self, limit: int, exclude: set[int] = frozenset()) -> list[Job]:
+        rows = self.db.execute("SELECT * FROM jobs WHERE state='queued' AND not_before<=? ORDER BY id LIMIT ?",
+                               (time.time(), limit + len(exclude))).fetchall()
+        return [Job.from_row(r) for r in rows if r["id"] not in exclude][:limit]
+
+    def mark_running(self, job_id: int, pid: int) -> None:
+        self._write("UPDATE jobs SET state='running', attempts=attempts+1, started_at=?, worker_pid=? WHERE id=?",
+                    (time.time(), pid, job_id))
+
+    def mark_done(self, job_id: int, output: str, seconds: float | None, frames: int | None,
+                  faces: int | None) -> None:
+        self._write("UPDATE jobs SET state='done', finished_at=?, seconds=?, frames=?, faces=?, output=?, "
+                    "error=NULL, worker_pid=NULL WHERE id=?",
+                    (time.time(), seconds, frames, faces, output, job_id))
+
+    def mark_retry(self, job_id: int, error: str, delay: float, count_attempt: bool = True) -> None:
+        """Back to the queue after a failed run; `count_attempt=False` for failures that are not the input's."""
+        self._write("UPDATE jobs SET state='queued', error=?, not_before=?, worker_pid=NULL, "
+                    "attempts=attempts-? WHERE id=?",
+                    (error, time.time() + delay, 0 if count_attempt else 1, job_id))
+
+    def mark_failed(self, job_id: int, error: str, failed_copy: str | None) -> None:
+        self._write("UPDATE jobs SET state='failed', finished_at=?, error=?, failed_copy=?, worker_pid=NULL "
+                    "WHERE id=?", (time.time(), error, failed_copy, job_id))
+
+    def requeue_interrupted(self) -> list[Job]:
+        """After a crash or abandoned shutdown: jobs left 'running' go back to the queue.
+
+        The interrupted attempt is not counted against the input (a power cut is not the clip's fault);
+        `interruptions` is, so a clip that crashes the whole machine every time still ends in failed/.
+        """
+        rows = self.db.execute("SELECT * FROM jobs WHERE state='running'").fetchall()
+        with self.db:
+            self.db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1,0), "
+                            "interruptions=interruptions+1, worker_pid=NULL WHERE state='running'")
+        return [Job.from_row(r) for r in rows]
+
+    def interrupt(self, job_id: int) -> None:
+        self._write("UPDATE jobs SET state='queued', attempts=MAX(attempts-1,0), interruptions=interruptions+1, "
+                    "worker_pid=NULL WHERE id=?", (job_id,))
+
+    def duplicates_of(self, job_id: int) -> list[Job]:
+        rows = self.db.execute("SELECT * FROM jobs WHERE state='duplicate' AND duplicate_of=? ORDER BY id",
+                               (job_id,)).fetchall()
+        return [Job.from_row(r) for r in rows]
+
+    def get(self, job_id: int) -> Job:
+        return Job.from_row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+
+    # ---- retention and the review index ------------------------------------------------------------------
+    def published(self) -> Iterator[sqlite3.Row]:
+        """Done jobs whose output folder still exists in the journal's view, newest first."""
+        return iter(self.db.execute(
+            "SELECT * FROM jobs WHERE state='done' AND output IS NOT NULL AND output_deleted_at IS NULL "
+            "ORDER BY finished_at DESC, id DESC").fetchall())
+
+    def mark_output_deleted(self, job_id: int) -> None:
+        self._write("UPDATE jobs SET output_deleted_at=? WHERE id=?", (time.time(), job_id))
+
+    # ---- status -------------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        counts = {state: 0 for state in STATES}
+        for row in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            counts[row["state"]] = row["n"]
+        return counts
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        return self.db.execute(sql, params).fetchall()

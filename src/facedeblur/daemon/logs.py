@@ -1,0 +1,32 @@
+"""Structured logs for journald: one logfmt line per event on stdout (`key=value`, values quoted as needed)."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        line = f"ts={stamp} level={record.levelname.lower()} {record.getMessage()}"
+        if record.exc_info:
+            line += " traceback=" + repr(self.formatException(record.exc_info))
+        return line.replace("\n", "\\n")   # one event, one line, whatever the message held
+
+
+def setup_daemon_logging(verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(LogfmtFormatter())
+    logger = logging.getLogger("facedeblur")
+    logger.handlers[:] = [handler]
+    logger.propagate = False   # the CLI's stderr handler would print everything twice
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def q(value: object) -> str:
+    """A logfmt value: quoted with escapes when it has spaces, quotes or control characters."""
+    text = str(value)
+    if text and all(c.isprintable() and c not in ' "=' for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'

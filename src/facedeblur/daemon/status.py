@@ -1,0 +1,65 @@
+"""`facedeblur status`: what the daemon is doing, read from its journal (works while it runs, or after)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import FacedeblurError
+from .journal import JOURNAL_FILE, Journal
+
+
+def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
+    if not (state_dir / JOURNAL_FILE).is_file():
+        raise FacedeblurError(f"no journal in {state_dir}; pass the --state folder the daemon uses "
+                              "(or --config with daemon.state)")
+    journal = Journal(state_dir, readonly=True)
+    try:
+        now = time.time()
+        counts = journal.counts()
+        running = [dict(id=r["id"], input=r["rel_path"], attempt=r["attempts"], worker_pid=r["worker_pid"],
+                        running_seconds=round(now - r["started_at"], 1) if r["started_at"] else None)
+                   for r in journal.rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")]
+        failures = [dict(id=r["id"], input=r["rel_path"], attempts=r["attempts"], error=r["error"],
+                         failed_copy=r["failed_copy"], at=r["finished_at"])
+                    for r in journal.rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC "
+                                          "LIMIT ?", (recent,))]
+        retrying = journal.rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
+        throughput = {}
+        for label, window in (("last_hour", 3600), ("last_day", 86400)):
+            row = journal.rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
+                               "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?",
+                               (now - window,))[0]
+            busy = row["seconds"] or 0.0
+            throughput[label] = dict(jobs=row["jobs"], frames=row["frames"] or 0, faces=row["faces"] or 0,
+                                     processing_seconds=round(busy, 1),
+                                     frames_per_second=round((row["frames"] or 0) / busy, 2) if busy else None)
+        last = journal.rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
+        return dict(state_dir=str(state_dir), counts=counts, total=sum(counts.values()), retrying=retrying,
+                    running_jobs=running, recent_failures=failures, throughput=throughput, last_done_at=last)
+    finally:
+        journal.close()
+
+
+def format_status(status: dict[str, Any]) -> str:
+    c = status["counts"]
+    lines = [f"journal: {status['state_dir']}",
+             f"queued {c['queued']} (retrying {status['retrying']}), running {c['running']}, done {c['done']}, "
+             f"failed {c['failed']}, duplicates skipped {c['duplicate']}"]
+    for job in status["running_jobs"]:
+        lines.append(f"  running: job {job['id']} {job['input']!r} attempt {job['attempt']}, "
+                     f"{job['running_seconds']} s")
+    for label, t in status["throughput"].items():
+        fps = f", {t['frames_per_second']} frames/s while busy" if t["frames_per_second"] else ""
+        lines.append(f"{label.replace('_', ' ')}: {t['jobs']} jobs, {t['frames']} frames, {t['faces']} faces{fps}")
+    if status["recent_failures"]:
+        lines.append("recent failures:")
+        for job in status["recent_failures"]:
+            lines.append(f"  job {job['id']} {job['input']!r}: {job['error']}")
+    return "\n".join(lines)
+
+
+def print_status(state_dir: Path, as_json: bool) -> None:
+    status = collect_status(state_dir)
+    print(json.dumps(status, ensure_ascii=False) if as_json else format_status(status))

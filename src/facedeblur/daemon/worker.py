@@ -1,0 +1,252 @@
+"""Worker processes: each loads the models once, then runs jobs sent by the daemon over a pipe.
+
+Publishing is what makes a job happen exactly once. The pipeline writes into OUTBOX/.staging/NAME
+(its own temp folder renamed into place there), then the worker renames that folder to OUTBOX/NAME.
+The rename is atomic, and the output name is fixed per job (it ends in the job id), so:
+  * a crash before the rename leaves nothing in the outbox (the daemon wipes .staging at start-up);
+  * a crash after the rename but before the journal says 'done' is recognised at the next run by the
+    job id in OUTBOX/NAME/manifest.json, and the job is marked done without processing it again;
+  * a second publish of the same job cannot happen: renaming onto an existing non-empty folder fails.
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import time
+import unicodedata
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+STAGING = ".staging"
+MANIFEST_KEY = "daemon"   # the key under which the daemon's own fields go into manifest.json
+# Errors of the machine, not of the input: the job is retried later without using up an attempt.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.ENOMEM}
+
+
+def output_name(rel_path: str, job_id: int) -> str:
+    """A readable, filesystem-safe folder name, unique per job: 'cam1__front door.mp4' -> 'cam1__front_door.mp4-j42'.
+
+    The job id suffix is what guarantees that two inputs with the same name (in different subfolders,
+    or the same path dropped again with new content) never share an output folder.
+    """
+    text = unicodedata.normalize("NFC", rel_path).replace("/", "__")
+    text = re.sub(r"[^\w.\-]+", "_", text, flags=re.UNICODE).strip("._") or "input"
+    encoded = text.encode("utf-8")[:150]   # stay well under the 255-byte name limit
+    return f"{encoded.decode('utf-8', 'ignore')}-j{job_id}"
+
+
+def read_published_job_id(folder: Path) -> int | None:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        return int(manifest[MANIFEST_KEY]["job_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def manifest_numbers(manifest: dict[str, Any]) -> tuple[int | None, int | None]:
+    """(frames, faces) from the pipeline's manifest: input.frames and summary.tracks (one face per track)."""
+    def number(section: str, key: str) -> int | None:
+        value = manifest.get(section, {}).get(key) if isinstance(manifest.get(section), dict) else None
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return number("input", "frames"), number("summary", "tracks")
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker if the daemon dies (even by SIGKILL), so an orphan can never
+    publish a job that the restarted daemon is running again."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def worker_main(conn: Connection, pipeline_json: str, parent_pid: int) -> None:
+    _die_with_parent()
+    if os.getppid() != parent_pid:   # the parent died before prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # Ctrl-C and SIGHUP are for the daemon, which tells us
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    from ..config import PipelineSettings
+    from ..errors import FacedeblurError
+    from .logs import setup_daemon_logging
+    setup_daemon_logging()   # the pipeline's own log lines go to the same journal as the daemon's
+    settings = PipelineSettings.model_validate_json(pipeline_json)
+    started = time.monotonic()
+    try:
+        from ..footage.process import load_models
+        models = load_models(settings)
+    except FacedeblurError as exc:
+        conn.send(("load_failed", str(exc)))
+        return
+    except Exception as exc:  # noqa: BLE001 - reported to the daemon, which decides
+        conn.send(("load_failed", f"{exc.__class__.__name__}: {exc}"))
+        return
+    conn.send(("ready", time.monotonic() - started))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        conn.send(("result", run_job(job, settings, models)))
+
+
+def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
+    from ..errors import FacedeblurError
+    from ..footage.process import process_input
+
+    outbox = Path(job["outbox"])
+    name = job["name"]
+    final = outbox / name
+    staging = outbox / STAGING / name
+    base = {"job_id": job["id"], "output": str(final)}
+    if read_published_job_id(final) == job["id"]:
+        return {**base, "ok": True, "already_published": True}
+    started = time.monotonic()
+    try:
+        if not os.path.lexists(job["path"]):
+            return {**base, "ok": False, "input_fault": True, "vanished": True,
+                    "error": "input disappeared before it was processed; drop it again to process it"}
+        if job["sha256"] is None:   # it could not be read at intake; maybe it can now
+            job["sha256"] = _readable_sha256(Path(job["path"]))
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        extra = {MANIFEST_KEY: {"job_id": job["id"], "input": job["rel_path"], "inbox": job["inbox"],
+                                "sha256": job["sha256"], "size": job["size"]}}
+        manifest = process_input(Path(job["path"]), staging, settings, models=models, progress=False,
+                                 extra_manifest=extra)
+        os.rename(staging, final)
+        _fsync_dir(outbox)
+        frames, faces = manifest_numbers(manifest)
+        return {**base, "ok": True, "seconds": time.monotonic() - started, "frames": frames, "faces": faces}
+    except FacedeblurError as exc:
+        # The pipeline words write errors for a person ("cannot create the output folder..."); whether
+        # the cause was the machine (disk full, read-only outbox) decides if the input is to blame.
+        cause = _environment_cause(exc, outbox)
+        if cause is not None:
+            return {**base, "ok": False, "input_fault": False,
+                    "error": f"{exc} [{cause}; the job is retried once {outbox} is writable]"}
+        return {**base, "ok": False, "input_fault": True, "error": str(exc)}
+    except OSError as exc:
+        environment = exc.errno in ENVIRONMENT_ERRNOS or _under(exc, outbox)
+        text = f"{exc.strerror or exc.__class__.__name__}: {exc.filename or ''}".rstrip(": ")
+        if exc.errno == errno.ENOSPC:
+            text = f"output disk full ({text}); free space in {outbox}, the job is retried"
+        elif environment:
+            text = f"cannot write the output ({text}); fix {outbox}, the job is retried"
+        return {**base, "ok": False, "input_fault": not environment, "error": text}
+    except Exception as exc:  # noqa: BLE001 - any pipeline failure on this input is recorded, not fatal
+        return {**base, "ok": False, "input_fault": True,
+                "error": f"{exc.__class__.__name__}: {exc}".replace("\n", " ")[:500]}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _environment_cause(exc: BaseException, outbox: Path) -> str | None:
+    """Why the outbox, not the input, is at fault, or None. Follows the exception's context chain
+    (the pipeline raises its one-line errors `from None`, which keeps the original as __context__),
+    then checks that the outbox really takes a write."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in ENVIRONMENT_ERRNOS:
+            return os.strerror(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    return outbox_write_problem(outbox)
+
+
+def outbox_write_problem(outbox: Path) -> str | None:
+    """None if the outbox takes a small write now, else why not (disk full, read-only, permissions)."""
+    probe = outbox / STAGING / f".probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"\0" * 65536)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return None
+    except OSError as probe_error:
+        return f"the outbox does not take writes: {probe_error.strerror or probe_error}"
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+def _readable_sha256(path: Path) -> str:
+    from ..errors import FacedeblurError
+    from .scanning import Unit
+    from .stability import sha256_of, signature_of
+    unit = Unit(path, path.parent, "frames" if path.is_dir() else "file")
+    try:
+        signature = signature_of(unit, lambda name: True)
+        if signature is None:
+            raise FileNotFoundError(path)
+        return sha256_of(unit, signature)
+    except PermissionError:
+        raise FacedeblurError(f"{path}: not readable by the daemon (permission denied); fix its permissions "
+                              "or the service user's groups") from None
+
+
+def _under(exc: OSError, folder: Path) -> bool:
+    name = exc.filename
+    return isinstance(name, (str, os.PathLike)) and str(name).startswith(str(folder))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WorkerHandle:
+    """The daemon's side of one worker process."""
+
+    def __init__(self, index: int, pipeline_json: str):
+        ctx = multiprocessing.get_context("spawn")   # no fork: the daemon has watchdog threads running
+        self.index = index
+        self.pipeline_json = pipeline_json
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=worker_main, args=(child, pipeline_json, os.getpid()),
+                                   name=f"facedeblur-worker-{index}", daemon=True)
+        self.process.start()
+        child.close()
+        self.ready = False
+        self.job_id: int | None = None
+        self.job_started = 0.0
+        self.load_seconds: float | None = None
+        self.retire = False   # set on reload: replace once idle
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    def send(self, job: dict[str, Any] | None) -> None:
+        self.conn.send(job)
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.process.join(timeout=5)
+        self.kill()

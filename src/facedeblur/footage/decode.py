@@ -1,0 +1,210 @@
+"""Stage 1, decode: turn INPUT (a video file, a folder of frame images or one image) into a stream of frames.
+
+Frames are produced one at a time (PyAV streams packets from disk), so memory stays flat however long the
+clip. The pipeline decodes the input twice (once to find and track faces, once to restore them) instead of
+holding frames in memory; `open_source` is cheap to call again.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import FacedeblurError
+from ..image_files import IMAGE_EXTENSIONS, read_image
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".gif", ".m4v", ".webm")
+# Display-matrix rotation (degrees, as FFmpeg reports it) -> the OpenCV rotation that makes the frame upright.
+_UPRIGHT_ROTATIONS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
+
+
+@dataclass
+class DecodedFrame:
+    index: int
+    image: np.ndarray  # BGR uint8, upright
+    pts: int | None  # presentation timestamp in the source's time base (video input only)
+    time: float  # seconds from the start of the clip
+    name: str | None = None  # file name (frame-folder and single-image input)
+
+
+@dataclass
+class SourceInfo:
+    kind: str  # "video", "frames" or "image"
+    width: int  # upright size, as the frames come out of `frames()`
+    height: int
+    fps: float
+    frame_rate: Fraction | None
+    time_base: Fraction | None
+    expected_frames: int | None  # what the container declares; the decoded count is what counts
+    rotation: int = 0
+    audio_codec: str | None = None
+    codec: str | None = None
+    names: list[str] = field(default_factory=list)
+
+
+def natural_key(name: str) -> list:
+    """Order 'frame2' before 'frame10' (names with timestamps or counters without zero padding)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def list_frame_files(folder: Path) -> list[Path]:
+    try:
+        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                 and not p.name.startswith(".")]
+    except PermissionError:
+        raise FacedeblurError(f"{folder}: folder not readable; fix its permissions") from None
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def _av_problem(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)  # FFmpeg's error number means nothing to a user
+    return re.sub(r"\s*:\s*'[^']*'$", "", text)[:160]
+
+
+class VideoSource:
+    """A video file decoded by PyAV (FFmpeg inside the wheel)."""
+
+    def __init__(self, path: Path):
+        import av
+
+        self.path = path
+        if path.stat().st_size == 0:
+            raise FacedeblurError(f"{path}: empty file (0 bytes); the copy or recording did not finish, supply the complete file")
+        try:
+            with av.open(str(path)) as container:
+                if not container.streams.video:
+                    raise FacedeblurError(f"{path}: no video stream in this file; supply a video (mp4, mkv, avi, mov, gif)")
+                stream = container.streams.video[0]
+                audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
+                first = next(container.decode(stream), None)
+        except FacedeblurError:
+            raise
+        except (av.FFmpegError, StopIteration, OSError, ValueError) as exc:
+            raise FacedeblurError(f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete "
+                                  "and is mp4, mkv, avi, mov or gif") from None
+        if first is None:
+            raise FacedeblurError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
+        rotation = int(round(first.rotation or 0)) % 360
+        width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+        rate = stream.average_rate or stream.guessed_rate
+        self.info = SourceInfo(kind="video", width=width, height=height, fps=float(rate) if rate else 25.0,
+                               frame_rate=Fraction(rate) if rate else None, time_base=stream.time_base,
+                               expected_frames=stream.frames or None, rotation=rotation, audio_codec=audio,
+                               codec=stream.codec_context.name)
+
+    def frames(self, on_audio_packet: Callable | None = None, audio_stream_out: list | None = None) -> Iterator[DecodedFrame]:
+        """Yield upright BGR frames; audio packets (if asked) go to `on_audio_packet` in file order."""
+        import av
+
+        container = av.open(str(self.path))
+        try:
+            video = container.streams.video[0]
+            video.thread_type = "AUTO"  # frame threading: decoding is a large share of the work on small CPUs
+            streams = [video]
+            if on_audio_packet is not None and container.streams.audio:
+                streams.append(container.streams.audio[0])
+                if audio_stream_out is not None:
+                    audio_stream_out.append(container.streams.audio[0])
+            index = 0
+            start = video.start_time or 0
+            try:
+                for packet in container.demux(*streams):
+                    if packet.stream.type == "audio":
+                        if packet.dts is not None:
+                            on_audio_packet(packet)
+                        continue
+                    for frame in packet.decode():
+                        image = frame.to_ndarray(format="bgr24")
+                        if self.info.rotation in _UPRIGHT_ROTATIONS:
+                            image = cv2.rotate(image, _UPRIGHT_ROTATIONS[self.info.rotation])
+                        if image.shape[1] != self.info.width or image.shape[0] != self.info.height:
+                            raise FacedeblurError(f"{self.path}: frame {index} changes size "
+                                                  f"({image.shape[1]}x{image.shape[0]}); re-encode the clip at one size")
+                        time = float((frame.pts - start) * video.time_base) if frame.pts is not None else index / self.info.fps
+                        yield DecodedFrame(index=index, image=image, pts=frame.pts, time=time)
+                        index += 1
+            except av.FFmpegError as exc:
+                raise FacedeblurError(f"{self.path}: video is corrupt or truncated after frame {index} "
+                                      f"({_av_problem(exc)}); repair or re-export the file") from None
+        finally:
+            container.close()
+
+
+class FrameFolderSource:
+    """A folder of frame images, in natural name order; every frame must have the same size."""
+
+    def __init__(self, folder: Path, fps: float):
+        self.path = folder
+        self.files = list_frame_files(folder)
+        if not self.files:
+            raise FacedeblurError(f"{folder}: folder has no frame images (png, jpg, webp, bmp, tiff); "
+                                  "supply a folder of frames or a video file")
+        first = read_image(self.files[0])
+        self.info = SourceInfo(kind="frames", width=first.shape[1], height=first.shape[0], fps=fps,
+                               frame_rate=Fraction(fps).limit_denominator(1001), time_base=None,
+                               expected_frames=len(self.files), names=[p.name for p in self.files])
+
+    def frames(self, on_audio_packet: Callable | None = None, audio_stream_out: list | None = None) -> Iterator[DecodedFrame]:
+        for index, path in enumerate(self.files):
+            image = read_image(path)
+            if image.shape[:2] != (self.info.height, self.info.width):
+                raise FacedeblurError(
+                    f"{self.path}: frame {path.name} is {image.shape[1]}x{image.shape[0]} but {self.files[0].name} is "
+                    f"{self.info.width}x{self.info.height}; all frames in a folder must be the same size (resize or split the folder)")
+            yield DecodedFrame(index=index, image=image, pts=None, time=index / self.info.fps, name=path.name)
+
+
+class SingleImageSource:
+    """One photo: a one-frame 'clip', so photos and footage share the whole pipeline."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        if path.stat().st_size == 0:
+            raise FacedeblurError(f"{path}: empty file (0 bytes); supply the complete image")
+        image = read_image(path)
+        self.info = SourceInfo(kind="image", width=image.shape[1], height=image.shape[0], fps=0.0, frame_rate=None,
+                               time_base=None, expected_frames=1, names=[path.name])
+
+    def frames(self, on_audio_packet: Callable | None = None, audio_stream_out: list | None = None) -> Iterator[DecodedFrame]:
+        yield DecodedFrame(index=0, image=read_image(self.path), pts=None, time=0.0, name=self.path.name)
+
+
+FootageSource = VideoSource | FrameFolderSource | SingleImageSource
+
+
+def open_source(path: Path, frame_folder_fps: float = 25.0) -> FootageSource:
+    """Open INPUT by what it is; every problem is a one-line FacedeblurError naming the fix."""
+    if not path.exists():
+        raise FacedeblurError(f"{path}: not found; check the path")
+    if path.is_dir():
+        return FrameFolderSource(path, frame_folder_fps)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return SingleImageSource(path)
+    if is_video_path(path):
+        return VideoSource(path)
+    raise FacedeblurError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video "
+                          f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frame images")
+
+
+def is_supported_input(path: Path) -> bool:
+    """A video or image by extension, or a folder holding at least one frame image."""
+    path = Path(path)
+    if path.is_dir():
+        try:
+            return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
+        except OSError:
+            return False
+    return path.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS

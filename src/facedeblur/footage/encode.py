@@ -1,0 +1,124 @@
+"""Stage 8, encode: write restored and annotated frames back out.
+
+Video goes through PyAV's libx264 with the source's own timestamps (so frame count, frame rate, variable
+frame timing and start offset all survive) and the source's audio track copied packet for packet. Audio
+that MP4 cannot carry (PCM from AVI/MOV, for example) is re-encoded to AAC rather than dropped.
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FacedeblurError
+from ..image_files import write_image_atomic
+from .decode import SourceInfo
+
+log = logging.getLogger(__name__)
+
+# Audio codecs FFmpeg's MP4 muxer accepts as they are.
+MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac", "mp2"}
+RESTORED_NOTICE = "Faces AI-restored by facedeblur; compare with the original before relying on details."
+
+
+class VideoEncoder:
+    """H.264 MP4 writer keeping the input's timestamps; optionally carries the input's audio."""
+
+    def __init__(self, path: Path, info: SourceInfo, crf: int, preset: str, audio_from: Path | None = None,
+                 comment: str = RESTORED_NOTICE):
+        import av
+
+        self.path = path
+        self.container = av.open(str(path), mode="w", format="mp4")
+        self.container.metadata["comment"] = comment
+        rate = info.frame_rate or Fraction(25)
+        self.stream = self.container.add_stream("libx264", rate=rate)
+        self.stream.width, self.stream.height = info.width, info.height
+        # 4:2:0 (what every player decodes) needs even sides; odd-sized input keeps its size in 4:4:4.
+        even = info.width % 2 == 0 and info.height % 2 == 0
+        self.stream.pix_fmt = "yuv420p" if even else "yuv444p"
+        self.stream.options = {"crf": str(crf), "preset": preset}
+        self.time_base = info.time_base or (1 / rate)
+        self.stream.time_base = self.time_base
+        self.step = max(1, round(float(1 / rate / self.time_base))) if info.time_base else 1
+        self.last_pts: int | None = None
+        self.audio_stream = None
+        self.audio_transcoder = None
+        self.audio_note = None
+        if audio_from is not None:
+            self._add_audio(audio_from)
+
+    def _add_audio(self, source: Path) -> None:
+        import av
+
+        with av.open(str(source)) as container:
+            if not container.streams.audio:
+                return
+            template = container.streams.audio[0]
+            name = template.codec_context.name
+            if name in MP4_AUDIO_CODECS:
+                self.audio_stream = self.container.add_stream_from_template(template)
+                self.audio_note = f"copied ({name})"
+            else:
+                rate = template.codec_context.sample_rate or 48000
+                self.audio_stream = self.container.add_stream("aac", rate=rate)
+                self.audio_transcoder = av.AudioResampler(format="fltp", layout=template.codec_context.layout.name
+                                                          if template.codec_context.layout else "stereo",
+                                                          rate=rate, frame_size=1024)
+                self.audio_note = f"re-encoded from {name} to aac (MP4 cannot carry {name})"
+
+    def write_audio_packet(self, packet) -> None:
+        if self.audio_stream is None:
+            return
+        if self.audio_transcoder is None:
+            packet.stream = self.audio_stream
+            self.container.mux(packet)
+            return
+        for frame in packet.decode():
+            frame.pts = None  # the resampler re-times; AAC frames are then numbered in samples
+            for chunk in self.audio_transcoder.resample(frame):
+                self.container.mux(self.audio_stream.encode(chunk))
+
+    def write(self, image: np.ndarray, pts: int | None) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        if pts is None:
+            pts = 0 if self.last_pts is None else self.last_pts + self.step
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1  # duplicate timestamps in the source would make the muxer refuse the frame
+        frame.pts = pts
+        frame.time_base = self.time_base
+        self.last_pts = pts
+        self.container.mux(self.stream.encode(frame))
+
+    def close(self) -> None:
+        try:
+            self.container.mux(self.stream.encode(None))
+            if self.audio_transcoder is not None:
+                for chunk in self.audio_transcoder.resample(None):
+                    self.container.mux(self.audio_stream.encode(chunk))
+                self.container.mux(self.audio_stream.encode(None))
+        finally:
+            self.container.close()
+
+
+class FrameFolderWriter:
+    """Restored frames under the input's own file names (and formats), for frame-folder input."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def write(self, image: np.ndarray, name: str) -> None:
+        write_image_atomic(self.folder / name, image)
+
+    def close(self) -> None:
+        pass
+
+
+def encoder_error(path: Path, exc: Exception) -> FacedeblurError:
+    return FacedeblurError(f"cannot write {path.name} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
+                           "check free disk space and that the output folder is writable")

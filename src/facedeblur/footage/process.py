@@ -1,0 +1,345 @@
+"""The footage pipeline end to end, and the API the daemon calls.
+
+A frame's journey (one module per stage):
+  decode.py -> detect (pipeline/detect.py) -> track.py -> smooth.py -> restore_faces.py (align, restore,
+  paste) -> annotate.py -> encode.py, and per track select_best.py -> gallery.py; manifest.py records it all.
+
+The input is read twice: pass 1 detects and tracks (keeping only face positions, never frames), pass 2
+restores with the whole track known, so smoothing is centred in time (no lag) and the best frames are
+known before pass 2 writes the gallery crops. Memory therefore stays flat however long the clip.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import PipelineSettings
+from ..errors import FacedeblurError
+from .decode import FrameFolderSource, is_supported_input as _is_supported_input, open_source
+
+log = logging.getLogger(__name__)
+
+STAGES = ("decode", "detect", "track", "align", "restore", "paste", "annotate", "encode", "gallery")
+QUEUE_BYTES = 256 * 1024 * 1024  # frames waiting for a full restore batch; bounds memory on 4K input
+
+
+def is_supported_input(path: Path) -> bool:
+    """True for a video or image file (by extension) or a folder holding frame images."""
+    return _is_supported_input(Path(path))
+
+
+@dataclass
+class LoadedModels:
+    """The ONNX sessions, loaded once and reused for every input (loading takes about a second)."""
+
+    detector: object
+    restorer: object
+    embedder: object | None
+
+
+def load_models(settings: PipelineSettings) -> LoadedModels:
+    import supervision  # noqa: F401  (imported here, once: it takes about a second, which is not per-input work)
+
+    from ..pipeline.detect import FaceDetector
+    from ..pipeline.identity import IdentityEmbedder
+    from ..pipeline.restore import FaceRestorer
+
+    detector = FaceDetector(score_threshold=settings.detector.score_threshold,
+                            nms_threshold=settings.detector.nms_threshold,
+                            min_face_size=settings.detector.min_face_size,
+                            provider=settings.provider, threads=settings.threads)
+    restorer = FaceRestorer(settings.restorer.model, provider=settings.provider, threads=settings.threads,
+                            batch_size=settings.restorer.batch_size, colour_lock=settings.restorer.colour_lock)
+    embedder = IdentityEmbedder(provider=settings.provider, threads=settings.threads) \
+        if settings.tracker.use_identity else None
+    log.info("onnxruntime providers: detector %s, restorer %s%s", detector.providers[0], restorer.providers[0],
+             f", identity {embedder.session.get_providers()[0]}" if embedder else "")
+    return LoadedModels(detector, restorer, embedder)
+
+
+@dataclass
+class StageTimer:
+    """Wall time per stage, for the benchmark (never written to the manifest: outputs stay reproducible)."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextmanager
+    def __call__(self, stage: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - started
+
+    def timed(self, iterable, stage: str):
+        iterator = iter(iterable)
+        while True:
+            with self(stage):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item
+
+
+_END = object()
+
+
+def _progress(total: int | None, description: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="frame", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def process_input(input_path: Path, outdir: Path, settings: PipelineSettings, models: LoadedModels | None = None,
+                  progress: bool = True, extra_manifest: dict | None = None) -> dict:
+    """Restore every face in INPUT into OUTDIR; returns the manifest. Raises FacedeblurError, leaving no OUTDIR."""
+    manifest, _ = run_pipeline(input_path, outdir, settings, models, progress, extra_manifest)
+    return manifest
+
+
+def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, models: LoadedModels | None = None,
+                 progress: bool = True, extra_manifest: dict | None = None) -> tuple[dict, StageTimer]:
+    """process_input, also returning the per-stage times (scripts/bench_footage.py)."""
+    from .output_folder import StagedOutput
+
+    input_path, outdir = Path(input_path), Path(outdir)
+    source = open_source(input_path, settings.frame_folder_fps)  # validates INPUT before anything is created
+    models = models or load_models(settings)
+    staged = StagedOutput(outdir)
+    try:
+        manifest, timer = _run(source, input_path, staged.path, settings, models, progress, extra_manifest)
+        staged.commit()
+    except FacedeblurError:
+        staged.discard()
+        raise
+    except OSError as exc:  # disk full, folder made read-only mid-run, input vanished: one line, not a traceback
+        staged.discard()
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise FacedeblurError(f"{input_path}: {exc.strerror or exc.__class__.__name__}{where} while processing; "
+                              f"check free space and permissions beside {outdir} and that the input is still there") from exc
+    except MemoryError:
+        staged.discard()
+        raise FacedeblurError(f"{input_path}: ran out of memory; lower restorer.batch_size or process a shorter clip") from None
+    except BaseException:
+        staged.discard()
+        raise
+    return manifest, timer
+
+
+def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, models: LoadedModels,
+         progress: bool, extra_manifest: dict | None):
+    from .annotate import draw_annotations
+    from .encode import FrameFolderWriter, VideoEncoder, encoder_error
+    from .gallery import save_best_frame, write_gallery
+    from .manifest import base_manifest, rounded, sha256_of_input, write_manifest
+    from .restore_faces import FrameBatchRestorer
+    from .select_best import choose_best_frames, sharpness
+    from .smooth import plan_faces
+    from .track import FaceTracker
+    from ..image_files import write_image_atomic
+    from ..pipeline.align import estimate_alignment, warp_to_crop
+
+    info = source.info
+    timer = StageTimer()
+    stride = settings.detector.stride
+    limit = settings.max_frames
+    restorer, detector = models.restorer, models.detector
+    log.info("%s: %s %dx%d, %s; detector on %s, restorer %s %s on %s", input_path.name, info.kind, info.width,
+             info.height, f"{info.fps:.2f} fps" if info.fps else "still", detector.providers[0], restorer.info.name,
+             restorer.info.version, restorer.providers[0])
+
+    # Pass 1: detect and track. Only face positions are kept.
+    tracker = FaceTracker(settings.tracker, info.fps or 25.0, stride, models.embedder)
+    frame_count = 0
+    frame_times: list[float] = []
+    expected = min(info.expected_frames or 0, limit or 10**9) or None
+    with _progress(expected, "finding faces", progress) as bar:
+        for frame in timer.timed(source.frames(), "decode"):
+            if limit and frame.index >= limit:
+                break
+            frame_count += 1
+            frame_times.append(frame.time)
+            if frame.index % stride == 0:
+                with timer("detect"):
+                    faces = detector.detect(frame.image)
+                with timer("track"):
+                    tracked = tracker.update(frame.index, frame.image, faces)
+                with timer("align"):
+                    for _, observation in tracked:  # input sharpness of each face, for choosing the best frames
+                        matrix = estimate_alignment(observation.landmarks, restorer.crop_size, restorer.info.template)
+                        observation.sharpness = sharpness(warp_to_crop(frame.image, matrix, restorer.crop_size))
+            bar.update(1)
+    if frame_count == 0:
+        raise FacedeblurError(f"{input_path}: no frames could be decoded; supply a complete video")
+    with timer("track"):
+        tracks = tracker.finish()
+        max_gap = max(settings.tracker.max_interpolation_gap, stride - 1)
+        last_detection_frame = (frame_count - 1) // stride * stride
+        planned = plan_faces(tracks, tracker.untracked, max_gap, settings.tracker.landmark_smoothing_sigma,
+                             last_detection_frame, frame_count - 1)
+        best_frames = {t.track_id: choose_best_frames(t, settings.output.gallery_frames_per_track) for t in tracks}
+    wanted_crops = {(track_id, frame) for track_id, chosen in best_frames.items() for frame, _ in chosen}
+    log.info("%d frame(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, %d track(s) merged)",
+             frame_count, len(tracks), sum(len(v) for v in planned.values()), tracker.swaps, tracker.merges)
+
+    # Pass 2: restore, paste, write.
+    kind = info.kind
+    restored_name = {"video": "restored.mp4", "frames": "restored", "image": "restored.png"}[kind]
+    annotated_name = {"video": "annotated.mp4", "frames": "annotated.mp4", "image": "annotated.png"}[kind]
+    restored_writer = annotated_writer = None
+    try:
+        if settings.output.write_restored:
+            if kind == "video":
+                restored_writer = VideoEncoder(workdir / restored_name, info, settings.output.video_crf,
+                                               settings.output.video_preset, audio_from=input_path)
+            elif kind == "frames":
+                restored_writer = FrameFolderWriter(workdir / restored_name)
+        if settings.output.write_annotated and kind != "image":
+            # The annotated clip is a review aid: the fastest x264 preset halves its encoding time.
+            annotated_writer = VideoEncoder(workdir / annotated_name, info, settings.output.video_crf, "ultrafast")
+    except Exception as exc:  # PyAV/FFmpeg errors have many types
+        raise encoder_error(workdir / restored_name, exc) from None
+
+    track_frames: dict[int, list[dict]] = defaultdict(list)
+    untracked_faces: list[dict] = []
+    gallery_paths: dict[tuple[int, int], dict] = {}
+    frame_bytes = info.width * info.height * 3
+    batch_restorer = FrameBatchRestorer(restorer, timer, max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)))
+    audio_sink = restored_writer.write_audio_packet if isinstance(restored_writer, VideoEncoder) and \
+        restored_writer.audio_stream is not None else None
+
+    def frames_with_faces():
+        for frame in timer.timed(source.frames(on_audio_packet=audio_sink), "decode"):
+            if frame.index >= frame_count:
+                break
+            yield frame, planned.get(frame.index, [])
+
+    written = 0
+    with _progress(frame_count, "restoring", progress) as bar:
+        try:
+            for result in batch_restorer.run(frames_with_faces()):
+                frame = result.source
+                for face in result.faces:
+                    entry = _face_entry(face, frame.time, rounded)
+                    if face.planned.track_id is None:
+                        untracked_faces.append(entry)
+                        continue
+                    track_frames[face.planned.track_id].append(entry)
+                    key = (face.planned.track_id, frame.index)
+                    if key in wanted_crops:
+                        with timer("gallery"):
+                            gallery_paths[key] = save_best_frame(workdir / "faces", key[0], key[1],
+                                                                 face.original_crop, face.restored_crop)
+                with timer("encode"):
+                    if kind == "video" and restored_writer is not None:
+                        restored_writer.write(result.image, frame.pts)
+                    elif kind == "frames" and restored_writer is not None:
+                        restored_writer.write(result.image, frame.name)
+                    elif kind == "image" and settings.output.write_restored:
+                        write_image_atomic(workdir / restored_name, result.image)
+                if annotated_writer is not None or (kind == "image" and settings.output.write_annotated):
+                    with timer("annotate"):
+                        annotated = draw_annotations(result.image, [f.planned for f in result.faces])
+                    with timer("encode"):
+                        if annotated_writer is not None:
+                            annotated_writer.write(annotated, frame.pts)
+                        else:
+                            write_image_atomic(workdir / annotated_name, annotated)
+                written += 1
+                bar.update(1)
+        except FacedeblurError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise encoder_error(workdir / restored_name, exc) from None
+        finally:
+            with timer("encode"):
+                for writer in (restored_writer, annotated_writer):
+                    if writer is not None:
+                        try:
+                            writer.close()
+                        except Exception as exc:  # closing after an earlier error must not hide that error
+                            log.debug("closing %s failed: %s", writer, exc)
+    if written != frame_count:
+        raise FacedeblurError(f"{input_path}: the second read gave {written} frames instead of {frame_count}; "
+                              "the file changed or is corrupt, copy it again and retry")
+
+    # Manifest and gallery.
+    with timer("gallery"):
+        frame_files = source.files if isinstance(source, FrameFolderSource) else None
+        fps = info.fps if kind != "image" else None
+        duration = (frame_times[-1] - frame_times[0] + (1 / fps if fps else 0)) if fps else None
+        outputs = {"restored": restored_name if settings.output.write_restored else None,
+                   "annotated": annotated_name if settings.output.write_annotated else None,
+                   "faces": "faces/", "gallery": "index.html", "manifest": "manifest.json"}
+        manifest = base_manifest(
+            input_path=input_path.resolve(), kind=kind, sha256=sha256_of_input(input_path, frame_files),
+            frames=frame_count, fps=round(fps, 4) if fps else None, width=info.width, height=info.height,
+            duration=round(duration, 4) if duration else None, rotation=info.rotation, codec=info.codec,
+            audio=(restored_writer.audio_note if isinstance(restored_writer, VideoEncoder) else None),
+            model_info=restorer.info, model_file=restorer.path, restorer_providers=restorer.providers,
+            detector_providers=detector.providers, settings=settings.model_dump(mode="json"), outputs=outputs)
+        if frame_files is not None:
+            manifest["input"]["frame_names"] = [p.name for p in frame_files[:frame_count]]
+        manifest["tracks"] = []
+        for track in tracks:
+            entries = track_frames.get(track.track_id, [])
+            best = [{"frame": frame, "quality": round(quality, 4), **gallery_paths[(track.track_id, frame)]}
+                    for frame, quality in best_frames[track.track_id] if (track.track_id, frame) in gallery_paths]
+            manifest["tracks"].append({
+                "id": track.track_id,
+                "first_frame": entries[0]["frame"] if entries else track.first_frame,
+                "last_frame": entries[-1]["frame"] if entries else track.last_frame,
+                "start_time": entries[0]["time"] if entries else None,
+                "end_time": entries[-1]["time"] if entries else None,
+                "detections": len(track.observations),
+                "sharpness_before_mean": round(float(np.mean([e["sharpness_before"] for e in entries])), 2) if entries else None,
+                "sharpness_after_mean": round(float(np.mean([e["sharpness_after"] for e in entries])), 2) if entries else None,
+                "best_frames": best,
+                "frames": entries,
+            })
+        manifest["untracked_faces"] = untracked_faces
+        manifest["summary"] = {
+            "tracks": len(tracks),
+            "faces_restored": sum(len(e) for e in track_frames.values()) + len(untracked_faces),
+            "frames_with_faces": len(planned),
+            "identity_swaps_corrected": tracker.swaps,
+            "tracks_merged": tracker.merges,
+        }
+        if extra_manifest:
+            manifest.update(extra_manifest)
+
+        def clip_links(track: dict) -> list[tuple[str, str]]:
+            if kind == "video":
+                fragment = f"#t={track['start_time']:.2f},{track['end_time'] + 1 / max(fps, 1):.2f}"
+                return [("restored clip", f"restored.mp4{fragment}"), ("annotated clip", f"annotated.mp4{fragment}")]
+            if kind == "frames":
+                names = manifest["input"]["frame_names"]
+                return [("restored frame", f"restored/{names[track['first_frame']]}"),
+                        ("annotated clip", "annotated.mp4")]
+            return [("restored image", "restored.png"), ("annotated image", "annotated.png")]
+
+        write_gallery(workdir, manifest, clip_links)
+        write_manifest(workdir / "manifest.json", manifest)
+    return manifest, timer
+
+
+def _face_entry(face, time_seconds: float, rounded) -> dict:
+    planned = face.planned
+    observation = planned.observation
+    return {
+        "frame": planned.frame_index,
+        "time": round(float(time_seconds), 4),
+        "box": rounded(planned.box, 1),
+        "landmarks": rounded(planned.landmarks, 1),
+        "detected": observation is not None,
+        "score": round(float(observation.score), 4) if observation is not None else None,
+        "detected_landmarks": rounded(observation.landmarks, 1) if observation is not None else None,
+        "sharpness_before": round(face.sharpness_before, 2),
+        "sharpness_after": round(face.sharpness_after, 2),
+    }
