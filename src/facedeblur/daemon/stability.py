@@ -12,9 +12,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..footage.manifest import sha256_of_file
 from .scanning import Unit
-
-HASH_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -51,20 +50,12 @@ def signature_of(unit: Unit, include_file) -> Signature | None:
 def sha256_of(unit: Unit, signature: Signature) -> str:
     """Content hash; for a frame folder, a hash over (name, hash of the frame) in name order."""
     if unit.kind == "file":
-        return _file_sha256(unit.path)
+        return sha256_of_file(unit.path)
     outer = hashlib.sha256()
     for name, _, _ in signature.files:
         outer.update(name.encode("utf-8", "surrogateescape") + b"\0")
-        outer.update(_file_sha256(unit.path / name).encode() + b"\n")
+        outer.update(sha256_of_file(unit.path / name).encode() + b"\n")
     return outer.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass

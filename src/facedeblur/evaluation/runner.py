@@ -1,6 +1,7 @@
 """Degrade every clean face once per category, restore it every way, and score each result."""
 from __future__ import annotations
 
+import multiprocessing
 import time
 from dataclasses import dataclass, field
 
@@ -96,7 +97,9 @@ def evaluate_faces_parallel(faces: list[CleanFace], model_path: str, provider: s
     started = time.perf_counter()
     chunks = [faces[i:i + FACES_PER_CHUNK] for i in range(0, len(faces), FACES_PER_CHUNK)]
     progress = tqdm(total=len(faces), desc=f"evaluating x{len(categories)} categories ({workers} workers)", unit="face")
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(model_path, provider)) as pool:
+    # spawn, not fork: a child forked from a process with onnxruntime threads running can deadlock
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(model_path, provider)) as pool:
         tasks = ((chunk, categories, seed, grid_faces) for chunk in chunks)
         for done, (chunk_scores, chunk_samples) in enumerate(pool.map(_evaluate_chunk_in_worker, tasks), start=1):
             scores.extend(chunk_scores)

@@ -7,6 +7,7 @@ to a GPU machine in one go.
 """
 from __future__ import annotations
 
+import multiprocessing
 import hashlib
 import itertools
 import json
@@ -118,7 +119,9 @@ def prepare_dataset(sources: list[Path], output: Path, crop_size: int = 128, wor
         if limit:
             images = itertools.islice(images, limit)
         items = ((img.name, img.data, crop_size, min_eye_ratio) for img in images)
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(score_threshold,)) as pool:
+        # spawn, not fork: a child forked from a process with onnxruntime threads running can deadlock
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(score_threshold,)) as pool:
             count = 0
             for name, crop, reason in tqdm(pool.map(align_one, items, chunksize=16), desc=f"aligning {source.name}",
                                            unit="img"):
