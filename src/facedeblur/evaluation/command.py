@@ -86,6 +86,10 @@ def pick_grid_faces(faces: list, count: int) -> set[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        import skimage  # noqa: F401  (SSIM and the deconvolution baselines)
+    except ImportError:
+        raise FacedeblurError("evaluate needs scikit-image: pip install 'facedeblur[eval]'") from None
     from ..pipeline.detect import FaceDetector
     from ..pipeline.identity import IdentityEmbedder
     from ..pipeline.restore import FaceRestorer
