@@ -122,10 +122,8 @@ def prepare_dataset(sources: list[Path], output: Path, crop_size: int = 128, wor
         # spawn, not fork: a child forked from a process with onnxruntime threads running can deadlock
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_init_worker, initargs=(score_threshold,)) as pool:
-            count = 0
             for name, crop, reason in tqdm(pool.map(align_one, items, chunksize=16), desc=f"aligning {source.name}",
                                            unit="img"):
-                count += 1
                 if crop is None:
                     dropped[reason] = dropped.get(reason, 0) + 1
                 else:
