@@ -8,7 +8,7 @@ from pathlib import Path
 
 from test_daemon_support import DaemonRun, assert_processed_exactly_once, make_clip, write_config
 
-LONG_FRAMES = 20   # a face clip that takes several seconds to process: time to interrupt it
+LONG_FRAMES = 120  # a face clip that takes several seconds to process, even with a fast model: time to interrupt it
 
 
 def _running_job(run: DaemonRun) -> dict | None:
@@ -31,8 +31,8 @@ def test_kill9_mid_job_then_restart_completes_it_exactly_once(tmp_path: Path) ->
     run = DaemonRun(tmp_path, shutdown_timeout=1.0).start()
     make_clip(run.inbox / "long.mp4", frames=LONG_FRAMES, face=True, seed=1)
     run.wait_for(lambda: _running_job(run) is not None, 60, "the job to start")
-    time.sleep(1.5)
     worker_pid = _running_job(run)["worker_pid"]
+    time.sleep(0.5)
     run.kill9()
     # The worker dies with the daemon (PR_SET_PDEATHSIG): no orphan can publish behind the next daemon's back.
     deadline = time.monotonic() + 10
