@@ -50,28 +50,22 @@ def test_photo() -> np.ndarray:
     return cv2.copyMakeBorder(face, 0, 0, 80, 80, cv2.BORDER_REFLECT101)
 
 
-def median_seconds(fn, runs: int, warmup: int = 2) -> float:
+def median_seconds(fn, runs: int, warmup: int = 2, clock=time.perf_counter) -> float:
+    """Median over `runs` calls after `warmup`. With clock=time.process_time it is this process's CPU time:
+    with one onnxruntime thread that barely changes when other jobs share the cores, unlike wall time, so
+    it tells what an idle machine would do."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(runs):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
 def median_cpu_seconds(fn, runs: int, warmup: int = 2) -> float:
-    """CPU time of this process per call: with one onnxruntime thread it barely changes when other jobs share
-    the cores, unlike wall time, so it tells what an idle machine would do."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
+    return median_seconds(fn, runs, warmup, clock=time.process_time)
 
 
 def other_cpu_load() -> str:

@@ -26,12 +26,8 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     status = main_restore([str(sample_path("sample-photo.png"))], output / "photo")
     clip = sample_path("sample-clip.mp4")
-    try:
-        from .footage.process import process_input
-        from .config import PipelineSettings
-    except ImportError:
-        print("footage pipeline not installed; only the photo was restored")
-        return status
+    from .config import PipelineSettings
+    from .footage.process import process_input
     clip_output = output / "clip"
     if clip_output.exists():
         import shutil

@@ -67,3 +67,13 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def prepare_output_dir(output: Path) -> None:
+    """Create OUTDIR and prove it takes writes before any work starts, so a bad -o fails in one line."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=output, prefix=".facedeblur-probe-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise FacedeblurError(f"output folder {output} cannot be written ({exc.strerror or exc}); choose another -o") from None

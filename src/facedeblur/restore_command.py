@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .errors import FacedeblurError
-from .image_files import is_image_path
+from .image_files import is_image_path, prepare_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,15 +43,6 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
         else:
             problems.append(f"{path}: not found; check the path")
     return images, problems
-
-
-def prepare_output_dir(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=output, prefix=".facedeblur-probe-", delete=True)
-        probe.close()
-    except OSError as exc:
-        raise FacedeblurError(f"output folder {output} cannot be written ({exc.strerror or exc}); choose another -o") from None
 
 
 def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import FacedeblurError
+from ..image_files import prepare_output_dir
 
 DEFAULT_UTK_VALIDATION = 300
 DEFAULT_GRID_FACES = 3
@@ -59,16 +60,6 @@ def check_output_dir(output: Path) -> None:
     existing = next((p for p in (output, *output.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise FacedeblurError(f"output folder {output} cannot be created ({existing} is a file); choose another -o")
-
-
-def prepare_output_dir(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".facedeblur-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise FacedeblurError(f"output folder {output} cannot be written ({exc.strerror or exc}); choose another -o") from None
 
 
 def pick_grid_faces(faces: list, count: int) -> set[int]:

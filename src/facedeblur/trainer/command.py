@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import FacedeblurError
@@ -29,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=run_show_degradations)
 
     run = train_commands.add_parser("run", help="train the model (see --help for the recipe knobs)")
-    _train_parser_args(run)
+    from .options import build_parser  # torch-free, so every CLI start stays fast
+    build_parser(run)
     run.set_defaults(handler=run_training)
 
     export = train_commands.add_parser("export", help="checkpoint -> ONNX with metadata and a parity check")
@@ -45,11 +45,6 @@ def _require_torch() -> None:
         import torch  # noqa: F401
     except ImportError:
         raise FacedeblurError("training needs PyTorch: pip install 'facedeblur[train]'") from None
-
-
-def _train_parser_args(parser: argparse.ArgumentParser) -> None:
-    from .options import build_parser
-    build_parser(parser)
 
 
 def run_prepare(args: argparse.Namespace) -> int:

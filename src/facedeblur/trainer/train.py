@@ -164,7 +164,7 @@ def train(args: argparse.Namespace) -> dict:
                  "training_summary": {"command": command, "steps": step, "patch": args.patch, "batch": args.batch,
                                       "processes": dist.get_world_size() if distributed else 1,
                                       "device": str(device), "lr": args.lr,
-                                      "minutes": round(sum(h.get("minutes", 0) for h in history[-1:]), 1)}}
+                                      "minutes": round(history[-1].get("minutes", 0.0), 1) if history else 0.0}}
         tmp = out / ".last.pt.part"
         torch.save(state, tmp)
         os.replace(tmp, checkpoint_path)
