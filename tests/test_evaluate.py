@@ -15,11 +15,13 @@ import pytest
 skimage_data = pytest.importorskip("skimage.data")
 
 from facedeblur.cli import main  # noqa: E402
-from facedeblur.degradations import BLUR_CATEGORIES, CATEGORIES, degrade  # noqa: E402
+from facedeblur.degradations import BLUR_CATEGORIES, CATEGORIES, SEVERITIES, degrade  # noqa: E402
 from facedeblur.evaluation.classical import CLASSICAL_METHODS  # noqa: E402
 from facedeblur.evaluation.faces import load_clean_faces  # noqa: E402
 from facedeblur.evaluation.metrics import identity_similarities  # noqa: E402
-from facedeblur.evaluation.runner import degradation_rng  # noqa: E402
+from facedeblur.evaluation.runner import degradation_rng, split_case  # noqa: E402
+
+CASES = [f"{c}/{s}" for s in SEVERITIES for c in CATEGORIES]
 from facedeblur.pipeline.align import FACE_TEMPLATE, estimate_alignment, warp_to_crop  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
 from facedeblur.pipeline.identity import IdentityEmbedder  # noqa: E402
@@ -64,11 +66,12 @@ def assert_sane(metrics: dict) -> None:
 def test_report_files_cover_every_category_with_sane_metrics(astronaut_report):
     out, report, result = astronaut_report
     assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "report.json", "report.md"]
-    assert list(report["categories"]) == list(CATEGORIES)
+    assert list(report["categories"]) == CASES
+    assert list(report["severities"]) == list(SEVERITIES)
     assert report["faces"]["total"] == 1 and list(report["faces"]["per_source"].values()) == [1]
     for category, row in report["categories"].items():
         expected = {"input", "ours", "unsharp_mask", "nl_means"}
-        if category in BLUR_CATEGORIES:
+        if split_case(category)[0] in BLUR_CATEGORIES:
             expected |= {"wiener", "richardson_lucy"}
         assert set(row["methods"]) == expected, category
         for metrics in row["methods"].values():
@@ -80,23 +83,30 @@ def test_report_files_cover_every_category_with_sane_metrics(astronaut_report):
                             abs_tol=1e-9)
     for key in ("input", "ours", "best_classical"):
         assert_sane(report["overall"][key])
+    # The severe tier really is harder, and its mean is over its own cases only.
+    severe, mild = report["severities"]["severe"], report["severities"]["mild"]
+    assert severe["input"]["psnr"] < mild["input"]["psnr"] - 3.0
+    expected_severe = np.mean([report["categories"][f"{c}/severe"]["methods"]["input"]["psnr"] for c in CATEGORIES])
+    assert severe["input"]["psnr"] == pytest.approx(expected_severe)
     assert report["races"] == {}
     markdown = (out / "report.md").read_text()
-    for category in CATEGORIES:
-        assert f"| {category} |" in markdown
+    for case in CASES:
+        assert f"| {case} |" in markdown
+    assert "| severe |" in markdown
     assert report["command"] in markdown and report["command"].startswith("facedeblur evaluate ")
     assert "--seed 7" in report["command"]
-    assert "evaluated 1 face(s) x 10 categories" in result.stdout
+    assert f"evaluated 1 face(s) x {len(CASES)} damage cases" in result.stdout
+    assert "severe tier" in result.stdout
 
 
 def test_wiener_with_the_true_kernel_beats_the_blurred_input(astronaut_report):
     _, report, _ = astronaut_report
-    methods = report["categories"]["gaussian_blur"]["methods"]
+    methods = report["categories"]["gaussian_blur/moderate"]["methods"]
     assert methods["wiener"]["psnr"] > methods["input"]["psnr"] + 1.0
     assert methods["wiener"]["ssim"] > methods["input"]["ssim"]
 
 
-def test_comparison_image_has_a_row_per_category_and_four_columns(astronaut_report):
+def test_comparison_image_has_a_row_per_severe_case_and_four_columns(astronaut_report):
     out, _, _ = astronaut_report
     grid = cv2.imread(str(out / "comparison.png"))
     from facedeblur.evaluation.report import HEADER_HEIGHT, LABEL_WIDTH, TILE
@@ -127,12 +137,12 @@ def test_aaf_faces_with_a_model_of_known_behaviour(identity_model, tmp_path):
     out = tmp_path / "aaf"
     categories = ("gaussian_blur", "defocus", "noise")
     result = run_evaluate(AAF_VAL, "-o", out, "--per-source", "4", "--model", identity_model,
-                          "--categories", *categories)
+                          "--categories", *categories, "--severities", "mild")
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["faces"]["total"] == 4
     assert report["model"]["name"] == "unchanged-test"
-    assert list(report["categories"]) == list(categories)
+    assert list(report["categories"]) == [f"{c}/mild" for c in categories]
     for category, row in report["categories"].items():
         # A model that returns its input scores exactly like the input: "ours" really is the given model.
         assert row["methods"]["ours"] == row["methods"]["input"], category
@@ -140,11 +150,11 @@ def test_aaf_faces_with_a_model_of_known_behaviour(identity_model, tmp_path):
         for metrics in row["methods"].values():
             assert metrics["n"] == 4
             assert_sane(metrics)
-    for category in ("gaussian_blur", "defocus"):
+    for category in ("gaussian_blur/mild", "defocus/mild"):
         methods = report["categories"][category]["methods"]
         assert methods["wiener"]["psnr"] > methods["input"]["psnr"], category
         assert methods["richardson_lucy"]["psnr"] > methods["input"]["psnr"], category
-    noise = report["categories"]["noise"]
+    noise = report["categories"]["noise/mild"]  # mild noise is plain sensor noise (no JPEG after it)
     assert noise["best_classical"] == "nl_means"
     assert noise["methods"]["nl_means"]["psnr"] > noise["methods"]["input"]["psnr"] + 2.0
     grid = cv2.imread(str(out / "comparison.png"))

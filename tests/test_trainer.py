@@ -147,3 +147,28 @@ def test_show_degradations_writes_a_grid(cache, tmp_path):
     grid = cv2.imread(str(output))
     assert grid.shape[1] == 64 * (len(CATEGORIES) + 1)
     assert grid.shape[0] > 64 * 2
+
+
+def test_init_from_an_exported_model_starts_exactly_where_it_was(tmp_path):
+    """Fine-tuning starts from a shipped .onnx: same outputs, and added blocks start as the identity."""
+    from facedeblur.trainer.train import initialise_from
+    torch.manual_seed(0)
+    source = build_model(dict(width=8, levels=2, middle_blocks=1, unshuffle=2))
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)  # a non-trivial model (its tail is not zero)
+    onnx_path = tmp_path / "source.onnx"
+    export_onnx(source, onnx_path, {"name": "init-test", "version": "test"}, crop_size=64)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = source(x)
+    same = build_model(dict(width=8, levels=2, middle_blocks=1, unshuffle=2))
+    assert initialise_from(same, onnx_path) == (len(same.state_dict()), 0)
+    deeper = build_model(dict(width=8, levels=2, middle_blocks=3, unshuffle=2))
+    copied, added = initialise_from(deeper, onnx_path)
+    assert copied == len(same.state_dict()) and added == 8  # two new blocks x (conv1, conv2) x (weight, bias)
+    with torch.no_grad():
+        assert torch.allclose(same(x), expected, atol=1e-5)
+        assert torch.allclose(deeper(x), expected, atol=1e-5)
+    with pytest.raises(Exception, match="no weights match"):
+        initialise_from(build_model(dict(width=12, levels=2, unshuffle=1)), onnx_path)

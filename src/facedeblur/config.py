@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import FacedeblurError
+from .pipeline.face_crops import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LargeFaceMode
 
 
 class StrictModel(BaseModel):
@@ -23,15 +24,53 @@ class DetectorSettings(StrictModel):
     nms_threshold: float = Field(0.3, gt=0.0, le=1.0)
     min_face_size: int = Field(12, ge=4, description="smallest face (px, box side) that is kept")
     stride: int = Field(1, ge=1, le=30, description="detect on every k-th frame; tracks carry faces in between")
+    # Issue 14, measured in docs/BENCHMARKS.md ("Face detection on damaged faces").
+    pyramid: list[float] = Field([1.0, 0.5, 0.25, 0.125], min_length=1, max_length=5,
+                                 description="search each frame at these fractions of the 640 px input; the smaller "
+                                             "passes find blurred, dark and compressed faces (their blur shrinks "
+                                             "with them) for about a third more time; [1.0] = one pass")
+    find_mosaics: bool = Field(True, description="find pixelated regions (grid of flat cells), smooth them back to "
+                                                 "the picture the cells sample, and search that for faces")
+    mosaic_threshold: float = Field(0.6, ge=0.05, le=1.0,
+                                    description="minimum YuNet confidence for a face inside a detected mosaic")
+    weak_threshold: float = Field(0.3, ge=0.05, le=1.0,
+                                  description="footage: candidates from this up to score_threshold with plausible "
+                                              "landmarks are given to the tracker, which only lets them extend a "
+                                              "track (a face blurred for a few frames), never start one")
+
+    @model_validator(mode="after")
+    def _pyramid_fractions(self) -> "DetectorSettings":
+        if any(not 0.05 <= fraction <= 2.0 for fraction in self.pyramid):
+            raise ValueError("pyramid: each fraction must be between 0.05 and 2.0")
+        return self
+
+    def detector_options(self) -> dict:
+        """Keyword arguments for FaceDetector, so every command builds the same detector from one config."""
+        return dict(score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
+                    min_face_size=self.min_face_size, pyramid=tuple(self.pyramid), find_mosaics=self.find_mosaics,
+                    mosaic_threshold=self.mosaic_threshold, weak_threshold=self.weak_threshold)
 
 
 class TrackerSettings(StrictModel):
     track_activation_threshold: float = Field(0.45, ge=0.0, le=1.0,
-                                              description="ByteTrack: detections above this are first-round matches; "
-                                                          "new tracks start above it + 0.1")
+                                              description="ByteTrack: detections at or above this are first-round "
+                                                          "matches (weaker ones only extend a track); new tracks "
+                                                          "start at it + 0.1")
     lost_track_buffer: int = Field(30, ge=1, description="frames a track survives without a detection")
-    minimum_matching_threshold: float = Field(0.8, ge=0.0, le=1.0)
-    minimum_consecutive_frames: int = Field(1, ge=1)
+    minimum_matching_threshold: float = Field(0.8, ge=0.0, le=1.0,
+                                              description="ByteTrack: a confident detection joins a track whose "
+                                                          "predicted box it overlaps with IoU >= 1 - this "
+                                                          "(higher = looser matches)")
+    minimum_consecutive_frames: int = Field(1, ge=1, description="detection frames in a row before a new track is "
+                                                                 "confirmed; one that loses its face sooner is "
+                                                                 "dropped (1 = confirmed at once)")
+    min_track_detections: int = Field(3, ge=1, description="a track with fewer detections is dropped as false; "
+                                                           "never more than one per 10 detection frames of the "
+                                                           "clip, so a short clip or single image keeps its faces")
+    min_track_score: float = Field(0.0, ge=0.0, le=1.0, description="a track whose best detector score stays "
+                                                                    "below this is dropped as false")
+    min_track_face_size: int = Field(0, ge=0, description="a track whose largest face (px, shorter box side) "
+                                                          "stays below this is dropped as false; 0 = off")
     use_identity: bool = Field(True, description="use SFace embeddings to keep identities apart")
     reid_max_gap_seconds: float = Field(5.0, ge=0.0, description="merge a track that reappears within this time "
                                                                  "with the same identity; 0 = never")
@@ -44,6 +83,12 @@ class RestorerSettings(StrictModel):
     model: Path | None = Field(None, description="ONNX model; default: the one shipped in the package")
     batch_size: int = Field(16, ge=1, le=512)
     colour_lock: bool = True
+    large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "
+                                       "size: correction (add the model's correction to the native pixels), "
+                                       "native (run the network at native size) or resize (shrink and enlarge)")
+    temporal_window: int = Field(DEFAULT_TEMPORAL_WINDOW, ge=0, le=8,
+                                 description="merge this many frames before and after into each face before "
+                                             "restoring it (aligned by flow, mismatches rejected); 0 = off")
 
 
 class OutputSettings(StrictModel):

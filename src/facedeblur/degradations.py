@@ -13,11 +13,19 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+# New categories go at the end: a category's position seeds `evaluate`'s damage, so existing
+# categories keep their exact degradations across versions.
 CATEGORIES = (
     "motion_blur", "defocus", "gaussian_blur", "pixelate", "low_resolution",
-    "noise", "jpeg", "codec_blocks", "low_light", "mixed",
+    "noise", "jpeg", "codec_blocks", "low_light", "mixed", "cctv",
 )
 BLUR_CATEGORIES = ("motion_blur", "defocus", "gaussian_blur")
+SEVERITIES = ("mild", "moderate", "severe")
+DEFAULT_SEVERITY = "moderate"
+# How often the trainer draws each tier: the severe tier is what real CCTV and phone footage looks like,
+# so it gets the largest share; mild keeps the model from damaging faces that are nearly fine.
+TRAINING_SEVERITY_WEIGHTS = {"mild": 0.2, "moderate": 0.35, "severe": 0.45}
+TRAINING_CLEAN_FRACTION = 0.08
 
 
 @dataclass
@@ -29,9 +37,12 @@ class Degraded:
 
 # ---- blur kernels -------------------------------------------------------------------------------------
 
-def camera_shake_kernel(rng: np.random.Generator, max_length: float = 17.0, size: int = 31) -> np.ndarray:
-    """A hand-shake path: a random walk with momentum, drawn with sub-pixel weights and normalised."""
-    length = rng.uniform(3.0, max_length)
+def camera_shake_kernel(rng: np.random.Generator, max_length: float = 17.0, min_length: float = 3.0) -> np.ndarray:
+    """A hand-shake path: a random walk with momentum, drawn with sub-pixel weights and normalised.
+
+    The path is scaled so that it spans a length drawn from `min_length`..`max_length` pixels (its larger
+    side): a walk left to itself often curls up, and a "25 px" shake that covers 5 px is no shake at all."""
+    span = rng.uniform(min_length, max_length)
     steps = 64
     velocity = rng.normal(size=2)
     velocity /= np.linalg.norm(velocity) + 1e-8
@@ -41,10 +52,13 @@ def camera_shake_kernel(rng: np.random.Generator, max_length: float = 17.0, size
     for _ in range(steps - 1):
         velocity = inertia * velocity + (1 - inertia) * rng.normal(size=2) * 1.5
         velocity /= np.linalg.norm(velocity) + 1e-8
-        position = position + velocity * (length / steps)
+        position = position + velocity
         path.append(position.copy())
     points = np.array(path)
     points -= (points.max(0) + points.min(0)) / 2  # centre the path so the image does not shift
+    points *= span / max(float((points.max(0) - points.min(0)).max()), 1e-6)
+    size = int(np.ceil(span)) + 5
+    size += 1 - size % 2
     kernel = np.zeros((size, size), np.float64)
     centre = size // 2
     for x, y in points + centre:
@@ -166,71 +180,149 @@ def low_light(image: np.ndarray, rng: np.random.Generator, exposure: float) -> n
 
 
 # ---- the categories ---------------------------------------------------------------------------------
+#
+# Every range below is for a 128 px aligned crop whose face is about 64 px wide; `degrade` scales the
+# spatial ones to other crop sizes. The severe tier matches what real footage does to a face that size:
+# camera shake over up to ~25 px, defocus radius up to 5 px, Gaussian sigma up to 4, downscaling by x4-x8,
+# mosaic blocks up to 10 px, noise sigma up to 25 followed by JPEG 15-40, and the CCTV chain.
+
+SEVERITY_RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    # motion_blur: span of the shake path (px); defocus: disk radius (px); gaussian: sigma (px)
+    # pixelate: block (px); low_resolution: downscale factor; noise: sigma (0-255 scale)
+    # jpeg: quality; codec: quantiser strength; low_light: exposure (fraction of the light)
+    # cctv_*: the steps of the CCTV chain
+    "mild": dict(motion_blur=(2, 5), defocus=(1.0, 2.0), gaussian_blur=(0.8, 1.6), pixelate=(3, 4),
+                 low_resolution=(2.0, 3.0), noise=(5, 10), jpeg=(30, 50), codec_blocks=(4, 8),
+                 low_light=(0.25, 0.4), cctv_shake=(2, 5), cctv_downscale=(1.5, 2.0), cctv_noise=(2, 5),
+                 cctv_jpeg=(50, 80), cctv_codec=(4, 8), noise_jpeg=(0, 0), mixed=(0.6, 0.6)),
+    "moderate": dict(motion_blur=(5, 10), defocus=(2.0, 3.5), gaussian_blur=(1.6, 2.6), pixelate=(5, 6),
+                     low_resolution=(3.0, 4.5), noise=(10, 18), jpeg=(15, 30), codec_blocks=(8, 14),
+                     low_light=(0.12, 0.25), cctv_shake=(4, 10), cctv_downscale=(2.0, 3.0), cctv_noise=(4, 10),
+                     cctv_jpeg=(30, 50), cctv_codec=(8, 14), noise_jpeg=(40, 70), mixed=(1.0, 1.0)),
+    "severe": dict(motion_blur=(10, 24), defocus=(3.5, 5.0), gaussian_blur=(2.6, 4.0), pixelate=(7, 10),
+                   low_resolution=(4.0, 8.0), noise=(18, 25), jpeg=(8, 15), codec_blocks=(14, 22),
+                   low_light=(0.05, 0.12), cctv_shake=(8, 20), cctv_downscale=(2.0, 4.0), cctv_noise=(8, 20),
+                   cctv_jpeg=(15, 40), cctv_codec=(12, 20), noise_jpeg=(15, 40), mixed=(1.5, 1.5)),
+}
+
 
 def _finish(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
-def random_blur_kernel(kind: str, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
+def _check_severity(severity: str) -> dict[str, tuple[float, float]]:
+    if severity not in SEVERITY_RANGES:
+        raise ValueError(f"unknown severity {severity!r}; choose from {', '.join(SEVERITIES)}")
+    return SEVERITY_RANGES[severity]
+
+
+def random_blur_kernel(kind: str, rng: np.random.Generator, scale: float = 1.0,
+                       severity: str = DEFAULT_SEVERITY) -> np.ndarray:
+    low, high = _check_severity(severity)[kind]
     if kind == "motion_blur":
-        return camera_shake_kernel(rng, max_length=17.0 * scale)
+        return camera_shake_kernel(rng, max_length=high * scale, min_length=low * scale)
     if kind == "defocus":
-        return defocus_kernel(rng.uniform(1.5, 4.5) * scale)
-    sigma_x = rng.uniform(1.0, 3.5) * scale
+        return defocus_kernel(rng.uniform(low, high) * scale)
+    sigma_x = rng.uniform(low, high) * scale
     sigma_y = sigma_x * rng.uniform(0.5, 1.0) if rng.random() < 0.5 else sigma_x
     return gaussian_kernel(sigma_x, sigma_y, rng.uniform(0, np.pi))
 
 
-def degrade(clean: np.ndarray, category: str, rng: np.random.Generator) -> Degraded:
-    """Apply one category of damage to a clean uint8 BGR face crop (sized for a 128 px working crop)."""
+def degrade(clean: np.ndarray, category: str, rng: np.random.Generator,
+            severity: str = DEFAULT_SEVERITY, scale: float | None = None) -> Degraded:
+    """Apply one category of damage, at one severity tier, to a clean uint8 BGR face crop.
+
+    For a whole photo, pass `scale` = (face width in pixels) / 64, so that the damage is as severe
+    relative to the face as it is on a 128 px aligned crop (where the face is about 64 px wide)."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown degradation {category!r}; choose from {', '.join(CATEGORIES)}")
+    ranges = _check_severity(severity)
+    uniform = lambda key: float(rng.uniform(*ranges[key]))
     image = clean.astype(np.float32)
-    scale = clean.shape[0] / 128.0  # severities are defined for a 128 px crop
+    scale = clean.shape[0] / 128.0 if scale is None else scale  # spatial ranges are for a 128 px crop
     if category in BLUR_CATEGORIES:
-        kernel = random_blur_kernel(category, rng, scale)
+        kernel = random_blur_kernel(category, rng, scale, severity)
         blurred = apply_kernel(image, kernel)
         noisy = sensor_noise(blurred, rng, sigma=rng.uniform(0.5, 2.0))  # every real camera adds a little
-        return Degraded(_finish(noisy), kernel, [category])
+        return Degraded(_finish(noisy), kernel, [f"{category} ({severity})"])
     if category == "pixelate":
-        block = int(rng.integers(3, 9) * scale) or 1
+        block = max(1, round(uniform("pixelate") * scale))
         return Degraded(_finish(pixelate(image, block)), None, [f"pixelate {block}px"])
     if category == "low_resolution":
-        factor = float(rng.uniform(2.0, 8.0))
+        factor = uniform("low_resolution")
         small = downscale(image, factor, rng)
         return Degraded(_finish(upscale_to(small, clean.shape[:2], rng)), None, [f"downscale x{factor:.1f}"])
     if category == "noise":
-        sigma = float(rng.uniform(8.0, 30.0))
-        colour = bool(rng.random() < 0.7)
-        return Degraded(_finish(sensor_noise(image, rng, sigma, colour)), None, [f"noise sigma {sigma:.0f}"])
+        sigma = uniform("noise")
+        steps = [f"noise sigma {sigma:.0f}"]
+        image = sensor_noise(image, rng, sigma, colour=bool(rng.random() < 0.7))
+        if ranges["noise_jpeg"][1] > 0:  # noisy cameras also compress, which turns grain into blotches
+            quality = int(round(uniform("noise_jpeg")))
+            image = jpeg(image, quality)
+            steps.append(f"jpeg q{quality}")
+        return Degraded(_finish(image), None, steps)
     if category == "jpeg":
-        quality = int(rng.integers(8, 35))
+        quality = int(round(uniform("jpeg")))
         return Degraded(_finish(jpeg(image, quality)), None, [f"jpeg q{quality}"])
     if category == "codec_blocks":
-        strength = float(rng.uniform(6.0, 20.0))
+        strength = uniform("codec_blocks")
         return Degraded(_finish(codec_blocks(image, rng, strength)), None, [f"codec q{strength:.0f}"])
     if category == "low_light":
-        exposure = float(rng.uniform(0.08, 0.3))
+        exposure = uniform("low_light")
         return Degraded(_finish(low_light(image, rng, exposure)), None, [f"low light x{exposure:.2f}"])
-    return camera_pipeline(clean, rng)
+    if category == "cctv":
+        return cctv_chain(clean, rng, severity, scale)
+    return camera_pipeline(clean, rng, ranges["mixed"][0], scale)
 
 
-def camera_pipeline(clean: np.ndarray, rng: np.random.Generator, severity: float = 1.0) -> Degraded:
+def cctv_chain(clean: np.ndarray, rng: np.random.Generator, severity: str = DEFAULT_SEVERITY,
+               scale: float | None = None) -> Degraded:
+    """What a CCTV camera does to a moving face, in its order: camera shake, the sensor's low resolution,
+    noise, JPEG or video-codec compression, then the viewer's upscale back to size."""
+    ranges = _check_severity(severity)
+    scale = clean.shape[0] / 128.0 if scale is None else scale
+    low, high = ranges["cctv_shake"]
+    image = apply_kernel(clean.astype(np.float32), camera_shake_kernel(rng, high * scale, low * scale))
+    factor = float(rng.uniform(*ranges["cctv_downscale"]))
+    image = downscale(image, factor, rng)
+    sigma = float(rng.uniform(*ranges["cctv_noise"]))
+    image = sensor_noise(image, rng, sigma, colour=bool(rng.random() < 0.5))
+    if rng.random() < 0.5:
+        quality = int(round(rng.uniform(*ranges["cctv_jpeg"])))
+        image = jpeg(image, quality)
+        compression = f"jpeg q{quality}"
+    else:
+        strength = float(rng.uniform(*ranges["cctv_codec"]))
+        image = codec_blocks(image, rng, strength)
+        compression = f"codec q{strength:.0f}"
+    image = upscale_to(image, clean.shape[:2], rng)
+    return Degraded(_finish(image), None, ["camera shake", f"downscale x{factor:.1f}", f"noise sigma {sigma:.0f}",
+                                           compression, "upscale"])
+
+
+def camera_pipeline(clean: np.ndarray, rng: np.random.Generator, severity: float = 1.0,
+                    scale: float | None = None) -> Degraded:
     """A random mixture in the order cameras apply it: optics/motion blur -> sensor sampling (low
     resolution) -> exposure and noise -> compression -> display upscaling; mosaic (privacy filters)
-    sometimes last."""
+    sometimes last. `severity` scales the blur sizes, downscale factors and noise (1 = moderate)."""
     image = clean.astype(np.float32)
-    scale = clean.shape[0] / 128.0
+    scale = clean.shape[0] / 128.0 if scale is None else scale
     steps: list[str] = []
     kernel = None
     if rng.random() < 0.7:
         kind = str(rng.choice(BLUR_CATEGORIES, p=[0.45, 0.25, 0.30]))
-        kernel = random_blur_kernel(kind, rng, scale * severity)
+        if kind == "motion_blur":
+            kernel = camera_shake_kernel(rng, max_length=12.0 * scale * severity, min_length=2.0 * scale)
+        elif kind == "defocus":
+            kernel = defocus_kernel(rng.uniform(1.0, 3.3 * severity) * scale)
+        else:
+            sigma = rng.uniform(0.8, 2.6 * severity) * scale
+            kernel = gaussian_kernel(sigma, sigma * rng.uniform(0.5, 1.0), rng.uniform(0, np.pi))
         image = apply_kernel(image, kernel)
         steps.append(kind)
     factor = 1.0
     if rng.random() < 0.6:
-        factor = float(rng.uniform(1.5, 1.5 + 4.5 * severity))
+        factor = float(rng.uniform(1.5, 1.5 + 3.0 * severity))
         image = downscale(image, factor, rng)
         steps.append(f"downscale x{factor:.1f}")
     if rng.random() < 0.2:
@@ -238,19 +330,19 @@ def camera_pipeline(clean: np.ndarray, rng: np.random.Generator, severity: float
         image = low_light(image, rng, exposure)
         steps.append("low light")
     if rng.random() < 0.7:
-        image = sensor_noise(image, rng, sigma=float(rng.uniform(1.0, 15.0 * severity)), colour=bool(rng.random() < 0.7))
+        image = sensor_noise(image, rng, sigma=float(rng.uniform(1.0, 12.0 * severity)), colour=bool(rng.random() < 0.7))
         steps.append("noise")
     choice = rng.random()
     if choice < 0.45:
-        image = jpeg(image, int(rng.integers(15, 80)))
+        image = jpeg(image, int(rng.uniform(max(10.0, 80.0 - 45.0 * severity), 85.0)))
         steps.append("jpeg")
     elif choice < 0.7:
-        image = codec_blocks(image, rng, float(rng.uniform(4.0, 14.0)))
+        image = codec_blocks(image, rng, float(rng.uniform(4.0, 4.0 + 10.0 * severity)))
         steps.append("codec")
     if factor > 1.0:
         image = upscale_to(image, clean.shape[:2], rng)
     if rng.random() < 0.08:
-        block = int(rng.integers(3, 7) * scale) or 1
+        block = max(1, round(rng.uniform(3, 3 + 4 * severity) * scale))
         image = pixelate(image, block)
         steps.append("pixelate")
     if not steps:
@@ -260,8 +352,30 @@ def camera_pipeline(clean: np.ndarray, rng: np.random.Generator, severity: float
     return Degraded(_finish(image), kernel if only_blur else None, steps)
 
 
-def training_degradation(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
-    """What the trainer uses: half single categories (so each is learnt), half camera-like mixtures."""
+def random_severity(rng: np.random.Generator) -> str:
+    return str(rng.choice(SEVERITIES, p=[TRAINING_SEVERITY_WEIGHTS[s] for s in SEVERITIES]))
+
+
+def nearly_clean(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
+    """A face that is already fine: faint sensor noise and high-quality JPEG at most. The model must
+    learn to leave such faces alone (over-smoothing good faces is what users hate most in restorers)."""
+    image = sensor_noise(clean.astype(np.float32), rng, sigma=float(rng.uniform(0.0, 1.5)))
     if rng.random() < 0.5:
-        return degrade(clean, str(rng.choice(CATEGORIES[:-1])), rng)
-    return camera_pipeline(clean, rng)
+        image = jpeg(image, int(rng.integers(85, 96)))
+    return Degraded(_finish(image), None, ["nearly clean"])
+
+
+def training_degradation(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
+    """What the trainer uses: TRAINING_CLEAN_FRACTION nearly clean faces; otherwise a severity tier drawn
+    by TRAINING_SEVERITY_WEIGHTS, then half the time one single category (so each is learnt), otherwise a
+    CCTV chain or a camera-like mixture."""
+    if rng.random() < TRAINING_CLEAN_FRACTION:
+        return nearly_clean(clean, rng)
+    severity = random_severity(rng)
+    choice = rng.random()
+    if choice < 0.5:
+        singles = [c for c in CATEGORIES if c not in ("mixed", "cctv")]
+        return degrade(clean, str(rng.choice(singles)), rng, severity)
+    if choice < 0.75:
+        return cctv_chain(clean, rng, severity)
+    return camera_pipeline(clean, rng, SEVERITY_RANGES[severity]["mixed"][0])

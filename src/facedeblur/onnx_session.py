@@ -5,11 +5,32 @@ import logging
 import os
 from pathlib import Path
 
-import onnxruntime as ort
-
 from .errors import FacedeblurError
 
+try:
+    import onnxruntime as ort
+except ImportError:  # it comes from the [cpu] or [gpu] extra (pyproject.toml), never from both
+    raise FacedeblurError("onnxruntime is not installed: pip install 'facedeblur[cpu]', or 'facedeblur[gpu]' on an "
+                          "NVIDIA server") from None
+
 log = logging.getLogger(__name__)
+
+
+def _installed_onnxruntimes() -> list[str]:
+    from importlib import metadata
+
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+if len(_installed_onnxruntimes()) > 1:  # both write onnxruntime/: which one runs depends on install order
+    log.warning("both %s are installed; keep one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
+                "'facedeblur[gpu]' (or [cpu])", " and ".join(_installed_onnxruntimes()))
 
 PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 

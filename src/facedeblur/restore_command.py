@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import FacedeblurError
 from .image_files import is_image_path, prepare_output_dir
+from .pipeline.face_crops import DEFAULT_LARGE_FACES, LARGE_FACE_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", metavar="PATH", help="restorer ONNX model (default: the shipped one)")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--score-threshold", type=float, default=0.6, help="face detector confidence")
+    parser.add_argument("--large-faces", choices=LARGE_FACE_MODES, default=DEFAULT_LARGE_FACES,
+                        help="faces larger than the model's working size: add the model's correction to the native "
+                             "pixels (correction, default), run the network at native size (native), or shrink "
+                             "and enlarge (resize)")
     parser.set_defaults(handler=run)
 
 
@@ -46,16 +51,17 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
-                 provider: str = "auto", score_threshold: float = 0.6) -> int:
+                 provider: str = "auto", score_threshold: float = 0.6, large_faces: str = DEFAULT_LARGE_FACES) -> int:
     """The restore command as a function (used by `facedeblur demo`)."""
     return run(argparse.Namespace(inputs=inputs, output=str(output), aligned=aligned, model=model, provider=provider,
-                                  score_threshold=score_threshold))
+                                  score_threshold=score_threshold, large_faces=large_faces))
 
 
 def run(args: argparse.Namespace) -> int:
     from .image_files import read_image, write_image_atomic
     from .pipeline.detect import FaceDetector
     from .pipeline.restore import FaceRestorer
+    from .pipeline.face_crops import restore_any_size_crop
     from .pipeline.restore_image import restore_faces_in_image
 
     images, problems = collect_images(args.inputs)
@@ -82,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
         try:
             image = read_image(path)
             if args.aligned:
-                result = restorer.restore_any_size(image)
+                result = restore_any_size_crop(restorer, image, args.large_faces)
                 faces = 1
             else:
-                result, restored = restore_faces_in_image(image, detector, restorer)
+                result, restored = restore_faces_in_image(image, detector, restorer, large_faces=args.large_faces)
                 faces = len(restored)
                 if not faces:
                     no_face += 1

@@ -15,7 +15,7 @@ DEFAULT_GRID_FACES = 3
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..degradations import CATEGORIES
+    from ..degradations import CATEGORIES, SEVERITIES
 
     parser = subparsers.add_parser(
         "evaluate", help="measure restoration quality per damage category against classical methods",
@@ -33,8 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="degradation seed (default 0)")
     parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=list(CATEGORIES), metavar="CATEGORY",
                         help=f"damage categories (default all: {', '.join(CATEGORIES)})")
+    parser.add_argument("--severities", nargs="+", choices=SEVERITIES, default=list(SEVERITIES), metavar="TIER",
+                        help=f"damage severity tiers (default all: {', '.join(SEVERITIES)}); severe is as hard as "
+                             "real CCTV and phone footage")
+    parser.add_argument("--no-classical", action="store_true",
+                        help="skip the classical baselines (several times faster; for comparing models)")
     parser.add_argument("--grid-faces", type=int, default=DEFAULT_GRID_FACES, metavar="N",
-                        help=f"faces shown in comparison.png, each with every category (default {DEFAULT_GRID_FACES})")
+                        help=f"faces shown in comparison.png, each with every category of the hardest tier evaluated "
+                             f"(default {DEFAULT_GRID_FACES})")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes (default: one per CPU core); results do not depend on it")
@@ -49,7 +55,9 @@ def command_line(args: argparse.Namespace) -> str:
     if args.per_source is not None:
         parts += ["--per-source", str(args.per_source)]
     parts += ["--utk-validation", str(args.utk_validation), "--seed", str(args.seed)]
-    parts += ["--categories", *args.categories]
+    parts += ["--categories", *args.categories, "--severities", *args.severities]
+    if args.no_classical:
+        parts.append("--no-classical")
     if args.grid_faces != DEFAULT_GRID_FACES:
         parts += ["--grid-faces", str(args.grid_faces)]
     return shlex.join(parts)
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline.restore import FaceRestorer
     from .faces import check_sources, load_clean_faces
     from .report import summarise, write_comparison, write_reports
+    from ..degradations import SEVERITIES
     from .runner import evaluate_faces, evaluate_faces_parallel
 
     if args.per_source is not None and args.per_source < 1:
@@ -100,13 +109,18 @@ def run(args: argparse.Namespace) -> int:
     faces = load_clean_faces(args.sources, detector, restorer.crop_size, restorer.info.template,
                              args.per_source, args.utk_validation)
     prepare_output_dir(args.output)
-    categories = tuple(dict.fromkeys(args.categories))
+    from .runner import case_label
+    categories = tuple(case_label(c, s) for s in dict.fromkeys(args.severities) for c in dict.fromkeys(args.categories))
     grid_faces = pick_grid_faces(faces, args.grid_faces)
     if args.workers > 1 and len(faces) > 8:
         scores, samples, seconds = evaluate_faces_parallel(faces, str(restorer.path), args.provider, categories,
-                                                           args.seed, grid_faces, args.workers)
+                                                           args.seed, grid_faces, args.workers, not args.no_classical)
     else:
-        scores, samples, seconds = evaluate_faces(faces, restorer, embedder, categories, args.seed, grid_faces)
+        scores, samples, seconds = evaluate_faces(faces, restorer, embedder, categories, args.seed, grid_faces,
+                                                  not args.no_classical)
+    # One tier in the picture (the hardest evaluated), or it grows to hundreds of rows.
+    shown_tier = [s for s in SEVERITIES if s in args.severities][-1]
+    samples = [sample for sample in samples if sample.category.endswith(f"/{shown_tier}")]
     summary = summarise(scores, categories)
     per_source: dict[str, int] = {}
     for face in faces:
@@ -126,7 +140,11 @@ def run(args: argparse.Namespace) -> int:
         write_comparison(args.output, samples, summary)
     write_reports(args.output, summary, context)
     overall = summary["overall"]
-    print(f"evaluated {len(faces)} face(s) x {len(categories)} categories in {seconds / 60:.1f} min: PSNR input "
-          f"{overall['input']['psnr']:.2f} dB, ours {overall['ours']['psnr']:.2f} dB ({overall['gain_db']:+.2f}), "
-          f"best classical {overall['best_classical']['psnr']:.2f} dB -> {args.output / 'report.md'}")
+    severe = summary["severities"].get("severe")
+    classical = (f", best classical {overall['best_classical']['psnr']:.2f} dB"
+                 if overall.get("best_classical") else "")
+    print(f"evaluated {len(faces)} face(s) x {len(categories)} damage cases in {seconds / 60:.1f} min: PSNR input "
+          f"{overall['input']['psnr']:.2f} dB, ours {overall['ours']['psnr']:.2f} dB ({overall['gain_db']:+.2f})"
+          + (f"; severe tier {severe['input']['psnr']:.2f} -> {severe['ours']['psnr']:.2f} dB ({severe['gain_db']:+.2f})"
+             if severe else "") + classical + f" -> {args.output / 'report.md'}")
     return 0

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..image_files import write_bytes_atomic, write_image_atomic
 from .classical import CLASSICAL_METHODS
-from .runner import INPUT, OURS, GridSample, Score
+from .runner import INPUT, OURS, GridSample, Score, split_case
 
 METRICS = ("psnr", "ssim", "identity")
 METHOD_TITLES = {
@@ -48,13 +48,23 @@ def summarise(scores: list[Score], categories: tuple[str, ...]) -> dict:
             "gain_db": methods[OURS]["psnr"] - methods[INPUT]["psnr"],
             "best_classical_gain_db": methods[best]["psnr"] - methods[INPUT]["psnr"] if best else None,
         }
-    overall = {}
-    for row in (INPUT, OURS, "best_classical"):
+    severities = {}
+    for severity in dict.fromkeys(split_case(c)[1] for c in categories):
+        severities[severity] = _mean_over(per_category, [c for c in categories if split_case(c)[1] == severity])
+    return {"categories": per_category, "severities": severities, "races": summarise_races(scores),
+            "overall": _mean_over(per_category, list(categories))}
+
+
+def _mean_over(per_category: dict, categories: list[str]) -> dict:
+    """Input, ours and the best classical method, averaged over `categories` (each weighted equally)."""
+    with_classical = all(per_category[c]["best_classical"] for c in categories)
+    result = {}
+    for row in (INPUT, OURS, *(("best_classical",) if with_classical else ())):
         picks = [per_category[c]["methods"][per_category[c]["best_classical"] if row == "best_classical" else row]
                  for c in categories]
-        overall[row] = {metric: _mean([p[metric] for p in picks]) for metric in METRICS}
-    overall["gain_db"] = overall[OURS]["psnr"] - overall[INPUT]["psnr"]
-    return {"categories": per_category, "races": summarise_races(scores), "overall": overall}
+        result[row] = {metric: _mean([p[metric] for p in picks]) for metric in METRICS}
+    result["gain_db"] = result[OURS]["psnr"] - result[INPUT]["psnr"]
+    return result
 
 
 def summarise_races(scores: list[Score]) -> dict:
@@ -88,8 +98,8 @@ def render_markdown(summary: dict, context: dict) -> str:
         f"- faces: {context['faces']['total']} "
         f"({', '.join(f'{n} from {Path(s).name}' for s, n in context['faces']['per_source'].items())}); "
         f"UTK faces only from the trainer's held-out validation slice",
-        f"- categories: {len(summary['categories'])}; degradation seed {context['seed']} "
-        "(one fixed draw per face and category, shared by every method)",
+        f"- damage cases: {len(summary['categories'])} (category/severity tier); degradation seed {context['seed']} "
+        "(one fixed draw per face and case, shared by every method)",
         f"- runtime: {context['seconds'] / 60:.1f} min on {context['machine']}",
         "", "Command:", "", "```", context["command"], "```", "",
         "## Per category", "",
@@ -109,10 +119,15 @@ def render_markdown(summary: dict, context: dict) -> str:
                  *(_cell(row["methods"].get(m)) for m in CLASSICAL_METHODS)]
         lines.append("| " + " | ".join(cells) + " |")
     overall = summary["overall"]
-    lines += ["", "## Overall (mean over categories)", "",
+    lines += ["", "## Per severity tier (mean over categories)", "",
+              "| tier | input PSNR / SSIM / identity | ours PSNR / SSIM / identity | gain (dB) |", "|---|---|---|---|"]
+    for severity, row in {**summary["severities"], "all tiers": overall}.items():
+        lines.append(f"| {severity} | {_cell(row[INPUT])} | {_cell(row[OURS])} | {row['gain_db']:+.2f} |")
+    lines += ["", "## Overall (mean over every category and tier)", "",
               "| | PSNR (dB) | SSIM | identity |", "|---|---|---|---|"]
     for key, title in ((INPUT, "degraded input"), (OURS, "ours"), ("best_classical", "best classical per category")):
-        lines.append(f"| {title} | {overall[key]['psnr']:.2f} | {overall[key]['ssim']:.3f} | {overall[key]['identity']:.3f} |")
+        if key in overall:
+            lines.append(f"| {title} | {overall[key]['psnr']:.2f} | {overall[key]['ssim']:.3f} | {overall[key]['identity']:.3f} |")
     lines += ["", f"Gain of ours over the degraded input: **{overall['gain_db']:+.2f} dB**.", ""]
     lines += ["## Per UTK race group (all categories)", ""]
     if summary["races"]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..degradations import BLUR_CATEGORIES, CATEGORIES, degrade
+from ..degradations import BLUR_CATEGORIES, CATEGORIES, SEVERITIES, degrade
 from ..pipeline.identity import IdentityEmbedder
 from ..pipeline.restore import FaceRestorer
 from .classical import classical_restorations
@@ -16,7 +16,17 @@ from .faces import CleanFace
 from .metrics import identity_similarities, psnr, ssim
 
 INPUT, OURS = "input", "ours"
-FACES_PER_CHUNK = 8  # x 10 categories = 80 degraded crops, restored in batches of the restorer's batch size
+FACES_PER_CHUNK = 4  # x 33 cases = 132 degraded crops, restored in batches of the restorer's batch size
+
+
+def case_label(category: str, severity: str) -> str:
+    """The row name of one damage case in reports: category and severity tier."""
+    return f"{category}/{severity}"
+
+
+def split_case(label: str) -> tuple[str, str]:
+    category, _, severity = label.partition("/")
+    return category, severity
 
 
 @dataclass
@@ -39,21 +49,24 @@ class GridSample:
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def degradation_rng(seed: int, face_index: int, category: str) -> np.random.Generator:
-    """One independent stream per (seed, face, category): reproducible, and every method sees the same damage."""
-    return np.random.default_rng([seed, face_index, CATEGORIES.index(category)])
+def degradation_rng(seed: int, face_index: int, category: str, severity: str = "moderate") -> np.random.Generator:
+    """One independent stream per (seed, face, category, severity): reproducible, and every method sees the
+    same damage."""
+    return np.random.default_rng([seed, face_index, CATEGORIES.index(category), SEVERITIES.index(severity)])
 
 
 def evaluate_faces(faces: list[CleanFace], restorer: FaceRestorer, embedder: IdentityEmbedder,
-                   categories: tuple[str, ...], seed: int, grid_faces: set[int]) -> tuple[list[Score], list[GridSample], float]:
+                   categories: tuple[str, ...], seed: int, grid_faces: set[int],
+                   with_classical: bool = True) -> tuple[list[Score], list[GridSample], float]:
     """Returns the scores, the outputs of the faces in `grid_faces`, and the seconds it took."""
     scores: list[Score] = []
     samples: list[GridSample] = []
     started = time.perf_counter()
-    progress = tqdm(total=len(faces), desc=f"evaluating x{len(categories)} categories", unit="face")
+    progress = tqdm(total=len(faces), desc=f"evaluating x{len(categories)} cases", unit="face")
     for start in range(0, len(faces), FACES_PER_CHUNK):
         chunk = faces[start:start + FACES_PER_CHUNK]
-        chunk_scores, chunk_samples = evaluate_chunk(chunk, restorer, embedder, categories, seed, grid_faces)
+        chunk_scores, chunk_samples = evaluate_chunk(chunk, restorer, embedder, categories, seed, grid_faces,
+                                                     with_classical)
         scores.extend(chunk_scores)
         samples.extend(chunk_samples)
         progress.update(len(chunk))
@@ -66,7 +79,7 @@ def evaluate_faces(faces: list[CleanFace], restorer: FaceRestorer, embedder: Ide
 def _print_estimate(seconds: float, done: int, total: int, categories: int, workers: int = 1) -> None:
     per_face = seconds / done
     tqdm.write(f"estimated time: about {per_face * total / workers / 60:.1f} min for {total} faces "
-               f"x {categories} categories ({per_face:.2f} s per face per worker on this machine)")
+               f"x {categories} damage cases ({per_face:.2f} s per face per worker on this machine)")
 
 
 _worker_models: tuple[FaceRestorer, IdentityEmbedder] | None = None
@@ -80,14 +93,15 @@ def _init_worker(model_path: str, provider: str) -> None:
                       IdentityEmbedder(provider=provider, threads=1))
 
 
-def _evaluate_chunk_in_worker(task: tuple[list[CleanFace], tuple[str, ...], int, set[int]]):
-    chunk, categories, seed, grid_faces = task
+def _evaluate_chunk_in_worker(task: tuple[list[CleanFace], tuple[str, ...], int, set[int], bool]):
+    chunk, categories, seed, grid_faces, with_classical = task
     restorer, embedder = _worker_models
-    return evaluate_chunk(chunk, restorer, embedder, categories, seed, grid_faces)
+    return evaluate_chunk(chunk, restorer, embedder, categories, seed, grid_faces, with_classical)
 
 
 def evaluate_faces_parallel(faces: list[CleanFace], model_path: str, provider: str, categories: tuple[str, ...],
-                            seed: int, grid_faces: set[int], workers: int) -> tuple[list[Score], list[GridSample], float]:
+                            seed: int, grid_faces: set[int], workers: int,
+                            with_classical: bool = True) -> tuple[list[Score], list[GridSample], float]:
     """The same as `evaluate_faces`, spread over worker processes (one model copy each, one thread each).
     Results do not depend on the number of workers: every degradation is seeded by face and category."""
     from concurrent.futures import ProcessPoolExecutor
@@ -96,11 +110,11 @@ def evaluate_faces_parallel(faces: list[CleanFace], model_path: str, provider: s
     samples: list[GridSample] = []
     started = time.perf_counter()
     chunks = [faces[i:i + FACES_PER_CHUNK] for i in range(0, len(faces), FACES_PER_CHUNK)]
-    progress = tqdm(total=len(faces), desc=f"evaluating x{len(categories)} categories ({workers} workers)", unit="face")
+    progress = tqdm(total=len(faces), desc=f"evaluating x{len(categories)} cases ({workers} workers)", unit="face")
     # spawn, not fork: a child forked from a process with onnxruntime threads running can deadlock
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(model_path, provider)) as pool:
-        tasks = ((chunk, categories, seed, grid_faces) for chunk in chunks)
+        tasks = ((chunk, categories, seed, grid_faces, with_classical) for chunk in chunks)
         for done, (chunk_scores, chunk_samples) in enumerate(pool.map(_evaluate_chunk_in_worker, tasks), start=1):
             scores.extend(chunk_scores)
             samples.extend(chunk_samples)
@@ -113,21 +127,28 @@ def evaluate_faces_parallel(faces: list[CleanFace], model_path: str, provider: s
 
 
 def evaluate_chunk(chunk: list[CleanFace], restorer: FaceRestorer, embedder: IdentityEmbedder,
-                   categories: tuple[str, ...], seed: int, grid_faces: set[int]) -> tuple[list[Score], list[GridSample]]:
+                   categories: tuple[str, ...], seed: int, grid_faces: set[int],
+                   with_classical: bool = True) -> tuple[list[Score], list[GridSample]]:
     scores: list[Score] = []
     samples: list[GridSample] = []
     template = restorer.info.template
     clean_embeddings = embedder.embed_aligned([face.crop for face in chunk], template)
-    jobs = [(face, row, category, degrade(face.crop, category, degradation_rng(seed, face.index, category)))
-            for row, face in enumerate(chunk) for category in categories]
+    jobs = []
+    for row, face in enumerate(chunk):
+        for label in categories:  # "category/severity" labels
+            category, severity = split_case(label)
+            jobs.append((face, row, label, degrade(face.crop, category, degradation_rng(seed, face.index, category, severity),
+                                                   severity)))
     restored = restorer.restore_batch([job[3].image for job in jobs])
     crops: list[np.ndarray] = []
     references: list[np.ndarray] = []
     labels: list[tuple[CleanFace, str, str]] = []
     for (face, row, category, damaged), ours in zip(jobs, restored):
         # Deconvolution gets the true kernel only in the single-blur categories, where every face has one.
-        kernel = damaged.kernel if category in BLUR_CATEGORIES else None
-        outputs = {INPUT: damaged.image, OURS: ours, **classical_restorations(damaged.image, kernel)}
+        kernel = damaged.kernel if split_case(category)[0] in BLUR_CATEGORIES else None
+        outputs = {INPUT: damaged.image, OURS: ours}
+        if with_classical:
+            outputs.update(classical_restorations(damaged.image, kernel))
         if face.index in grid_faces:
             samples.append(GridSample(face.index, category, face.crop, outputs))
         for method, image in outputs.items():

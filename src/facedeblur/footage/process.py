@@ -44,16 +44,12 @@ class LoadedModels:
 
 
 def load_models(settings: PipelineSettings) -> LoadedModels:
-    import supervision  # noqa: F401  (imported here, once: it takes about a second, which is not per-input work)
-
     from ..pipeline.detect import FaceDetector
     from ..pipeline.identity import IdentityEmbedder
     from ..pipeline.restore import FaceRestorer
 
-    detector = FaceDetector(score_threshold=settings.detector.score_threshold,
-                            nms_threshold=settings.detector.nms_threshold,
-                            min_face_size=settings.detector.min_face_size,
-                            provider=settings.provider, threads=settings.threads)
+    detector = FaceDetector(**settings.detector.detector_options(), provider=settings.provider,
+                            threads=settings.threads)
     restorer = FaceRestorer(settings.restorer.model, provider=settings.provider, threads=settings.threads,
                             batch_size=settings.restorer.batch_size, colour_lock=settings.restorer.colour_lock)
     embedder = IdentityEmbedder(provider=settings.provider, threads=settings.threads) \
@@ -167,7 +163,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
             frame_times.append(frame.time)
             if frame.index % stride == 0:
                 with timer("detect"):
-                    faces = detector.detect(frame.image)
+                    faces = detector.detect(frame.image, include_weak=True)  # weak ones only extend tracks
                 with timer("track"):
                     tracked = tracker.update(frame.index, frame.image, faces)
                 with timer("align"):
@@ -185,8 +181,9 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                              last_detection_frame, frame_count - 1)
         best_frames = {t.track_id: choose_best_frames(t, settings.output.gallery_frames_per_track) for t in tracks}
     wanted_crops = {(track_id, frame) for track_id, chosen in best_frames.items() for frame, _ in chosen}
-    log.info("%d frame(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, %d track(s) merged)",
-             frame_count, len(tracks), sum(len(v) for v in planned.values()), tracker.swaps, tracker.merges)
+    log.info("%d frame(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, %d track(s) merged; "
+             "%d false track(s) dropped)", frame_count, len(tracks), sum(len(v) for v in planned.values()), tracker.swaps,
+             tracker.merges, len(tracker.dropped))
 
     # Pass 2: restore, paste, write.
     kind = info.kind
@@ -210,7 +207,9 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
     untracked_faces: list[dict] = []
     gallery_paths: dict[tuple[int, int], dict] = {}
     frame_bytes = info.width * info.height * 3
-    batch_restorer = FrameBatchRestorer(restorer, timer, max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)))
+    batch_restorer = FrameBatchRestorer(restorer, timer, max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)),
+                                        large_faces=settings.restorer.large_faces,
+                                        temporal_window=settings.restorer.temporal_window)
     audio_sink = restored_writer.write_audio_packet if isinstance(restored_writer, VideoEncoder) and \
         restored_writer.audio_stream is not None else None
 
@@ -304,12 +303,14 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                 "frames": entries,
             })
         manifest["untracked_faces"] = untracked_faces
+        manifest["dropped_tracks"] = [d.as_dict() for d in tracker.dropped]
         manifest["summary"] = {
             "tracks": len(tracks),
             "faces_restored": sum(len(e) for e in track_frames.values()) + len(untracked_faces),
             "frames_with_faces": len(planned),
             "identity_swaps_corrected": tracker.swaps,
             "tracks_merged": tracker.merges,
+            "tracks_dropped": len(tracker.dropped),
         }
         if extra_manifest:
             manifest.update(extra_manifest)

@@ -1,18 +1,22 @@
-"""Stage 5, align + restore + paste: restore every planned face, batched across faces *and* frames.
+"""Stage 5, align + (fuse) + restore + paste: restore every planned face, batched across faces *and* frames.
 
-Frames wait in a short queue until enough face crops are pending to fill the restorer's batch (or the
-queue is full), then one model call restores them all and each frame gets its faces pasted back, in order.
-The queue is bounded, so memory stays flat on long clips and on 4K frames.
+Each face is cut out by the shared core (`pipeline/face_crops.py`: native resolution for faces larger
+than the working size). With `restorer.temporal_window` k > 0, a face's crop in frame t is first merged
+with the same track's crops in frames t-k..t+k (`pipeline/temporal_fusion.py`), so a frame is held back
+until k later frames have been cut. Frames then wait in a short queue until enough crops are pending to
+fill the restorer's batch (or the queue is full); one model call restores them all and each frame gets its
+faces pasted back, in order. Both queues are bounded, so memory stays flat on long clips and 4K frames.
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline.align import estimate_alignment, warp_to_crop
-from ..pipeline.paste import feather_mask, paste_back
+from ..pipeline.face_crops import DEFAULT_LARGE_FACES, FaceCrop, FacePaster, cut_face, restore_crops
+from ..pipeline.temporal_fusion import TemporalFuser
 from .decode import DecodedFrame
 from .select_best import sharpness
 from .smooth import PlannedFace
@@ -35,41 +39,91 @@ class RestoredFrame:
     faces: list[RestoredFace]
 
 
+@dataclass
+class _CutFrame:
+    frame: DecodedFrame
+    faces: list[PlannedFace]
+    crops: list[FaceCrop]
+
+
 class FrameBatchRestorer:
-    def __init__(self, restorer, timer, max_queued_frames: int = 16):
+    def __init__(self, restorer, timer, max_queued_frames: int = 16, large_faces: str = DEFAULT_LARGE_FACES,
+                 temporal_window: int = 0):
         self.restorer = restorer
         self.timer = timer
         self.size = restorer.crop_size
         self.template = restorer.info.template
-        self.mask = feather_mask(self.size)
+        self.paster = FacePaster()
         self.max_queued_frames = max(1, max_queued_frames)
+        self.large_faces = large_faces
+        self.window = max(0, temporal_window)
+        self.fuser = TemporalFuser() if self.window else None
 
     def run(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[RestoredFrame]:
-        queue: list[tuple[DecodedFrame, list[PlannedFace], list[np.ndarray], list[np.ndarray]]] = []
+        queue: list[_CutFrame] = []
         pending = 0
-        for frame, faces in frames:
-            with self.timer("align"):
-                matrices = [estimate_alignment(f.landmarks, self.size, self.template) for f in faces]
-                crops = [warp_to_crop(frame.image, m, self.size) for m in matrices]
-            queue.append((frame, faces, matrices, crops))
-            pending += len(crops)
+        for cut in self._fused(self._cut(frames)):
+            queue.append(cut)
+            pending += len(cut.crops)
             if pending >= self.restorer.batch_size or len(queue) >= self.max_queued_frames:
                 yield from self._flush(queue)
                 queue, pending = [], 0
         yield from self._flush(queue)
 
-    def _flush(self, queue) -> Iterator[RestoredFrame]:
-        all_crops = [crop for _, _, _, crops in queue for crop in crops]
+    def _cut(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[_CutFrame]:
+        for frame, faces in frames:
+            with self.timer("align"):
+                crops = [cut_face(frame.image, f.landmarks, self.size, self.template, self.large_faces) for f in faces]
+            yield _CutFrame(frame, faces, crops)
+
+    def _fused(self, cut_frames: Iterator[_CutFrame]) -> Iterator[_CutFrame]:
+        """Frames in order, each face's working crop merged with its track's neighbours."""
+        if not self.window:
+            yield from cut_frames
+            return
+        window: deque[_CutFrame] = deque()  # up to k frames already passed on, the current one, k ahead
+        passed = 0  # how many frames at the front of `window` were already yielded
+        for cut in cut_frames:
+            window.append(cut)
+            if len(window) - passed > self.window:
+                yield self._fuse_at(window, passed)
+                passed += 1
+            while passed > self.window:
+                window.popleft()
+                passed -= 1
+        while passed < len(window):
+            yield self._fuse_at(window, passed)
+            passed += 1
+
+    def _fuse_at(self, window: deque[_CutFrame], position: int) -> _CutFrame:
+        centre = window[position]
+        with self.timer("fuse"):
+            fused_crops = []
+            for face, crop in zip(centre.faces, centre.crops):
+                if face.track_id is None:
+                    fused_crops.append(crop)
+                    continue
+                neighbours = [other_crop.working for offset, other in enumerate(window) if offset != position
+                              for other_face, other_crop in zip(other.faces, other.crops)
+                              if other_face.track_id == face.track_id]
+                # Only what the network sees is fused; the original crop stays as it was, for the gallery
+                # and as the base the correction of a large face is added to.
+                fused_crops.append(crop.with_working(self.fuser.fuse(crop.working, neighbours)))
+        return _CutFrame(centre.frame, centre.faces, fused_crops)
+
+    def _flush(self, queue: list[_CutFrame]) -> Iterator[RestoredFrame]:
+        all_crops = [crop for cut in queue for crop in cut.crops]
         with self.timer("restore"):
-            restored = self.restorer.restore_batch(all_crops) if all_crops else []
+            restored = restore_crops(self.restorer, all_crops) if all_crops else []
         position = 0
-        for frame, faces, matrices, crops in queue:
-            image = frame.image
+        for cut in queue:
+            image = cut.frame.image
             results = []
             with self.timer("paste"):
-                for face, matrix, crop in zip(faces, matrices, crops):
-                    restored_crop = restored[position]
+                for face in cut.faces:
+                    done = restored[position]
                     position += 1
-                    image = paste_back(image, restored_crop, matrix, self.mask)
-                    results.append(RestoredFace(face, matrix, crop, restored_crop, sharpness(crop), sharpness(restored_crop)))
-            yield RestoredFrame(frame, image, results)
+                    image = self.paster.paste(image, done)
+                    results.append(RestoredFace(face, done.matrix, done.original, done.restored,
+                                                sharpness(done.original), sharpness(done.restored)))
+            yield RestoredFrame(cut.frame, image, results)

@@ -1,11 +1,20 @@
 """Stage 3, track: give every detected face a stable track id across frames.
 
-Motion and overlap are supervision's ByteTrack (Kalman-predicted boxes, two-round matching that keeps
-tracks alive through low-confidence frames and short misses). ByteTrack knows nothing about who a face
-is, so when two tracked faces that overlapped (a crossing, where ByteTrack can swap ids) separate again,
-their SFace embeddings are compared with each track's reference embedding, and the labels are swapped
-back if that fits the identities clearly better. After the pass, tracks that end and later restart with the same
-identity (someone walking behind a pillar for longer than ByteTrack's buffer) are merged.
+Motion and overlap: ByteTrack's association, written here (ByteAssociation below): a constant-velocity
+Kalman filter predicts each track's box, then detections are matched to the predictions by IoU in two
+rounds, confident detections first, then weak ones against the tracks still unmatched, so a face that
+blurs for a few frames keeps its track instead of ending it. Why our own and not a package: every
+maintained tracker package pulls the GUI OpenCV wheel (supervision 0.26, trackers, boxmot declare
+opencv-python) or pins numpy<2 (norfair). A second OpenCV wheel in the environment overwrites the headless
+cv2 with one that needs libGL, X11 and Qt, and `import cv2` then fails on a minimal server (issue 15). The
+association is a hundred lines of numpy and scipy's assignment solver.
+
+ByteTrack knows nothing about who a face is, so when two tracked faces that overlapped (a crossing, where
+ByteTrack can swap ids) separate again, their SFace embeddings are compared with each track's reference
+embedding, and the labels are swapped back if that fits the identities clearly better. After the pass,
+tracks that end and later restart with the same identity (someone walking behind a pillar for longer than
+the lost-track buffer) are merged, and tracks no real face would produce (a single frame in a long clip,
+never a confident detection, always tiny) are dropped and reported.
 """
 from __future__ import annotations
 
@@ -13,8 +22,8 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
-from ..errors import FacedeblurError
 from ..pipeline.detect import Face
 
 log = logging.getLogger(__name__)
@@ -26,8 +35,181 @@ REFERENCE_EVERY = 10  # detection frames between reference samples
 CROSSING_CLEARANCE = 0.05
 SAMPLE_CLEARANCE = 0.25
 SWAP_MARGIN = 0.25  # summed cosine gain required before overruling ByteTrack's assignment
-MATCH_IOU = 0.2  # detection to its (Kalman-corrected) track box
 MERGE_SIMILARITY = 0.45  # SFace cosine above which two non-overlapping tracks are the same person
+# ByteTrack's fixed thresholds: a weak detection must overlap its track's prediction well (it is only
+# trusted because the track is already there), and a tentative track has no velocity estimate yet.
+LOW_SCORE_MATCH_IOU = 0.5
+TENTATIVE_MATCH_IOU = 0.3
+NEW_TRACK_MARGIN = 0.1  # a new track needs track_activation_threshold + this (ByteTrack's det_thresh)
+# Kalman noise, as fractions of the box side per detection frame: measured boxes jitter by about 5 %,
+# and a face's velocity changes slowly between detection frames.
+POSITION_NOISE = 1 / 20
+VELOCITY_NOISE = 1 / 160
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a (N x 4, x1 y1 x2 y2) with every box in b (M x 4): N x M."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    left = np.maximum(a[:, None, 0], b[None, :, 0])
+    top = np.maximum(a[:, None, 1], b[None, :, 1])
+    right = np.minimum(a[:, None, 2], b[None, :, 2])
+    bottom = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(right - left, 0, None) * np.clip(bottom - top, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def _assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
+    """Row-column pairs maximising the total IoU, using only pairs with IoU >= min_iou.
+
+    Pairs below the threshold are priced out before solving (not filtered after), so the solver never
+    gives up a valid pair to make room for one that is then rejected.
+    """
+    if iou.size == 0:
+        return []
+    allowed = (iou >= min_iou) & (iou > 0)  # boxes that do not touch never match, whatever the setting
+    if not allowed.any():
+        return []
+    rows, columns = linear_sum_assignment(np.where(allowed, 1.0 - iou, 1e6))
+    return [(int(r), int(c)) for r, c in zip(rows, columns) if allowed[r, c]]
+
+
+class KalmanBox:
+    """Constant-velocity Kalman filter on a box: state (cx, cy, w, h) and their velocities per detection frame.
+
+    Noise scales with the box size, so a 20 px face and a 400 px face are followed equally well.
+    """
+
+    _F = np.eye(8) + np.eye(8, k=4)  # position += velocity, once per detection frame
+    _H = np.eye(4, 8)
+
+    def __init__(self, box: np.ndarray):
+        measured = self._to_state(box)
+        self.mean = np.concatenate([measured, np.zeros(4)])
+        size = self._size_scale(measured)
+        self.covariance = np.diag(np.concatenate([2 * POSITION_NOISE * size, 10 * VELOCITY_NOISE * size]) ** 2)
+
+    @staticmethod
+    def _to_state(box: np.ndarray) -> np.ndarray:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        return np.array([(x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, 1.0), max(y2 - y1, 1.0)])
+
+    @staticmethod
+    def _size_scale(state: np.ndarray) -> np.ndarray:
+        w, h = max(state[2], 1.0), max(state[3], 1.0)
+        return np.array([w, h, w, h])
+
+    @property
+    def box(self) -> np.ndarray:
+        cx, cy, w, h = self.mean[:4]
+        w, h = max(w, 1.0), max(h, 1.0)
+        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+
+    def predict(self, hold_size: bool = False) -> None:
+        if hold_size:  # unobserved, a face's size should not keep growing or shrinking
+            self.mean[6:] = 0.0
+        size = self._size_scale(self.mean[:4])
+        noise = np.diag(np.concatenate([POSITION_NOISE * size, VELOCITY_NOISE * size]) ** 2)
+        self.mean = self._F @ self.mean
+        self.covariance = self._F @ self.covariance @ self._F.T + noise
+
+    def update(self, box: np.ndarray) -> None:
+        measured = self._to_state(box)
+        noise = np.diag((POSITION_NOISE * self._size_scale(measured)) ** 2)
+        projected = self._H @ self.covariance @ self._H.T + noise
+        gain = np.linalg.solve(projected, self._H @ self.covariance).T  # P H^T S^-1 (S and P symmetric)
+        self.mean = self.mean + gain @ (measured - self._H @ self.mean)
+        self.covariance = self.covariance - gain @ self._H @ self.covariance
+
+
+@dataclass
+class MotionTrack:
+    """One track as the association sees it: a Kalman-filtered box and how recently it was matched."""
+
+    track_id: int
+    kalman: KalmanBox
+    hits: int = 1  # matched detection frames so far
+    missed: int = 0  # detection frames since the last match
+    confirmed: bool = False
+
+
+class ByteAssociation:
+    """ByteTrack's association, one `update` per detection frame; returns each detection's track id.
+
+    Per update: predict every track; round 1 matches confident detections (score >= high_score) to confirmed
+    tracks, including lost ones, at IoU >= match_iou; round 2 matches the weak detections to the confirmed
+    tracks that were seen last frame and are still unmatched, at IoU >= 0.5; round 3 gives the remaining
+    confident detections to tentative tracks (IoU >= 0.3). A confident detection left over (score >=
+    new_track_score) starts a tentative track, confirmed after `confirm_hits` matches in a row. A tentative
+    track that misses a frame is discarded (its id lands in `discarded`); a confirmed one is kept, unmatched,
+    for `max_missed` detection frames. A weak detection left over gets no track (None). `weak` marks
+    detections that count as weak whatever their score (the detector's candidates below its own threshold).
+    """
+
+    def __init__(self, high_score: float, new_track_score: float, match_iou: float, max_missed: int,
+                 confirm_hits: int = 1):
+        self.high_score = high_score
+        self.new_track_score = new_track_score
+        self.match_iou = match_iou
+        self.max_missed = max_missed
+        self.confirm_hits = confirm_hits
+        self.tracks: list[MotionTrack] = []
+        self.discarded: list[int] = []  # tentative tracks that vanished before confirmation, in order
+        self._next_id = 1
+
+    def update(self, boxes: np.ndarray, scores: np.ndarray, weak: np.ndarray | None = None) -> list[int | None]:
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        strong = scores >= self.high_score
+        if weak is not None:
+            strong &= ~np.asarray(weak, bool).reshape(-1)
+        for track in self.tracks:
+            track.kalman.predict(hold_size=track.missed > 0)
+        assigned: list[int | None] = [None] * len(boxes)
+        matched: set[int] = set()
+
+        def match(candidates: list[MotionTrack], detections: list[int], min_iou: float) -> None:
+            if not candidates or not detections:
+                return
+            predicted = np.array([t.kalman.box for t in candidates])
+            for row, column in _assign(box_iou(boxes[detections], predicted), min_iou):
+                track, index = candidates[column], detections[row]
+                track.kalman.update(boxes[index])
+                track.hits += 1
+                track.missed = 0
+                track.confirmed = track.confirmed or track.hits >= self.confirm_hits
+                assigned[index] = track.track_id
+                matched.add(track.track_id)
+
+        high = [i for i in range(len(boxes)) if strong[i]]
+        low = [i for i in range(len(boxes)) if not strong[i]]
+        seen_last_frame = {t.track_id for t in self.tracks if t.missed == 0}
+        match([t for t in self.tracks if t.confirmed], high, self.match_iou)
+        match([t for t in self.tracks if t.confirmed and t.track_id not in matched and t.track_id in seen_last_frame],
+              low, LOW_SCORE_MATCH_IOU)
+        match([t for t in self.tracks if not t.confirmed], [i for i in high if assigned[i] is None],
+              TENTATIVE_MATCH_IOU)
+
+        kept = []
+        for track in self.tracks:
+            if track.track_id not in matched:
+                track.missed += 1
+                if not track.confirmed:
+                    self.discarded.append(track.track_id)
+                    continue
+                if track.missed > self.max_missed:
+                    continue
+            kept.append(track)
+        for index in high:
+            if assigned[index] is None and scores[index] >= self.new_track_score:
+                track = MotionTrack(self._next_id, KalmanBox(boxes[index]), confirmed=self.confirm_hits <= 1)
+                self._next_id += 1
+                kept.append(track)
+                assigned[index] = track.track_id
+        self.tracks = kept
+        return assigned
 
 
 @dataclass
@@ -39,6 +221,11 @@ class Observation:
     landmarks: np.ndarray
     score: float
     sharpness: float = 0.0  # Laplacian variance of the aligned input crop (filled by the pipeline)
+
+    @property
+    def size(self) -> float:
+        """The box's shorter side, in pixels."""
+        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
 
 
 @dataclass
@@ -62,6 +249,30 @@ class Track:
         self.reference = total / max(float(np.linalg.norm(total)), 1e-8)
 
 
+@dataclass
+class DroppedTrack:
+    """A track (or a lone untracked detection) that no real face would produce, and why it was dropped."""
+
+    first_frame: int
+    last_frame: int
+    detections: int
+    best_score: float
+    largest_face: float  # px, the shorter box side of its largest detection
+    reason: str
+    tracked: bool = True  # False: a lone detection that joined no track (an untracked face)
+
+    def as_dict(self) -> dict:
+        return {"first_frame": self.first_frame, "last_frame": self.last_frame, "detections": self.detections,
+                "best_score": round(self.best_score, 4), "largest_face": round(self.largest_face, 1),
+                "reason": self.reason, "tracked": self.tracked}
+
+
+def required_detections(min_track_detections: int, detection_frames: int) -> int:
+    """Detections a track needs in a clip of `detection_frames`: the setting, but at most one per ten
+    detection frames, so every face of a single image or a clip of a few frames is kept."""
+    return max(1, min(min_track_detections, detection_frames // 10))
+
+
 def _expanded_boxes_touch(a: np.ndarray, b: np.ndarray, grow: float) -> bool:
     """True when two faces are near enough that a tracker could confuse them."""
     def expand(box: np.ndarray) -> np.ndarray:
@@ -75,30 +286,27 @@ class FaceTracker:
     """Feed it the faces of each detection frame in order; read `tracks` (and `untracked`) at the end."""
 
     def __init__(self, settings, fps: float, detect_stride: int, embedder=None):
-        import supervision as sv
-
-        if not hasattr(sv, "ByteTrack"):  # supervision 0.27 moved ByteTrack out to the separate `trackers` package
-            raise FacedeblurError(f"supervision {sv.__version__} has no ByteTrack; install 'supervision>=0.25,<0.27' "
-                                  "(the version pyproject.toml pins)")
-        # ByteTrack keeps a lost track for int(frame_rate / 30 * lost_track_buffer) of its updates. It is updated
-        # on detection frames only, so with frame_rate=30 the buffer is given in updates: frames / stride.
-        self.byte_track = sv.ByteTrack(
-            track_activation_threshold=settings.track_activation_threshold,
-            lost_track_buffer=max(1, -(-settings.lost_track_buffer // detect_stride)),
-            minimum_matching_threshold=settings.minimum_matching_threshold,
-            frame_rate=30,
-            minimum_consecutive_frames=settings.minimum_consecutive_frames,
+        self.settings = settings
+        # The association counts in detection frames (it sees no others); the buffer is set in frames.
+        self.association = ByteAssociation(
+            high_score=settings.track_activation_threshold,
+            new_track_score=min(1.0, settings.track_activation_threshold + NEW_TRACK_MARGIN),
+            match_iou=1.0 - settings.minimum_matching_threshold,
+            max_missed=max(1, -(-settings.lost_track_buffer // detect_stride)),
+            confirm_hits=settings.minimum_consecutive_frames,
         )
         self.embedder = embedder if settings.use_identity else None
         self.reid_max_gap_frames = int(round(settings.reid_max_gap_seconds * max(fps, 1.0)))
-        self.label_of: dict[int, int] = {}  # ByteTrack id -> our stable track id
+        self.label_of: dict[int, int] = {}  # association track id -> our stable track id
         self.tracks: dict[int, Track] = {}
-        self.untracked: list[Observation] = []  # detections ByteTrack did not confirm; still restored
+        self.untracked: list[Observation] = []  # weaker than track_activation_threshold, no track
+        self.dropped: list[DroppedTrack] = []  # filled by finish()
         self.swaps = 0
         self.merges = 0
-        self._touching: set[frozenset[int]] = set()  # ByteTrack id pairs overlapping at the last detection frame
+        self._touching: set[frozenset[int]] = set()  # association id pairs overlapping at the last detection frame
         self._next_label = 1
         self._updates = 0
+        self._discarded_seen = 0
 
     def update(self, frame_index: int, image: np.ndarray, faces: list[Face]) -> list[tuple[int | None, Observation]]:
         self._updates += 1
@@ -106,12 +314,12 @@ class FaceTracker:
                         for f in faces]
         boxes = np.array([f.box for f in faces], dtype=np.float32).reshape(-1, 4)
         scores = np.array([f.score for f in faces], dtype=np.float32)
-        self.byte_track.update_with_tensors(np.hstack([boxes, scores[:, None]]))
-        # All tracks matched or started this frame, including ones ByteTrack has not confirmed yet (it confirms a
-        # new track only on its second match): a face that moves too fast for IoU matching would otherwise be
-        # dropped on every frame. Fragments of one person are joined by identity in finish().
-        active = list(self.byte_track.tracked_tracks)
-        pairs = self._match_detections(boxes, active)  # (ByteTrack id, face index)
+        # The detector flags candidates below its own threshold `weak` (when asked for them): they may extend
+        # a track through a few blurred frames but never start one, whatever track_activation_threshold says.
+        weak = np.array([getattr(f, "weak", False) for f in faces], dtype=bool)
+        assigned = self.association.update(boxes, scores, weak)
+        self._discard_unconfirmed()
+        pairs = [(track_id, index) for index, track_id in enumerate(assigned) if track_id is not None]
         for tracker_id, _ in pairs:
             if tracker_id not in self.label_of:
                 self.label_of[tracker_id] = self._next_label
@@ -119,37 +327,26 @@ class FaceTracker:
         if self.embedder is not None:
             self._guard_identities(image, observations, pairs)
         result: list[tuple[int | None, Observation]] = []
-        matched = set()
         for tracker_id, face_index in pairs:
             label = self.label_of[tracker_id]
-            track = self.tracks.setdefault(label, Track(label))
-            track.observations.append(observations[face_index])
-            matched.add(face_index)
+            self.tracks.setdefault(label, Track(label)).observations.append(observations[face_index])
             result.append((label, observations[face_index]))
         for face_index, observation in enumerate(observations):
-            if face_index not in matched:
+            if assigned[face_index] is None and not weak[face_index]:  # a weak one alone is no face at all
                 self.untracked.append(observation)
                 result.append((None, observation))
         if self.embedder is not None:
             self._sample_references(image, observations, pairs)
         return result
 
-    @staticmethod
-    def _match_detections(boxes: np.ndarray, active: list) -> list[tuple[int, int]]:
-        """Which detection each track took this frame.
-
-        supervision's own update_with_detections re-matches at IoU 0.5 against the Kalman-corrected box, which
-        drops fast-moving small faces (the corrected box trails the detection); every tracked track was matched
-        to some detection this frame, so a loose IoU suffices to say which.
-        """
-        import supervision as sv
-        from scipy.optimize import linear_sum_assignment
-
-        if len(boxes) == 0 or not active:
-            return []
-        ious = sv.box_iou_batch(boxes, np.array([track.tlbr for track in active], dtype=np.float32))
-        rows, columns = linear_sum_assignment(-ious)
-        return [(int(active[c].external_track_id), int(r)) for r, c in zip(rows, columns) if ious[r, c] >= MATCH_IOU]
+    def _discard_unconfirmed(self) -> None:
+        """Tentative tracks (minimum_consecutive_frames > 1) that lost their face before confirmation."""
+        for tracker_id in self.association.discarded[self._discarded_seen:]:
+            track = self.tracks.pop(self.label_of.pop(tracker_id), None)
+            if track is not None and track.observations:
+                self.dropped.append(self._dropped(track.observations, "unconfirmed: fewer than "
+                                                  f"{self.settings.minimum_consecutive_frames} detections in a row"))
+        self._discarded_seen = len(self.association.discarded)
 
     def _crowded(self, observations, pairs, grow: float) -> set[int]:
         crowded = set()
@@ -203,15 +400,57 @@ class FaceTracker:
                 log.debug("identity guard: swapped tracks %s and %s", self.label_of[tracker_a], self.label_of[tracker_b])
 
     def finish(self) -> list[Track]:
-        """Merge re-appearing identities, renumber 1..N in order of appearance, return the tracks."""
+        """Merge re-appearing identities, drop tracks no real face would produce, renumber 1..N in order of
+        appearance, return the tracks. Dropped tracks are listed in `dropped`, dropped lone detections leave
+        `untracked`."""
         tracks = sorted((t for t in self.tracks.values() if t.observations), key=lambda t: t.first_frame)
         for track in tracks:
             track.observations.sort(key=lambda o: o.frame_index)
         if self.embedder is not None and self.reid_max_gap_frames > 0:
             tracks = self._merge_reappearing(tracks)
-        for number, track in enumerate(sorted(tracks, key=lambda t: t.first_frame), start=1):
+        kept = []
+        for track in tracks:
+            reason = self._implausible(track.observations)
+            if reason is None:
+                kept.append(track)
+            else:
+                self.dropped.append(self._dropped(track.observations, reason))
+        untracked = []
+        for observation in self.untracked:  # a lone detection is judged as a track of one
+            reason = self._implausible([observation])
+            if reason is None:
+                untracked.append(observation)
+            else:
+                self.dropped.append(self._dropped([observation], reason, tracked=False))
+        self.untracked = untracked
+        self.dropped.sort(key=lambda d: (d.first_frame, d.last_frame))
+        if self.dropped:
+            log.info("dropped %d track(s) no real face would produce: %s", len(self.dropped),
+                     "; ".join(f"frames {d.first_frame}-{d.last_frame}: {d.reason}" for d in self.dropped[:5])
+                     + ("; ..." if len(self.dropped) > 5 else ""))
+        for number, track in enumerate(sorted(kept, key=lambda t: t.first_frame), start=1):
             track.track_id = number
-        return sorted(tracks, key=lambda t: t.track_id)
+        return sorted(kept, key=lambda t: t.track_id)
+
+    def _implausible(self, observations: list[Observation]) -> str | None:
+        """Why these detections are not a real face (None: they may be). Each rule alone suffices."""
+        settings = self.settings
+        needed = required_detections(settings.min_track_detections, self._updates)
+        if len(observations) < needed:
+            return f"{len(observations)} detection(s), fewer than {needed}"
+        best = max(o.score for o in observations)
+        if best < settings.min_track_score:
+            return f"best score {best:.2f} below {settings.min_track_score:g}"
+        largest = max(o.size for o in observations)
+        if largest < settings.min_track_face_size:
+            return f"largest face {largest:.0f} px, below {settings.min_track_face_size} px"
+        return None
+
+    @staticmethod
+    def _dropped(observations: list[Observation], reason: str, tracked: bool = True) -> DroppedTrack:
+        return DroppedTrack(observations[0].frame_index, observations[-1].frame_index, len(observations),
+                            float(max(o.score for o in observations)), max(o.size for o in observations), reason,
+                            tracked)
 
     def _merge_reappearing(self, tracks: list[Track]) -> list[Track]:
         merged = True

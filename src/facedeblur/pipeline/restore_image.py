@@ -5,9 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .align import estimate_alignment, warp_to_crop
 from .detect import Face, FaceDetector
-from .paste import feather_mask, paste_back
+from .face_crops import DEFAULT_LARGE_FACES, FacePaster, LargeFaceMode, cut_face, restore_crops
 from .restore import FaceRestorer
 
 
@@ -20,16 +19,15 @@ class RestoredFace:
 
 
 def restore_faces_in_image(image: np.ndarray, detector: FaceDetector, restorer: FaceRestorer,
-                           faces: list[Face] | None = None) -> tuple[np.ndarray, list[RestoredFace]]:
+                           faces: list[Face] | None = None,
+                           large_faces: LargeFaceMode = DEFAULT_LARGE_FACES) -> tuple[np.ndarray, list[RestoredFace]]:
     faces = detector.detect(image) if faces is None else faces
     if not faces:
         return image.copy(), []
-    size = restorer.crop_size
-    matrices = [estimate_alignment(f.landmarks, size, restorer.info.template) for f in faces]
-    crops = [warp_to_crop(image, m, size) for m in matrices]
-    restored = restorer.restore_batch(crops)
-    mask = feather_mask(size)
+    crops = [cut_face(image, f.landmarks, restorer.crop_size, restorer.info.template, large_faces) for f in faces]
+    restored = restore_crops(restorer, crops)
+    paster = FacePaster()
     output = image
-    for matrix, crop in zip(matrices, restored):
-        output = paste_back(output, crop, matrix, mask)
-    return output, [RestoredFace(f, m, c, r) for f, m, c, r in zip(faces, matrices, crops, restored)]
+    for done in restored:
+        output = paster.paste(output, done)
+    return output, [RestoredFace(f, r.matrix, r.original, r.restored) for f, r in zip(faces, restored)]

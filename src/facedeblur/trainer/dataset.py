@@ -66,7 +66,10 @@ def _init_worker(score_threshold: float) -> None:
     global _detector
     from ..pipeline.detect import FaceDetector
     cv2.setNumThreads(1)
-    _detector = FaceDetector(score_threshold=score_threshold, threads=1, provider="cpu")
+    # Clean photos need no damaged-face search (pyramid, mosaics); the single pass is also exactly
+    # reproducible, which duplicate detection by image hash relies on.
+    _detector = FaceDetector(score_threshold=score_threshold, threads=1, provider="cpu", pyramid=(1.0,),
+                             find_mosaics=False)
 
 
 def align_one(item: tuple[str, bytes, int, float]) -> tuple[str, np.ndarray | None, str]:

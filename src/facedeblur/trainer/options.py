@@ -27,6 +27,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=0, help="stop (and save) after this long; 0 = no limit")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="start from the weights of a facedeblur .onnx model or a .pt checkpoint (fine-tuning); "
+                             "layers the new shape adds (more blocks) start as the identity")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = default")
     return parser

@@ -1,4 +1,4 @@
-"""A picture of what the trainer does to faces: one row per face, one column per degradation category."""
+"""A picture of what the trainer does to faces: one row per face and severity tier, one column per category."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..degradations import CATEGORIES, degrade
+from ..degradations import CATEGORIES, SEVERITIES, degrade
 from ..errors import FacedeblurError
 from ..image_files import is_image_path, read_image, write_image_atomic
 
@@ -44,7 +44,12 @@ def degradation_grid(images: list[Path], output: Path, rows: int = 4, seed: int 
                     (0, 0, 0), 1, cv2.LINE_AA)
     grid_rows = [header]
     for face in faces:
-        grid_rows.append(np.hstack([face] + [degrade(face, category, rng).image for category in CATEGORIES]))
+        for severity in SEVERITIES:
+            labelled = face.copy()
+            cv2.putText(labelled, severity, (3, crop_size - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.35 * crop_size / 64,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+            grid_rows.append(np.hstack([labelled] + [degrade(face, category, rng, severity).image
+                                                     for category in CATEGORIES]))
     grid = np.vstack(grid_rows)
     write_image_atomic(output, grid)
     return grid

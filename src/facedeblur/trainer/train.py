@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
 from .. import __version__
-from ..degradations import CATEGORIES, degrade, training_degradation
+from ..errors import FacedeblurError
+from ..degradations import CATEGORIES, SEVERITIES, degrade, training_degradation
 from .arch import build_model, count_parameters
 from .dataset import load_split
 from .losses import psnr, restoration_loss
@@ -68,15 +69,16 @@ def _seed_worker(_: int) -> None:
 
 
 def make_validation_set(crops: np.ndarray, count: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Fixed degraded/clean pairs, cycling through every category, identical across runs."""
+    """Fixed degraded/clean pairs, cycling through every category at every severity, identical across runs."""
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(crops), size=min(count, len(crops)), replace=False)
+    pairs = [(category, severity) for severity in SEVERITIES for category in CATEGORIES]
     degraded, clean, categories = [], [], []
     for i, index in enumerate(chosen):
-        category = CATEGORIES[i % len(CATEGORIES)]
-        degraded.append(degrade(crops[index], category, rng).image)
+        category, severity = pairs[i % len(pairs)]
+        degraded.append(degrade(crops[index], category, rng, severity).image)
         clean.append(crops[index])
-        categories.append(category)
+        categories.append(f"{category}/{severity}")
     stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, :, :, ::-1].transpose(0, 3, 1, 2).copy()).float() / 255
     return stack(degraded), stack(clean), categories
 
@@ -96,6 +98,36 @@ def validate(model: torch.nn.Module, degraded: torch.Tensor, clean: torch.Tensor
         grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)
         cv2.imwrite(str(grid_path), grid)
     return result
+
+
+def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
+    """Copy matching weights from an exported .onnx model (its initialisers keep the PyTorch names) or a
+    .pt checkpoint. Tensors the source lacks keep their fresh values, except that each new residual
+    block's last convolution is zeroed, so an added block starts as the identity and the network starts
+    exactly where the source model was. Returns (tensors copied, tensors left new)."""
+    if not source.is_file():
+        raise FacedeblurError(f"--init {source}: not found; pass a facedeblur .onnx model or a .pt checkpoint")
+    if source.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+        weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+                   for t in onnx.load(str(source)).graph.initializer}
+    else:
+        checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
+        weights = checkpoint.get("ema") or checkpoint["model"]
+    state = model.state_dict()
+    copied = {name: weights[name] for name, value in state.items()
+              if name in weights and tuple(weights[name].shape) == tuple(value.shape)}
+    if not copied:
+        raise FacedeblurError(f"--init {source}: no weights match this model's shape; use the same --width, "
+                              "--levels and --unshuffle as the source model")
+    model.load_state_dict(copied, strict=False)
+    added = [name for name in state if name not in copied]
+    with torch.no_grad():
+        for name in added:
+            if name.endswith(("conv2.weight", "conv2.bias")):
+                model.get_parameter(name).zero_()
+    return len(copied), len(added)
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int, time_fraction: float = 0.0) -> float:
@@ -144,6 +176,12 @@ def train(args: argparse.Namespace) -> dict:
         start_step, history = checkpoint["step"], checkpoint.get("history", [])
         if is_main:
             print(f"resumed from {checkpoint_path} at step {start_step}", file=sys.stderr)
+    elif args.init:
+        loaded, added = initialise_from(model, Path(args.init))
+        ema.load_state_dict(model.state_dict())
+        if is_main:
+            print(f"initialised {loaded} tensors from {args.init}; {added} new tensors start as the identity",
+                  file=sys.stderr)
     trained_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
     loader = DataLoader(DegradedFaces(train_crops, args.patch, args.seed * 1000 + rank + start_step),

@@ -1,0 +1,147 @@
+"""Align -> restore -> paste for a batch of faces: the one core that `restore` and `process` share.
+
+A face larger than the model's working size must not lose detail by being shrunk to it and enlarged
+back. How a large face is handled is `restorer.large_faces`:
+
+- ``correction`` (default): the model restores the face at its working size; only its *correction*
+  (restored minus input, a smooth image) is enlarged and added to the face's native-resolution pixels,
+  so every native detail survives and the model's deblurring and cleaning are still applied.
+- ``native``: the network (fully convolutional) runs on the native-resolution crop directly.
+- ``resize``: the old way: restore at the working size and enlarge the result (loses detail).
+
+Measured on the talking-head video benchmark and whole photos (docs/BENCHMARKS.md). Faces at or below
+the working size are handled the same way in every mode.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import cv2
+import numpy as np
+
+from .align import estimate_alignment, warp_to_crop
+from .paste import feather_mask, paste_back
+
+if TYPE_CHECKING:
+    from .restore import FaceRestorer
+
+LargeFaceMode = Literal["correction", "native", "resize"]
+LARGE_FACE_MODES: tuple[str, ...] = ("correction", "native", "resize")
+DEFAULT_LARGE_FACES: LargeFaceMode = "correction"
+# Frames merged before and after each face in video (`pipeline/temporal_fusion.py`); chosen by the video
+# benchmark (docs/BENCHMARKS.md).
+DEFAULT_TEMPORAL_WINDOW = 0
+# Native crops are capped (a 4K close-up would otherwise cost a 2000 px network pass): beyond this side
+# the face is restored at this size, still far above the working size.
+MAX_NATIVE_SIDE = 512
+# Crop sides are multiples of this: the network halves the resolution 4 times (pixel unshuffle + 3 levels).
+SIDE_MULTIPLE = 16
+
+
+@dataclass
+class FaceCrop:
+    matrix: np.ndarray  # image pixels -> pixels of `crop` (what is pasted back)
+    crop: np.ndarray  # the original face at paste resolution: native for a large face, else the working size
+    working: np.ndarray  # what the network sees (the crop, shrunk for `correction`, or temporally fused)
+    add_correction: bool = False  # paste crop + enlarged (restored - shrunk crop) instead of the output
+
+    def with_working(self, working: np.ndarray) -> "FaceCrop":
+        return FaceCrop(self.matrix, self.crop, working, self.add_correction)
+
+
+@dataclass
+class RestoredCrop:
+    face: FaceCrop
+    restored: np.ndarray  # same size as face.crop
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.face.matrix
+
+    @property
+    def original(self) -> np.ndarray:
+        return self.face.crop
+
+
+def alignment_scale(matrix: np.ndarray) -> float:
+    """Crop pixels per image pixel (below 1: the face is larger in the image than in the crop)."""
+    return float(math.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+
+
+def native_side(crop_size: int, scale: float) -> int:
+    side = crop_size / max(scale, 1e-6)
+    return int(min(MAX_NATIVE_SIDE, max(crop_size, math.ceil(side / SIDE_MULTIPLE) * SIDE_MULTIPLE)))
+
+
+def cut_face(image: np.ndarray, landmarks: np.ndarray, crop_size: int, template: np.ndarray,
+             large_faces: LargeFaceMode = DEFAULT_LARGE_FACES) -> FaceCrop:
+    matrix = estimate_alignment(landmarks, crop_size, template)
+    side = native_side(crop_size, alignment_scale(matrix))
+    if large_faces == "resize" or side == crop_size:
+        crop = warp_to_crop(image, matrix, crop_size)
+        return FaceCrop(matrix, crop, crop)
+    native_matrix = (matrix * (side / crop_size)).astype(np.float32)
+    native = warp_to_crop(image, native_matrix, side)
+    if large_faces == "native":
+        return FaceCrop(native_matrix, native, native)
+    return FaceCrop(native_matrix, native, shrink(native, crop_size), add_correction=True)
+
+
+def shrink(image: np.ndarray, side: int) -> np.ndarray:
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def restore_crops(restorer: "FaceRestorer", faces: list[FaceCrop]) -> list[RestoredCrop]:
+    """Restore every face, batching faces of the same working size together."""
+    by_size: dict[int, list[int]] = {}
+    for index, face in enumerate(faces):
+        by_size.setdefault(face.working.shape[0], []).append(index)
+    restored: list[np.ndarray | None] = [None] * len(faces)
+    for indices in by_size.values():
+        for index, result in zip(indices, restorer.restore_batch([faces[i].working for i in indices])):
+            restored[index] = result
+    return [RestoredCrop(face, _to_paste_resolution(face, result)) for face, result in zip(faces, restored)]
+
+
+def _to_paste_resolution(face: FaceCrop, restored_working: np.ndarray) -> np.ndarray:
+    if not face.add_correction:
+        return restored_working
+    side = face.crop.shape[0]
+    # Against the original (not a fused) working crop: what fusion cleaned is part of the correction.
+    correction = restored_working.astype(np.float32) - shrink(face.crop, restored_working.shape[0]).astype(np.float32)
+    enlarged = cv2.resize(correction, (side, side), interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.rint(face.crop.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
+
+
+class FacePaster:
+    """Pastes restored faces into a frame in place; feather masks are made once per crop side."""
+
+    def __init__(self):
+        self._masks: dict[int, np.ndarray] = {}
+
+    def paste(self, frame: np.ndarray, face: RestoredCrop) -> np.ndarray:
+        side = face.restored.shape[0]
+        if side not in self._masks:
+            self._masks[side] = feather_mask(side)
+        return paste_back(frame, face.restored, face.matrix, self._masks[side])
+
+
+def restore_any_size_crop(restorer: "FaceRestorer", image: np.ndarray,
+                          large_faces: LargeFaceMode = DEFAULT_LARGE_FACES) -> np.ndarray:
+    """Restore one roughly centred face crop of any size (`restore --aligned`), with the same rule for
+    crops larger than the working size as detected faces get."""
+    height, width = image.shape[:2]
+    size = restorer.crop_size
+    if max(height, width) <= size or large_faces == "resize":
+        return restorer.restore_any_size(image)
+    if large_faces == "native":
+        padded_h = math.ceil(height / SIDE_MULTIPLE) * SIDE_MULTIPLE
+        padded_w = math.ceil(width / SIDE_MULTIPLE) * SIDE_MULTIPLE
+        padded = cv2.copyMakeBorder(image, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_REFLECT101)
+        return restorer.restore_batch([padded])[0][:height, :width]
+    working = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    correction = restorer.restore_batch([working])[0].astype(np.float32) - working.astype(np.float32)
+    enlarged = cv2.resize(correction, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(np.rint(image.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)

@@ -1,0 +1,95 @@
+"""The severity tiers of the synthetic damage, measured on a real face (scikit-image's astronaut)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from facedeblur.degradations import (CATEGORIES, SEVERITIES, SEVERITY_RANGES, TRAINING_SEVERITY_WEIGHTS,
+                                     camera_shake_kernel, cctv_chain, defocus_kernel, degrade,
+                                     random_severity, training_degradation)
+from facedeblur.pipeline.align import estimate_alignment, warp_to_crop
+from facedeblur.pipeline.detect import FaceDetector
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(scope="module")
+def face_crop() -> np.ndarray:
+    image = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+    face = FaceDetector().detect(image)[0]
+    return warp_to_crop(image, estimate_alignment(face.landmarks, 128), 128)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def mean_psnr(clean: np.ndarray, category: str, severity: str, draws: int = 6) -> float:
+    return float(np.mean([psnr(degrade(clean, category, np.random.default_rng(seed), severity).image, clean)
+                          for seed in range(draws)]))
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_each_tier_is_harder_than_the_one_before(face_crop, category):
+    mild, moderate, severe = (mean_psnr(face_crop, category, s) for s in SEVERITIES)
+    assert mild > moderate > severe, (category, mild, moderate, severe)
+
+
+def test_severe_motion_blur_is_as_hard_as_real_camera_shake(face_crop):
+    # Real camera shake on a face about 64 px wide leaves about 21-22 dB; the old single tier gave ~29 dB.
+    assert mean_psnr(face_crop, "motion_blur", "severe", draws=12) < 25.0
+
+
+def test_severe_ranges_match_what_footage_does():
+    severe = SEVERITY_RANGES["severe"]
+    assert severe["motion_blur"][1] >= 24 and severe["defocus"][1] == 5.0 and severe["gaussian_blur"][1] == 4.0
+    assert severe["low_resolution"] == (4.0, 8.0) and severe["pixelate"][1] == 10
+    assert severe["noise"][1] == 25 and severe["noise_jpeg"] == (15, 40)
+    assert severe["cctv_downscale"] == (2.0, 4.0)
+
+
+def test_camera_shake_path_spans_up_to_its_length_and_keeps_the_image_centred():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        kernel = camera_shake_kernel(rng, max_length=25.0, min_length=15.0)
+        ys, xs = np.nonzero(kernel > 1e-4)
+        extent = max(ys.max() - ys.min(), xs.max() - xs.min())
+        assert 6 <= extent <= 26  # a curling path is shorter than its length, never longer
+        assert kernel.shape[0] % 2 == 1 and kernel.sum() == pytest.approx(1.0, abs=1e-4)
+        centre = kernel.shape[0] // 2
+        cy, cx = (np.indices(kernel.shape) * kernel).sum(axis=(1, 2))
+        assert abs(cy - centre) < 6 and abs(cx - centre) < 6
+    assert defocus_kernel(5.0).shape[0] >= 11
+
+
+def test_cctv_chain_runs_its_steps_in_camera_order(face_crop):
+    damaged = cctv_chain(face_crop, np.random.default_rng(3), "severe")
+    assert damaged.image.shape == face_crop.shape and damaged.image.dtype == np.uint8
+    assert damaged.steps[0] == "camera shake" and damaged.steps[1].startswith("downscale")
+    assert damaged.steps[2].startswith("noise") and damaged.steps[-1] == "upscale"
+    assert damaged.steps[3].startswith(("jpeg", "codec"))
+
+
+def test_whole_photo_damage_scales_with_the_face_not_the_image(face_crop):
+    photo = cv2.resize(face_crop, (512, 512), interpolation=cv2.INTER_CUBIC)  # face ~256 px wide
+    # The same draw with the face's scale (256 / 64 = 4) blurs four times wider than with the crop's scale.
+    by_face = degrade(photo, "defocus", np.random.default_rng(1), "severe", scale=4.0)
+    by_image = degrade(photo, "defocus", np.random.default_rng(1), "severe", scale=1.0)
+    assert by_face.kernel.shape[0] > 3 * by_image.kernel.shape[0] - 6
+    assert psnr(by_face.image, photo) < psnr(by_image.image, photo)
+
+
+def test_training_draws_every_tier_in_its_proportions(face_crop):
+    rng = np.random.default_rng(5)
+    draws = [random_severity(rng) for _ in range(4000)]
+    for severity, weight in TRAINING_SEVERITY_WEIGHTS.items():
+        assert draws.count(severity) / len(draws) == pytest.approx(weight, abs=0.03)
+    small = cv2.resize(face_crop, (64, 64), interpolation=cv2.INTER_AREA)
+    steps = {tuple(training_degradation(small, np.random.default_rng(s)).steps) for s in range(40)}
+    assert any(s[0] == "camera shake" for s in steps)  # CCTV chains are part of the mix
+
+
+def test_unknown_severity_is_refused(face_crop):
+    with pytest.raises(ValueError, match="unknown severity 'extreme'"):
+        degrade(face_crop, "noise", np.random.default_rng(0), "extreme")

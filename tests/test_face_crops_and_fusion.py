@@ -1,0 +1,143 @@
+"""Large faces keep their native detail; temporal fusion cleans a face without ghosting motion into it.
+
+Real images (scikit-image's astronaut), the real detector and the real shipped ONNX restorer.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from facedeblur.config import PipelineSettings
+from facedeblur.pipeline.detect import FaceDetector
+from facedeblur.pipeline.face_crops import (LARGE_FACE_MODES, alignment_scale, cut_face, native_side,
+                                            restore_any_size_crop)
+from facedeblur.pipeline.restore import FaceRestorer
+from facedeblur.pipeline.restore_image import restore_faces_in_image
+from facedeblur.pipeline.temporal_fusion import TemporalFuser, estimate_noise_sigma
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def sharpness(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    """A sharp portrait whose face (about 135 px wide) is twice the working crop's, like a webcam close-up."""
+    image = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+    return cv2.resize(image, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[FaceDetector, FaceRestorer]:
+    return FaceDetector(threads=1), FaceRestorer(threads=1)
+
+
+def face_box(face) -> tuple[slice, slice]:
+    x1, y1, x2, y2 = np.round(face.box).astype(int)
+    return slice(max(0, y1), y2), slice(max(0, x1), x2)
+
+
+def test_a_sharp_large_face_comes_back_at_least_as_sharp(astronaut, models):
+    detector, restorer = models
+    face = detector.detect(astronaut)[0]
+    assert face.width > 1.5 * restorer.crop_size / 2  # larger than the working crop's ~64 px face
+    region = face_box(face)
+    before = sharpness(astronaut[region])
+    results = {}
+    for mode in LARGE_FACE_MODES:
+        restored, faces = restore_faces_in_image(astronaut, detector, restorer, large_faces=mode)
+        assert len(faces) == 1 and faces[0].restored_crop.shape == faces[0].original_crop.shape
+        results[mode] = sharpness(restored[region])
+    assert results["correction"] >= 0.98 * before, results
+    # The old way (shrink to the working size, enlarge back) is what lost the detail.
+    assert results["resize"] < 0.9 * before, results
+
+
+def test_large_faces_are_cut_at_native_resolution(astronaut, models):
+    detector, restorer = models
+    face = detector.detect(astronaut)[0]
+    size = restorer.crop_size
+    crop = cut_face(astronaut, face.landmarks, size, restorer.info.template, "correction")
+    expected = native_side(size, alignment_scale(crop.matrix) * size / crop.crop.shape[0])
+    assert crop.crop.shape[0] == expected > size and crop.crop.shape[0] % 16 == 0
+    assert crop.working.shape[:2] == (size, size) and crop.add_correction
+    native = cut_face(astronaut, face.landmarks, size, restorer.info.template, "native")
+    assert native.working.shape == native.crop.shape == crop.crop.shape
+    small = cv2.resize(astronaut, (192, 192), interpolation=cv2.INTER_AREA)  # face far below the working size
+    small_face = detector.detect(cv2.resize(small, (384, 384)))  # found at 2x, landmarks mapped back
+    assert small_face
+    tiny = cut_face(small, small_face[0].landmarks / 2, size, restorer.info.template, "correction")
+    assert tiny.crop.shape[0] == size and not tiny.add_correction
+
+
+def test_restore_aligned_large_crop_keeps_native_detail(astronaut, models):
+    _, restorer = models
+    crop = astronaut[30:390, 180:540]  # 360 px, the face fills it
+    restored = restore_any_size_crop(restorer, crop, "correction")
+    assert restored.shape == crop.shape
+    assert sharpness(restored) >= 0.98 * sharpness(crop)
+    assert sharpness(restore_any_size_crop(restorer, crop, "resize")) < 0.9 * sharpness(crop)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def face_crop(astronaut, models) -> np.ndarray:
+    detector, restorer = models
+    face = detector.detect(astronaut)[0]
+    return cut_face(astronaut, face.landmarks, 128, restorer.info.template, "resize").crop
+
+
+def noisy(image: np.ndarray, seed: int, sigma: float = 12.0) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0, sigma, image.shape)
+    return np.clip(np.rint(image + noise), 0, 255).astype(np.uint8)
+
+
+def shifted(image: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), image.shape[1::-1],
+                          borderMode=cv2.BORDER_REFLECT101)
+
+
+def test_noise_estimate_is_close_to_the_true_sigma(face_crop):
+    grey = cv2.cvtColor(face_crop, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    noisy_grey = np.clip(grey + np.random.default_rng(0).normal(0, 10, grey.shape), 0, 255).astype(np.uint8)
+    assert 7.0 < estimate_noise_sigma(noisy_grey) < 13.0
+
+
+def test_fusing_shifted_noisy_neighbours_cleans_the_face(face_crop):
+    reference = noisy(face_crop, 0)
+    # Neighbours as a track gives them: aligned by landmarks up to a pixel or two, independent noise.
+    offsets = [(1.5, -1.0), (-1.0, 0.5), (0.5, 1.5), (-1.5, -1.5)]
+    neighbours = [noisy(shifted(face_crop, dx, dy), seed + 1) for seed, (dx, dy) in enumerate(offsets)]
+    fused = TemporalFuser().fuse(reference, neighbours)
+    assert fused.shape == reference.shape and fused.dtype == np.uint8
+    inner = (slice(16, 112), slice(16, 112))  # away from borders that flow cannot align
+    assert psnr(face_crop[inner], fused[inner]) > psnr(face_crop[inner], reference[inner]) + 2.0
+    # Plain averaging of the unaligned neighbours blurs the face: fusion must beat it.
+    average = np.mean([reference, *neighbours], axis=0)
+    assert psnr(face_crop[inner], fused[inner]) > psnr(face_crop[inner], average[inner])
+
+
+def test_what_moved_in_a_neighbour_is_rejected_not_ghosted(face_crop):
+    reference = noisy(face_crop, 0, sigma=4.0)
+    occluded = noisy(face_crop, 1, sigma=4.0)
+    occluded[40:80, 40:80] = 0  # a hand in front of the face in one neighbour only
+    fused = TemporalFuser().fuse(reference, [occluded, noisy(face_crop, 2, sigma=4.0)])
+    # A plain 3-frame mean would darken the square by a third (about 40 grey levels here).
+    difference = np.abs(fused[45:75, 45:75].astype(np.float32) - face_crop[45:75, 45:75].astype(np.float32)).mean()
+    assert difference < 8.0, difference
+    assert np.array_equal(TemporalFuser().fuse(reference, []), reference)
+
+
+def test_temporal_window_is_a_validated_setting():
+    settings = PipelineSettings.model_validate({"restorer": {"temporal_window": 3, "large_faces": "native"}})
+    assert settings.restorer.temporal_window == 3 and settings.restorer.large_faces == "native"
+    with pytest.raises(Exception):
+        PipelineSettings.model_validate({"restorer": {"temporal_window": -1}})
+    with pytest.raises(Exception):
+        PipelineSettings.model_validate({"restorer": {"large_faces": "bigger"}})
