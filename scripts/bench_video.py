@@ -190,6 +190,8 @@ def main() -> int:
     parser.add_argument("--model", nargs="+", default=[None], help="restorer ONNX file(s); default the shipped one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every row here")
+    parser.add_argument("--include", type=Path, nargs="+", default=[],
+                        help="rows of earlier runs (their --json files) to show in the same table, first")
     parser.add_argument("--write-doc", action="store_true")
     args = parser.parse_args()
     if not args.clip.exists():
@@ -218,12 +220,15 @@ def main() -> int:
                           f"{row['output']['psnr']:.2f} dB ({row['output']['psnr'] - input_scores['psnr']:+.2f}), "
                           f"flicker {input_scores['flicker']:.2f} -> {row['output']['flicker']:.2f} "
                           f"(clean {clean_value:.2f}), tracks {row['tracks']}, {info['seconds']:.1f} s", flush=True)
+    for earlier in reversed(args.include):
+        rows[:0] = json.loads(earlier.read_text())
     command = "scripts/bench_video.py " + shlex.join(sys.argv[1:])
     machine = f"{os.cpu_count()} CPU cores ({platform.machine()})"
     text = render(rows, command, args.frames, machine)
     print(text)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps([r for r in rows if r not in sum((json.loads(e.read_text()) for e in args.include), [])],
+                                        indent=1))
     if args.write_doc:
         write_doc(text)
     return 0

@@ -12,6 +12,7 @@ import sys
 
 from . import __version__
 from .errors import FacedeblurError
+from .safe_text import display_name
 
 # (subcommand module, help) — each module has `register(subparsers)` that adds its parser(s).
 SUBCOMMAND_MODULES = (
@@ -51,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except FacedeblurError as exc:
-        print(f"facedeblur: error: {exc}", file=sys.stderr)
-        return 2
+        # One line whatever a file name in it holds (CR, ESC, bytes that are not UTF-8 are shown escaped).
+        print(f"facedeblur: error: {display_name(exc)}", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("facedeblur: interrupted", file=sys.stderr)
         return 130

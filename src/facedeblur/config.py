@@ -104,6 +104,8 @@ class PipelineSettings(StrictModel):
     threads: int = Field(0, ge=0, description="onnxruntime threads per model; 0 = all cores")
     frame_folder_fps: float = Field(25.0, gt=0, le=1000, description="frame rate given to a folder of frames")
     max_frames: int | None = Field(None, ge=1, description="process only the first N frames; null = all")
+    max_image_pixels: int = Field(100_000_000, ge=1, description="refuse an image (photo or frame) larger than "
+                                  "this many pixels, from its header, before decoding it")
     detector: DetectorSettings = DetectorSettings()
     tracker: TrackerSettings = TrackerSettings()
     restorer: RestorerSettings = RestorerSettings()
@@ -135,6 +137,8 @@ class DaemonSettings(StrictModel):
     ignore: list[str] = Field(default_factory=lambda: [".*", "*~", "*.part", "*.tmp", "@eaDir", ".DS_Store",
                                                        "Thumbs.db", ".stfolder", "#recycle"])
     shutdown_timeout: float = Field(30.0, gt=0)
+    job_timeout: float | None = Field(21600.0, gt=0, description="a job running longer is stopped (its worker "
+                                      "killed) and retried like a crash; null = no limit")
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_address: str = "127.0.0.1"
     retention_days: float | None = Field(None, gt=0)

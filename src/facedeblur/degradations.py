@@ -25,7 +25,7 @@ DEFAULT_SEVERITY = "moderate"
 # How often the trainer draws each tier: the severe tier is what real CCTV and phone footage looks like,
 # so it gets the largest share; mild keeps the model from damaging faces that are nearly fine.
 TRAINING_SEVERITY_WEIGHTS = {"mild": 0.2, "moderate": 0.35, "severe": 0.45}
-TRAINING_CLEAN_FRACTION = 0.08
+TRAINING_CLEAN_FRACTION = 0.15
 
 
 @dataclass

@@ -1,16 +1,114 @@
 """Reading and writing images: clear errors for unreadable files, atomic writes so no half-written output."""
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from .errors import FacedeblurError
+from .errors import FacedeblurError, UnusableInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+# The daemon's workers set this (daemon.follow_symlinks: false): every image is then opened with O_NOFOLLOW,
+# so a frame swapped for a symlink (frames/002.png -> /etc/passwd) is refused, never read.
+_refuse_symlinks = False
+
+
+# Images above this many pixels are refused from their header, before decoding: a 20000x20000 PNG would
+# take 1.2 GB as BGR and more while decoding. pipeline.max_image_pixels sets it for `process` and the daemon.
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+_max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
+
+
+def set_max_image_pixels(limit: int) -> None:
+    global _max_image_pixels
+    _max_image_pixels = int(limit)
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a PNG, JPEG, GIF, BMP, WebP or TIFF, without decoding; None if unknown."""
+    import struct
+    try:
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            return struct.unpack(">II", data[16:24])
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            return struct.unpack("<HH", data[6:10])
+        if data[:2] == b"BM":
+            width, height = struct.unpack("<ii", data[18:26])
+            return abs(width), abs(height)
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                return (int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1)
+            if chunk == b"VP8L":
+                bits = int.from_bytes(data[21:25], "little")
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8 ":
+                width, height = struct.unpack("<HH", data[26:30])
+                return width & 0x3FFF, height & 0x3FFF
+            return None
+        if data[:2] == b"\xff\xd8":
+            offset = 2
+            while offset + 9 < len(data):
+                if data[offset] != 0xFF:
+                    return None
+                marker = data[offset + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    offset += 1 if marker == 0xFF else 2
+                    continue
+                length = struct.unpack(">H", data[offset + 2:offset + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    height, width = struct.unpack(">HH", data[offset + 5:offset + 9])
+                    return width, height
+                offset += 2 + length
+            return None
+        if data[:4] in (b"II*\x00", b"MM\x00*"):
+            order = "<" if data[:2] == b"II" else ">"
+            ifd = struct.unpack(order + "I", data[4:8])[0]
+            count = struct.unpack(order + "H", data[ifd:ifd + 2])[0]
+            found = {}
+            for i in range(count):
+                entry = data[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+                tag, kind = struct.unpack(order + "HH", entry[:4])
+                if tag in (256, 257):
+                    found[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
+            return (found[256], found[257]) if len(found) == 2 else None
+    except (struct.error, IndexError, KeyError):
+        return None
+    return None
+
+
+def check_pixel_limit(path: Path, data: bytes) -> None:
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > _max_image_pixels:
+        raise UnusableInputError(f"{path}: image is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.0f} megapixels), "
+                                 f"above the limit of {_max_image_pixels / 1e6:g} megapixels "
+                                 "(pipeline.max_image_pixels); downscale it or raise the limit")
+
+
+def refuse_symlinks(refuse: bool) -> None:
+    global _refuse_symlinks
+    _refuse_symlinks = refuse
+
+
+def _read_bytes(path: Path) -> bytes:
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if _refuse_symlinks else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and _refuse_symlinks:
+            raise FacedeblurError(f"{path}: is a symbolic link; symlinks are not followed "
+                                  "(daemon.follow_symlinks: false)") from None
+        raise FacedeblurError(f"{path}: not readable ({exc.strerror}); fix its permissions") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise UnusableInputError(f"{path}: not a regular file; supply an image file")
+        return handle.read()
 
 
 def is_image_path(path: Path) -> bool:
@@ -24,10 +122,12 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FacedeblurError(f"{path}: file not found; check the path")
     if not os.access(path, os.R_OK):
         raise FacedeblurError(f"{path}: not readable; fix its permissions")
-    data = np.fromfile(str(path), dtype=np.uint8)
+    raw = _read_bytes(path)
+    check_pixel_limit(path, raw)
+    data = np.frombuffer(raw, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise FacedeblurError(f"{path}: not a readable image (png, jpg, webp, bmp, tiff); replace or remove it")
+        raise UnusableInputError(f"{path}: not a readable image (png, jpg, webp, bmp, tiff); replace or remove it")
     if image.dtype != np.uint8:
         image = cv2.normalize(image, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     if image.ndim == 2:
@@ -62,7 +162,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, default_mode())   # mkstemp makes it owner-only; the umask decides, as for any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -77,3 +177,22 @@ def prepare_output_dir(output: Path) -> None:
         probe.close()
     except OSError as exc:
         raise FacedeblurError(f"output folder {output} cannot be written ({exc.strerror or exc}); choose another -o") from None
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment, for every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open()/mkdir() would give: 0666 / 0777 less the umask (systemd's UMask=0027 -> 0640/0750)."""
+    return (0o777 if directory else 0o666) & ~current_umask()

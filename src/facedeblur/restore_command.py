@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,28 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
+def check_no_overwrite(inputs: list[str], images: list[Path], output: Path) -> None:
+    """`restore` never overwrites its input: refuse -o naming an input folder, or any output that is an input
+    (same resolved path or the same file through a link), before anything is loaded or written."""
+    resolved_output = output.resolve()
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir() and path.resolve() == resolved_output:
+            raise FacedeblurError(f"-o {output} is the input folder {path}: the restored images would replace the "
+                                  "originals; choose another output folder")
+    for path in images:
+        target = output / f"{path.stem}.png"
+        same = target.resolve() == path.resolve()
+        if not same and os.path.lexists(target):
+            try:
+                same = os.path.samefile(target, path)
+            except OSError:
+                same = False
+        if same:
+            raise FacedeblurError(f"{target} is the input {path}: writing it would replace the original; "
+                                  "choose another output folder")
+
+
 def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
                  provider: str = "auto", score_threshold: float = 0.6, large_faces: str = DEFAULT_LARGE_FACES) -> int:
     """The restore command as a function (used by `facedeblur demo`)."""
@@ -63,13 +86,15 @@ def run(args: argparse.Namespace) -> int:
     from .pipeline.restore import FaceRestorer
     from .pipeline.face_crops import restore_any_size_crop
     from .pipeline.restore_image import restore_faces_in_image
+    from .safe_text import display_name
 
     images, problems = collect_images(args.inputs)
     for problem in problems:
-        print(f"facedeblur: error: {problem}", file=sys.stderr)
+        print(f"facedeblur: error: {display_name(problem)}", file=sys.stderr)
     if not images and problems:
         return 2
     output = Path(args.output)
+    check_no_overwrite(args.inputs, images, output)
     # Models first: a bad --model must fail before the output folder is created (no partial output).
     restorer = FaceRestorer(args.model, provider=args.provider)
     detector = None if args.aligned else FaceDetector(score_threshold=args.score_threshold, provider=args.provider)
@@ -95,16 +120,16 @@ def run(args: argparse.Namespace) -> int:
                 faces = len(restored)
                 if not faces:
                     no_face += 1
-                    print(f"{path}: no face found; written unchanged", file=sys.stderr)
+                    print(f"{display_name(path)}: no face found; written unchanged", file=sys.stderr)
             write_image_atomic(target, result)
             faces_total += faces
             written += 1
         except FacedeblurError as exc:
-            print(f"facedeblur: error: {exc}", file=sys.stderr)
+            print(f"facedeblur: error: {display_name(exc)}", file=sys.stderr)
             failed += 1
     failed += len(problems)
     elapsed = time.perf_counter() - started
     print(f"restored {faces_total} face(s) in {written} image(s), {no_face} without a face, {failed} failed "
-          f"-> {output} ({elapsed:.2f}s, model {restorer.info.name} {restorer.info.version}, "
+          f"-> {display_name(output)} ({elapsed:.2f}s, model {restorer.info.name} {restorer.info.version}, "
           f"{restorer.providers[0]})")
     return 1 if failed else 0

@@ -7,9 +7,13 @@ content was already processed). Each transition is one committed transaction, so
 `kill -9` the journal says exactly which jobs were running and must be re-run.
 
 Only the daemon's main thread writes; `facedeblur status` reads concurrently, which WAL allows.
+
+Paths are stored losslessly: a name that is valid UTF-8 as TEXT, any other (b'caf\xe9.mp4', which Python
+holds as 'caf\udce9.mp4') as its raw bytes in a BLOB; reading turns both back into the same str.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -52,6 +56,65 @@ CREATE INDEX IF NOT EXISTS jobs_sha ON jobs (sha256, state);
 """
 
 
+PATH_COLUMNS = ("path", "inbox", "rel_path", "output", "failed_copy")
+_DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+class JournalUnwritable(Exception):
+    """A journal write failed for a reason outside the journal (state disk full, I/O error): the daemon pauses
+    intake and dispatch and retries until the write works again."""
+
+
+def is_damaged(exc: sqlite3.DatabaseError) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    text = str(exc).lower()
+    return name.startswith(_DAMAGED) or "malformed" in text or "not a database" in text
+
+
+def damaged_message(path: Path, exc: BaseException) -> str:
+    return (f"the job journal {path} is damaged ({exc}); stop the daemon, keep a backup copy "
+            f"(cp {path} {path}.bak), then recover it (sqlite3 {path}.bak .recover | sqlite3 {path}.recovered "
+            f"&& mv {path}.recovered {path}) or move it away to start a new journal (every input still in the inbox "
+            "is then processed again), and start the daemon")
+
+
+def journal_error(path: Path, exc: sqlite3.DatabaseError) -> Exception:
+    """The exception to raise for a SQLite error: damaged -> a one-line FacedeblurError; full/I/O -> unwritable."""
+    from ..errors import FacedeblurError
+    if is_damaged(exc):
+        return FacedeblurError(damaged_message(path, exc))
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY")) or \
+            "disk is full" in str(exc) or "disk i/o" in str(exc).lower():
+        return JournalUnwritable(f"{path}: {exc}")
+    return exc
+
+
+def to_db(path: str | None) -> str | bytes | None:
+    """A path for SQLite: text when it is UTF-8, else its exact bytes (sqlite3 cannot bind lone surrogates)."""
+    if path is None:
+        return None
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
+def from_db(value: Any) -> Any:
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+def message_to_db(text: str | None) -> str | None:
+    """An error message (it may quote a file name) as storable text."""
+    from ..safe_text import encodable
+    return None if text is None else encodable(text)
+
+
+def row_dict(row: sqlite3.Row) -> dict[str, Any]:
+    return {key: from_db(row[key]) if key in PATH_COLUMNS else row[key] for key in row.keys()}
+
+
 @dataclass(frozen=True)
 class Job:
     id: int
@@ -70,12 +133,24 @@ class Job:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Job":
-        return cls(**{name: row[name] for name in cls.__dataclass_fields__})
+        values = row_dict(row)
+        return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
 
 class Journal:
     def __init__(self, state_dir: Path, readonly: bool = False):
         self.path = Path(state_dir) / JOURNAL_FILE
+        try:
+            self._open(readonly)
+        except sqlite3.DatabaseError as exc:
+            error = journal_error(self.path, exc)
+            if isinstance(error, JournalUnwritable):
+                from ..errors import FacedeblurError
+                raise FacedeblurError(f"the job journal {self.path} cannot be opened for writing ({exc}); free "
+                                      "space on its disk or fix its permissions, then start again") from None
+            raise error from None
+
+    def _open(self, readonly: bool) -> None:
         if readonly:
             # mode=ro still reads the WAL, so `status` sees commits the daemon made a moment ago.
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
@@ -86,18 +161,54 @@ class Journal:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
         self.db.row_factory = sqlite3.Row
+        check = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
 
     def close(self) -> None:
         self.db.close()
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
-        with self.db:  # one committed transaction per call
-            return self.db.execute(sql, params)
+        try:
+            with self.db:  # one committed transaction per call
+                return self.db.execute(sql, params)
+        except sqlite3.DatabaseError as exc:
+            error = journal_error(self.path, exc)
+            if error is exc:
+                raise
+            raise error from exc
+
+    def writable(self) -> bool:
+        """True when the state disk takes a small write again (probe beside the journal, fsynced)."""
+        probe = self.path.with_name(f".probe-{os.getpid()}")
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                os.fsync(handle.fileno())
+            return True
+        except OSError:
+            return False
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
+
+    def requeue_orphans(self, held: set[int]) -> list[int]:
+        """Jobs the journal shows running that no worker holds (their result was lost while the journal could
+        not be written) go back to the queue, not counted against the input; a published one is then recognised
+        by its manifest and marked done without being processed again."""
+        rows = self.db.execute("SELECT id FROM jobs WHERE state='running'").fetchall()
+        orphans = [r["id"] for r in rows if r["id"] not in held]
+        for job_id in orphans:
+            self.interrupt(job_id)
+        return orphans
 
     # ---- intake -------------------------------------------------------------------------------------------
     def known(self, path: str, size: int, mtime_ns: int) -> bool:
         row = self.db.execute("SELECT 1 FROM jobs WHERE path=? AND size=? AND mtime_ns=? LIMIT 1",
-                              (path, size, mtime_ns)).fetchone()
+                              (to_db(path), size, mtime_ns)).fetchone()
         return row is not None
 
     def done_with_hash(self, sha256: str) -> Job | None:
@@ -112,7 +223,8 @@ class Journal:
         cursor = self._write(
             "INSERT INTO jobs (path, inbox, rel_path, kind, size, mtime_ns, sha256, state, created_at, "
             "duplicate_of, error, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (path, inbox, rel_path, kind, size, mtime_ns, sha256, state, now, duplicate_of, error,
+            (to_db(path), to_db(inbox), to_db(rel_path), kind, size, mtime_ns, sha256, state, now, duplicate_of,
+             message_to_db(error),
              now if state != "queued" else None))
         return int(cursor.lastrowid)
 
@@ -130,17 +242,17 @@ class Journal:
                   faces: int | None) -> None:
         self._write("UPDATE jobs SET state='done', finished_at=?, seconds=?, frames=?, faces=?, output=?, "
                     "error=NULL, worker_pid=NULL WHERE id=?",
-                    (time.time(), seconds, frames, faces, output, job_id))
+                    (time.time(), seconds, frames, faces, to_db(output), job_id))
 
     def mark_retry(self, job_id: int, error: str, delay: float, count_attempt: bool = True) -> None:
         """Back to the queue after a failed run; `count_attempt=False` for failures that are not the input's."""
         self._write("UPDATE jobs SET state='queued', error=?, not_before=?, worker_pid=NULL, "
                     "attempts=attempts-? WHERE id=?",
-                    (error, time.time() + delay, 0 if count_attempt else 1, job_id))
+                    (message_to_db(error), time.time() + delay, 0 if count_attempt else 1, job_id))
 
     def mark_failed(self, job_id: int, error: str, failed_copy: str | None) -> None:
         self._write("UPDATE jobs SET state='failed', finished_at=?, error=?, failed_copy=?, worker_pid=NULL "
-                    "WHERE id=?", (time.time(), error, failed_copy, job_id))
+                    "WHERE id=?", (time.time(), message_to_db(error), to_db(failed_copy), job_id))
 
     def requeue_interrupted(self) -> list[Job]:
         """After a crash or abandoned shutdown: jobs left 'running' go back to the queue.
@@ -149,9 +261,8 @@ class Journal:
         `interruptions` is, so a clip that crashes the whole machine every time still ends in failed/.
         """
         rows = self.db.execute("SELECT * FROM jobs WHERE state='running'").fetchall()
-        with self.db:
-            self.db.execute("UPDATE jobs SET state='queued', attempts=MAX(attempts-1,0), "
-                            "interruptions=interruptions+1, worker_pid=NULL WHERE state='running'")
+        self._write("UPDATE jobs SET state='queued', attempts=MAX(attempts-1,0), "
+                    "interruptions=interruptions+1, worker_pid=NULL WHERE state='running'")
         return [Job.from_row(r) for r in rows]
 
     def interrupt(self, job_id: int) -> None:
@@ -167,11 +278,11 @@ class Journal:
         return Job.from_row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     # ---- retention and the review index ------------------------------------------------------------------
-    def published(self) -> Iterator[sqlite3.Row]:
+    def published(self) -> Iterator[dict[str, Any]]:
         """Done jobs whose output folder still exists in the journal's view, newest first."""
-        return iter(self.db.execute(
+        return iter(self.rows(
             "SELECT * FROM jobs WHERE state='done' AND output IS NOT NULL AND output_deleted_at IS NULL "
-            "ORDER BY finished_at DESC, id DESC").fetchall())
+            "ORDER BY finished_at DESC, id DESC"))
 
     def mark_output_deleted(self, job_id: int) -> None:
         self._write("UPDATE jobs SET output_deleted_at=? WHERE id=?", (time.time(), job_id))
@@ -183,5 +294,5 @@ class Journal:
             counts[row["state"]] = row["n"]
         return counts
 
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        return self.db.execute(sql, params).fetchall()
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return [row_dict(row) for row in self.db.execute(sql, params).fetchall()]

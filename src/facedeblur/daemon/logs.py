@@ -5,6 +5,8 @@ import logging
 import sys
 import time
 
+from ..safe_text import display_name
+
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -12,7 +14,9 @@ class LogfmtFormatter(logging.Formatter):
         line = f"ts={stamp} level={record.levelname.lower()} {record.getMessage()}"
         if record.exc_info:
             line += " traceback=" + repr(self.formatException(record.exc_info))
-        return line.replace("\n", "\\n")   # one event, one line, whatever the message held
+        # One event, one line, whatever the message held: no raw newline, CR or ESC, and a name that is not
+        # UTF-8 shown escaped (b'caf\xe9' as caf\xe9) instead of failing the write to stdout.
+        return display_name(line)
 
 
 def setup_daemon_logging(verbose: bool = False) -> None:
@@ -28,5 +32,5 @@ def q(value: object) -> str:
     """A logfmt value: quoted with escapes when it has spaces, quotes or control characters."""
     text = str(value)
     if text and all(c.isprintable() and c not in ' "=' for c in text):
-        return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return display_name(text)   # printable may still hold undecodable bytes (surrogates)
+    return '"' + display_name(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'

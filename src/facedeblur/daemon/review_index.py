@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..image_files import write_bytes_atomic
+from ..safe_text import display_name
 from .journal import Journal
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em;background:#fafafa;color:#222}
@@ -40,7 +41,7 @@ def write_review_index(journal: Journal, outbox: Path) -> Path:
                          for t in _thumbnails(folder))
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["finished_at"]))
         rows.append(
-            f'<tr><td>{when}</td><td><a href="{link}">{html.escape(job["rel_path"])}</a></td>'
+            f'<tr><td>{when}</td><td><a href="{link}">{html.escape(display_name(job["rel_path"]))}</a></td>'
             f'<td class="n">{job["frames"] if job["frames"] is not None else ""}</td>'
             f'<td class="n">{job["faces"] if job["faces"] is not None else ""}</td>'
             f'<td>{thumbs}</td></tr>')

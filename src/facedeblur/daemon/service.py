@@ -8,11 +8,14 @@ step acts on it, which is what lets a restart after `kill -9` pick up exactly wh
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import fcntl
 import logging
 import os
 import shutil
 import signal
+import sqlite3
+import stat
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_connections
@@ -22,15 +25,16 @@ from typing import Any
 import sdnotify
 
 from ..config import Config, DaemonSettings, load_config
-from ..errors import FacedeblurError
+from ..errors import FacedeblurError, NotYetAvailableError
 from ..image_files import write_bytes_atomic
-from .journal import Journal
+from ..safe_text import display_name, encodable
+from .journal import Journal, JournalUnwritable, damaged_message, is_damaged
 from .logs import q
 from .metrics import DaemonMetrics
 from .retention import apply_retention
 from .review_index import write_review_index
 from .scanning import InputRules, Unit
-from .stability import Signature, StabilityTracker, sha256_of, signature_of
+from .stability import InputChanged, Signature, StabilityTracker, sha256_of, signature_of
 from .watcher import InboxWatcher
 from .worker import STAGING, WorkerHandle, outbox_write_problem, output_name
 
@@ -38,6 +42,7 @@ log = logging.getLogger("facedeblur.daemon")
 
 TICK_SECONDS = 0.2
 INDEX_MIN_INTERVAL = 2.0   # seconds between rebuilds of OUTBOX/index.html while jobs finish quickly
+MODEL_LOAD_TIMEOUT = 300.0   # seconds a reload waits for a worker to load new models
 MAX_INTERRUPTIONS = 10   # a clip that takes the whole daemon down this often is given up on
 
 
@@ -69,7 +74,10 @@ def resolve_config(config_path: Path | None, overrides: FolderOverrides) -> Conf
         raise FacedeblurError(f"no state folder: pass --state DIR or set daemon.state{where}")
     for inbox in daemon.inbox:
         if not inbox.is_dir():
-            raise FacedeblurError(f"inbox {inbox} does not exist or is not a folder; create it or fix daemon.inbox{where}")
+            # Often a share that is not mounted yet: exit 75, which systemd restarts (every RestartSec).
+            raise NotYetAvailableError(f"inbox {inbox} does not exist or is not a folder; create it or fix "
+                                       f"daemon.inbox{where} (exit status 75: systemd starts the daemon again "
+                                       "until it appears)")
     for name, folder in (("outbox", daemon.outbox), ("state", daemon.state)):
         if not folder.parent.is_dir():
             raise FacedeblurError(f"{name} folder {folder}: its parent {folder.parent} does not exist; "
@@ -106,6 +114,8 @@ class Daemon:
         self.ever_ready = False
         self.index_dirty = True
         self.index_written = 0.0
+        self.respawn_at = 0.0      # when to start workers again after one failed to load its models
+        self.respawn_delay = 0.0
 
     # ---- start-up -----------------------------------------------------------------------------------------
     def _prepare_folders(self) -> None:
@@ -141,14 +151,29 @@ class Daemon:
 
     def _start_watcher(self) -> None:
         self.rules = InputRules(self.settings)
-        self.tracker = StabilityTracker(self.settings.stable_seconds, self.rules.included_file)
+        self.tracker = StabilityTracker(self.settings.stable_seconds, self.rules.included_file,
+                                        self.settings.follow_symlinks)
         self.watcher = InboxWatcher(self.settings.inbox, self.settings.recursive, self.settings.polling,
                                     self.settings.poll_interval)
         self.watcher.start()
 
     def run(self) -> int:
+        try:
+            return self._run()
+        except sqlite3.DatabaseError as exc:
+            if is_damaged(exc):
+                raise FacedeblurError(damaged_message(self.state_dir / "journal.sqlite3", exc)) from None
+            raise
+        except JournalUnwritable as exc:
+            # At start-up (re-queueing interrupted jobs): exit 1, so systemd starts it again a little later.
+            log.error("event=journal_unwritable error=%s action=%s", q(exc),
+                      q("stopped; free space in the state folder, systemd restarts the daemon"))
+            return 1
+
+    def _run(self) -> int:
         self._prepare_folders()
         self.journal = Journal(self.state_dir)
+        self.journal_paused = False
         self._recover()
         if self.settings.metrics_port:
             try:
@@ -176,40 +201,73 @@ class Daemon:
         ping_every = watchdog_usec / 2e6 if watchdog_usec else 10.0
         next_ping = 0.0
         while not self.stop_requested:
-            if self.reload_requested:
-                self.reload_requested = False
-                self._reload()
-            self._take_events()
-            if time.monotonic() >= next_rescan:
-                self._rescan()
-                self._housekeeping()
-                next_rescan = time.monotonic() + self.settings.rescan_seconds
-            self._promote_stable()
-            self._finish_hashing()
-            self._dispatch()
-            if self.index_dirty and time.monotonic() - self.index_written >= INDEX_MIN_INTERVAL:
-                self._write_index()
-            if time.monotonic() >= next_ping:
-                if not self.watcher.alive():
-                    log.error("event=watcher_died reason=%s", q("the filesystem observer stopped; restarting it"))
-                    self._start_watcher()
-                self._notify_status()
-                next_ping = time.monotonic() + ping_every
-            self._collect_results(timeout=TICK_SECONDS)
+            if self.journal_paused:
+                # The journal cannot be written (state disk full): take nothing in, start nothing, leave the
+                # workers' results in their pipes, keep the watchdog fed; probe every second.
+                if time.monotonic() >= next_ping:
+                    self.notifier.notify("WATCHDOG=1\nSTATUS=paused: the job journal cannot be written")
+                    next_ping = time.monotonic() + ping_every
+                time.sleep(1.0)
+                self._try_resume()
+                continue
+            try:
+                if self.respawn_at and time.monotonic() >= self.respawn_at:
+                    self.respawn_at = 0.0
+                    self._start_workers()
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self._reload()
+                self._take_events()
+                if time.monotonic() >= next_rescan:
+                    self._rescan()
+                    self._housekeeping()
+                    next_rescan = time.monotonic() + self.settings.rescan_seconds
+                self._promote_stable()
+                self._finish_hashing()
+                self._dispatch()
+                self._check_timeouts()
+                if self.index_dirty and time.monotonic() - self.index_written >= INDEX_MIN_INTERVAL:
+                    self._write_index()
+                if time.monotonic() >= next_ping:
+                    if not self.watcher.alive():
+                        log.error("event=watcher_died reason=%s", q("the filesystem observer stopped; restarting it"))
+                        self._start_watcher()
+                    self._notify_status()
+                    next_ping = time.monotonic() + ping_every
+                self._collect_results(timeout=TICK_SECONDS)
+            except JournalUnwritable as exc:
+                self.journal_paused = True
+                log.error("event=journal_unwritable error=%s action=%s", q(exc),
+                          q("intake and new jobs paused until the state folder takes writes again"))
         return 0
+
+    def _try_resume(self) -> None:
+        if not self.journal.writable():
+            return
+        try:
+            held = {w.job_id for w in self.workers if w.job_id is not None}
+            orphans = self.journal.requeue_orphans(held)
+        except JournalUnwritable:
+            return
+        self.journal_paused = False
+        log.info("event=journal_writable action=%s requeued=%s", q("intake and jobs resumed"),
+                 ",".join(map(str, orphans)) or "-")
 
     def _notify_status(self) -> None:
         counts = self.journal.counts()
         self.metrics.queue_depth.set(counts["queued"])
         self.metrics.running.set(counts["running"])
-        self.notifier.notify(f"WATCHDOG=1\nSTATUS=queued {counts['queued']}, running {counts['running']}, "
+        # Say so when no worker can take jobs (models failed to load): the queue is stalled, not healthy.
+        stalled = "" if any(w.ready for w in self.workers) or not self.ever_ready else \
+            "no worker has its models loaded (see event=model_load_failed); "
+        self.notifier.notify(f"WATCHDOG=1\nSTATUS={stalled}queued {counts['queued']}, running {counts['running']}, "
                              f"done {counts['done']}, failed {counts['failed']}")
 
     # ---- intake -------------------------------------------------------------------------------------------
     def _consider(self, unit: Unit) -> None:
         if unit in self.tracker or any(u == unit for u, _ in self.hashing.values()):
             return
-        signature = signature_of(unit, self.rules.included_file)
+        signature = signature_of(unit, self.rules.included_file, self.settings.follow_symlinks)
         if signature is None:
             return
         if self.journal.known(str(unit.path), signature.size, signature.mtime_ns):
@@ -242,7 +300,7 @@ class Daemon:
         for unit, signature in stable:
             if self.journal.known(str(unit.path), signature.size, signature.mtime_ns):
                 continue
-            future = self.hasher.submit(sha256_of, unit, signature)
+            future = self.hasher.submit(sha256_of, unit, signature, self.settings.follow_symlinks)
             self.hashing[future] = (unit, signature)
 
     def _finish_hashing(self) -> None:
@@ -253,10 +311,13 @@ class Daemon:
             except FileNotFoundError:
                 log.info("event=input_vanished input=%s reason=%s", q(unit.rel_path), q("removed while hashing"))
                 continue
+            except InputChanged:
+                self.tracker.touch(unit)   # swapped or replaced (e.g. by a symlink) since it was checked
+                continue
             except OSError as exc:
                 sha = None   # unreadable: queued anyway, so the failure is recorded and retried
                 log.warning("event=input_unreadable input=%s error=%s", q(unit.rel_path), q(exc.strerror or exc))
-            if signature_of(unit, self.rules.included_file) != signature:
+            if signature_of(unit, self.rules.included_file, self.settings.follow_symlinks) != signature:
                 self.tracker.touch(unit)   # changed while we read it: wait for it to settle again
                 continue
             self._intake(unit, signature, sha)
@@ -289,7 +350,8 @@ class Daemon:
             worker.job_id, worker.job_started = job.id, time.monotonic()
             worker.send({"id": job.id, "path": job.path, "inbox": job.inbox, "rel_path": job.rel_path,
                          "sha256": job.sha256, "size": job.size, "outbox": str(self.outbox),
-                         "name": output_name(job.rel_path, job.id)})
+                         "name": output_name(job.rel_path, job.id), "kind": job.kind,
+                         "follow_symlinks": self.settings.follow_symlinks})
             log.info("event=job_started job=%d input=%s attempt=%d worker=%d", job.id, q(job.rel_path),
                      job.attempts + 1, worker.index)
 
@@ -306,6 +368,7 @@ class Daemon:
                 continue
             if kind == "ready":
                 worker.ready, worker.load_seconds = True, payload
+                self.respawn_delay = 0.0
                 self.metrics.model_load_seconds.set(payload)
                 log.info("event=worker_ready worker=%d model_load_seconds=%.2f", worker.index, payload)
                 if not self.ever_ready and all(w.ready for w in self.workers):
@@ -313,11 +376,14 @@ class Daemon:
                     self.notifier.notify("READY=1")
                     log.info("event=ready")
             elif kind == "load_failed":
-                log.error("event=model_load_failed worker=%d error=%s", worker.index, q(payload))
                 self._remove_worker(worker)
                 if not self.ever_ready:
                     raise FacedeblurError(f"the models could not be loaded: {payload}")
-                self._start_workers()
+                # Not in a tight loop (a GPU that vanished, a model file removed): back off, up to 5 minutes.
+                self.respawn_delay = min(max(self.respawn_delay * 2, 5.0), 300.0)
+                self.respawn_at = time.monotonic() + self.respawn_delay
+                log.error("event=model_load_failed worker=%d error=%s retry_in=%.0fs", worker.index, q(payload),
+                          self.respawn_delay)
             elif kind == "result":
                 worker.job_id = None
                 self._handle_result(payload)
@@ -327,6 +393,22 @@ class Daemon:
         for worker in list(self.workers):
             if not worker.process.is_alive() and worker in self.workers and not _has_message(worker):
                 self._worker_died(worker)
+
+    def _check_timeouts(self) -> None:
+        """daemon.job_timeout: a job that hangs (a stuck decoder, a wedged GPU) is stopped and retried."""
+        limit = self.settings.job_timeout
+        if not limit:
+            return
+        for worker in list(self.workers):
+            if worker.job_id is None or time.monotonic() - worker.job_started <= limit:
+                continue
+            job_id = worker.job_id
+            self.workers.remove(worker)
+            worker.kill()
+            log.error("event=job_timeout job=%d worker=%d limit=%.0fs", job_id, worker.index, limit)
+            self._failed_run(self.journal.get(job_id), f"timed out after {limit:g} s (daemon.job_timeout); the "
+                             "worker was stopped", input_fault=True)
+            self._start_workers()
 
     def _remove_worker(self, worker: WorkerHandle) -> None:
         if worker in self.workers:
@@ -372,11 +454,13 @@ class Daemon:
             log.warning("event=job_failed job=%d input=%s error=%s", job.id, q(job.rel_path), q(result["error"]))
             self._settle_duplicates(job, result["error"])
         else:
-            self._failed_run(job, result["error"], input_fault=result.get("input_fault", True))
+            self._failed_run(job, result["error"], input_fault=result.get("input_fault", True),
+                             permanent=result.get("permanent", False))
 
-    def _failed_run(self, job, error: str, input_fault: bool) -> None:
+    def _failed_run(self, job, error: str, input_fault: bool, permanent: bool = False) -> None:
+        """`permanent`: the input can never succeed (not a video, empty, a symlink): failed at once, no retry."""
         job = self.journal.get(job.id)
-        if input_fault and job.attempts >= self.settings.max_attempts:
+        if input_fault and (permanent or job.attempts >= self.settings.max_attempts):
             self._give_up(job, error)
             return
         attempts = max(job.attempts, 1)
@@ -419,12 +503,19 @@ class Daemon:
         try:
             if not os.path.lexists(source):
                 return None
+            if source.is_symlink() and not self.settings.follow_symlinks:
+                return None   # never copy through a link: it can point anywhere on the machine
             if self.settings.after == "keep":
                 if source.is_dir():
                     shutil.rmtree(temp, ignore_errors=True)
-                    shutil.copytree(source, temp)
+                    # Links inside a frame folder are left out, neither followed nor copied as links.
+                    follow = self.settings.follow_symlinks
+                    shutil.copytree(source, temp, symlinks=True,
+                                    copy_function=lambda s, d: _copy_file_nofollow(Path(s), Path(d), follow),
+                                    ignore=None if follow else
+                                    lambda folder, names: [n for n in names if os.path.islink(os.path.join(folder, n))])
                 else:
-                    shutil.copy2(source, temp)
+                    _copy_file_nofollow(source, temp, self.settings.follow_symlinks)
                 os.replace(temp, target)
             else:
                 shutil.move(str(source), str(target))
@@ -436,9 +527,10 @@ class Daemon:
             return None
 
     def _write_error_note(self, job, error: str, copy: Path | None) -> None:
-        note = (f"input: {job.path}\nrelative to inbox: {job.rel_path}\nsha256: {job.sha256 or 'unknown'}\n"
-                f"job: {job.id}\nattempts: {job.attempts}\ncopy: {copy or 'none (input could not be copied)'}\n"
-                f"time: {time.strftime('%Y-%m-%d %H:%M:%S %z')}\nerror: {error}\n")
+        note = (f"input: {display_name(job.path)}\nrelative to inbox: {display_name(job.rel_path)}\n"
+                f"sha256: {job.sha256 or 'unknown'}\njob: {job.id}\nattempts: {job.attempts}\n"
+                f"copy: {display_name(copy) if copy else 'none (input could not be copied)'}\n"
+                f"time: {time.strftime('%Y-%m-%d %H:%M:%S %z')}\nerror: {encodable(error)}\n")
         try:
             write_bytes_atomic(self.failed_dir / (self._failed_name(job) + ".error.txt"), note.encode("utf-8"))
         except OSError as exc:
@@ -492,6 +584,17 @@ class Daemon:
             log.error("event=reload_failed error=%s action=%s", q(exc), q("kept the running configuration"))
             self.notifier.notify("READY=1")
             return
+        candidate = None
+        if new.pipeline.model_dump_json() != self.config.pipeline.model_dump_json():
+            # New pipeline settings (a model, a provider...) are tried by one new worker first; only a
+            # worker that loaded them replaces the running ones, else the whole running config stays.
+            result = self._try_pipeline(new)
+            if isinstance(result, str):
+                log.error("event=reload_failed error=%s action=%s", q(result),
+                          q("kept the running configuration; fix the config and reload again"))
+                self.notifier.notify("READY=1")
+                return
+            candidate = result
         old = self.settings
         fixed = {"outbox": old.outbox, "state": old.state, "failed_folder": old.failed_folder}
         for key, value in fixed.items():
@@ -508,15 +611,45 @@ class Daemon:
             self.rules = InputRules(self.settings)
             self.tracker.stable_seconds = self.settings.stable_seconds
             self.tracker.include_file = self.rules.included_file
+            self.tracker.follow_symlinks = self.settings.follow_symlinks
         pipeline_json = self.config.pipeline.model_dump_json()
         for worker in self.workers:
             if worker.pipeline_json != pipeline_json or len(self.workers) > self.settings.workers:
                 worker.retire = True   # replaced once its current job is finished
         for worker in [w for w in self.workers if w.retire and w.job_id is None]:
             self._remove_worker(worker)
+        if candidate is not None:
+            self.workers.append(candidate)
         self._start_workers()
         log.info("event=reloaded config=%s", q(self.config_path or "-"))
         self.notifier.notify("READY=1")
+
+    def _try_pipeline(self, new: Config) -> WorkerHandle | str:
+        """Start one worker with `new` pipeline settings and wait for its models: the ready worker, or why not."""
+        model = new.pipeline.restorer.model
+        if model is not None and not Path(model).is_file():
+            return f"restorer model {model} not found (pipeline.restorer.model)"
+        index = max([w.index for w in self.workers], default=-1) + 1
+        candidate = WorkerHandle(index, new.pipeline.model_dump_json())
+        deadline = time.monotonic() + MODEL_LOAD_TIMEOUT
+        while time.monotonic() < deadline and not self.stop_requested:
+            self.notifier.notify("WATCHDOG=1")   # model loading can take a while on a cold CPU
+            if candidate.conn.poll(1.0):
+                try:
+                    kind, payload = candidate.conn.recv()
+                except (EOFError, OSError):
+                    kind, payload = "load_failed", f"the worker exited (code {candidate.process.exitcode})"
+                if kind == "ready":
+                    candidate.ready, candidate.load_seconds = True, payload
+                    log.info("event=worker_ready worker=%d model_load_seconds=%.2f", candidate.index, payload)
+                    return candidate
+                candidate.kill()
+                return f"the new models could not be loaded: {payload}"
+            if not candidate.process.is_alive() and not _has_message(candidate):
+                candidate.kill()
+                return f"the worker exited while loading the new models (code {candidate.process.exitcode})"
+        candidate.kill()
+        return "stopping" if self.stop_requested else f"the new models did not load within {MODEL_LOAD_TIMEOUT:.0f} s"
 
     def _shutdown(self) -> None:
         self.notifier.notify("STOPPING=1")
@@ -528,13 +661,22 @@ class Daemon:
             pass
         self.hasher.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + self.settings.shutdown_timeout
-        while any(w.job_id is not None for w in self.workers) and time.monotonic() < deadline:
-            self._collect_results(timeout=TICK_SECONDS)
+        try:
+            while not getattr(self, "journal_paused", False) and any(w.job_id is not None for w in self.workers) \
+                    and time.monotonic() < deadline:
+                self._collect_results(timeout=TICK_SECONDS)
+        except (JournalUnwritable, sqlite3.DatabaseError) as exc:
+            log.error("event=journal_unwritable error=%s action=%s", q(exc),
+                      q("stopping; jobs left running are re-queued at the next start"))
+            self.journal_paused = True
         for worker in list(self.workers):
             if worker.job_id is not None:
                 # Abandoned: killed before it published; the staging leftovers go, the job is re-run next time.
                 worker.kill()
-                self.journal.interrupt(worker.job_id)
+                try:
+                    self.journal.interrupt(worker.job_id)
+                except (JournalUnwritable, sqlite3.DatabaseError):
+                    pass   # still 'running' in the journal: requeue_interrupted at the next start
                 log.warning("event=job_abandoned job=%d reason=%s", worker.job_id,
                             q("shutdown timeout reached; it is re-queued for the next start"))
                 worker.job_id = None
@@ -542,10 +684,28 @@ class Daemon:
                 worker.stop()
         self.workers.clear()
         shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
-        if self.index_dirty:
-            self._write_index()
+        try:
+            if self.index_dirty:
+                self._write_index()
+        except sqlite3.DatabaseError:
+            pass   # a damaged journal is reported by run(); the index is rebuilt at the next start
         self.journal.close()
         log.info("event=stopped")
+
+
+def _copy_file_nofollow(source: Path, target: Path, follow_symlinks: bool) -> None:
+    """Copy a regular file; with `follow_symlinks` false the source is opened with O_NOFOLLOW (a file
+    swapped for a link a moment ago is not copied) and must be a regular file."""
+    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW))
+    with os.fdopen(fd, "rb") as reader:
+        st = os.fstat(reader.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(source))
+        with open(target, "wb") as writer:   # mode from the umask, like every file the daemon writes
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            os.fsync(writer.fileno())
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _has_message(worker: WorkerHandle) -> bool:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import FacedeblurError
-from .journal import JOURNAL_FILE, Journal
+from ..safe_text import display_name, encodable
+from .journal import JOURNAL_FILE, Journal, damaged_message, is_damaged
 
 
 def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
@@ -16,30 +18,40 @@ def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
                               "(or --config with daemon.state)")
     journal = Journal(state_dir, readonly=True)
     try:
-        now = time.time()
-        counts = journal.counts()
-        running = [dict(id=r["id"], input=r["rel_path"], attempt=r["attempts"], worker_pid=r["worker_pid"],
-                        running_seconds=round(now - r["started_at"], 1) if r["started_at"] else None)
-                   for r in journal.rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")]
-        failures = [dict(id=r["id"], input=r["rel_path"], attempts=r["attempts"], error=r["error"],
-                         failed_copy=r["failed_copy"], at=r["finished_at"])
-                    for r in journal.rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC "
-                                          "LIMIT ?", (recent,))]
-        retrying = journal.rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
-        throughput = {}
-        for label, window in (("last_hour", 3600), ("last_day", 86400)):
-            row = journal.rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
-                               "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?",
-                               (now - window,))[0]
-            busy = row["seconds"] or 0.0
-            throughput[label] = dict(jobs=row["jobs"], frames=row["frames"] or 0, faces=row["faces"] or 0,
-                                     processing_seconds=round(busy, 1),
-                                     frames_per_second=round((row["frames"] or 0) / busy, 2) if busy else None)
-        last = journal.rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
-        return dict(state_dir=str(state_dir), counts=counts, total=sum(counts.values()), retrying=retrying,
-                    running_jobs=running, recent_failures=failures, throughput=throughput, last_done_at=last)
+        return _collect(journal, state_dir, recent)
+    except sqlite3.DatabaseError as exc:
+        if is_damaged(exc):
+            raise FacedeblurError(damaged_message(journal.path, exc)) from None
+        raise FacedeblurError(f"the job journal {journal.path} cannot be read ({exc}); check the state folder "
+                              "and its disk") from None
     finally:
         journal.close()
+
+
+def _collect(journal: Journal, state_dir: Path, recent: int) -> dict[str, Any]:
+    now = time.time()
+    counts = journal.counts()
+    running = [dict(id=r["id"], input=display_name(r["rel_path"]), attempt=r["attempts"], worker_pid=r["worker_pid"],
+                    running_seconds=round(now - r["started_at"], 1) if r["started_at"] else None)
+               for r in journal.rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")]
+    failures = [dict(id=r["id"], input=display_name(r["rel_path"]), attempts=r["attempts"],
+                     error=encodable(r["error"] or ""),
+                     failed_copy=display_name(r["failed_copy"]) if r["failed_copy"] else None, at=r["finished_at"])
+                for r in journal.rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC "
+                                      "LIMIT ?", (recent,))]
+    retrying = journal.rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
+    throughput = {}
+    for label, window in (("last_hour", 3600), ("last_day", 86400)):
+        row = journal.rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
+                           "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?",
+                           (now - window,))[0]
+        busy = row["seconds"] or 0.0
+        throughput[label] = dict(jobs=row["jobs"], frames=row["frames"] or 0, faces=row["faces"] or 0,
+                                 processing_seconds=round(busy, 1),
+                                 frames_per_second=round((row["frames"] or 0) / busy, 2) if busy else None)
+    last = journal.rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
+    return dict(state_dir=str(state_dir), counts=counts, total=sum(counts.values()), retrying=retrying,
+                running_jobs=running, recent_failures=failures, throughput=throughput, last_done_at=last)
 
 
 def format_status(status: dict[str, Any]) -> str:

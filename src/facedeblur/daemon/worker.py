@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import time
 import unicodedata
 from multiprocessing.connection import Connection
@@ -102,21 +103,29 @@ def worker_main(conn: Connection, pipeline_json: str, parent_pid: int) -> None:
 
 
 def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
-    from ..errors import FacedeblurError
+    from ..errors import FacedeblurError, UnusableInputError
     from ..footage.process import process_input
+    from ..image_files import refuse_symlinks
 
     outbox = Path(job["outbox"])
     name = job["name"]
     final = outbox / name
     staging = outbox / STAGING / name
+    held = outbox / STAGING / f"{name}.input"
     base = {"job_id": job["id"], "output": str(final)}
     if read_published_job_id(final) == job["id"]:
         return {**base, "ok": True, "already_published": True}
     started = time.monotonic()
+    follow = job.get("follow_symlinks", True)
+    refuse_symlinks(not follow)   # every image this job reads is opened with O_NOFOLLOW
+    held_fd: int | None = None
     try:
         if not os.path.lexists(job["path"]):
             return {**base, "ok": False, "input_fault": True, "vanished": True,
                     "error": "input disappeared before it was processed; drop it again to process it"}
+        input_path = Path(job["path"])
+        if not follow:
+            input_path, held_fd = _checked_input(input_path, job.get("kind", "file"), held)
         if job["sha256"] is None:   # it could not be read at intake; maybe it can now
             job["sha256"] = _readable_sha256(Path(job["path"]))
         if staging.exists():
@@ -124,12 +133,14 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
         staging.parent.mkdir(parents=True, exist_ok=True)
         extra = {MANIFEST_KEY: {"job_id": job["id"], "input": job["rel_path"], "inbox": job["inbox"],
                                 "sha256": job["sha256"], "size": job["size"]}}
-        manifest = process_input(Path(job["path"]), staging, settings, models=models, progress=False,
+        manifest = process_input(input_path, staging, settings, models=models, progress=False,
                                  extra_manifest=extra)
         os.rename(staging, final)
         _fsync_dir(outbox)
         frames, faces = manifest_numbers(manifest)
         return {**base, "ok": True, "seconds": time.monotonic() - started, "frames": frames, "faces": faces}
+    except PermanentInputError as exc:
+        return {**base, "ok": False, "input_fault": True, "permanent": True, "error": str(exc)}
     except FacedeblurError as exc:
         # The pipeline words write errors for a person ("cannot create the output folder..."); whether
         # the cause was the machine (disk full, read-only outbox) decides if the input is to blame.
@@ -137,7 +148,8 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
         if cause is not None:
             return {**base, "ok": False, "input_fault": False,
                     "error": f"{exc} [{cause}; the job is retried once {outbox} is writable]"}
-        return {**base, "ok": False, "input_fault": True, "error": str(exc)}
+        return {**base, "ok": False, "input_fault": True, "error": str(exc),
+                "permanent": isinstance(exc, UnusableInputError)}
     except OSError as exc:
         environment = exc.errno in ENVIRONMENT_ERRNOS or _under(exc, outbox)
         text = f"{exc.strerror or exc.__class__.__name__}: {exc.filename or ''}".rstrip(": ")
@@ -151,6 +163,70 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
                 "error": f"{exc.__class__.__name__}: {exc}".replace("\n", " ")[:500]}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(held, ignore_errors=True)
+        if held_fd is not None:
+            os.close(held_fd)
+
+
+def _permission_error(shown: str, exc: OSError) -> Exception:
+    from ..errors import FacedeblurError
+    if isinstance(exc, PermissionError):
+        return FacedeblurError(f"{shown}: not readable by the daemon (permission denied); fix its permissions "
+                               "or the service user's groups")
+    return exc
+
+
+class PermanentInputError(Exception):
+    """The input can never succeed as it is (a symlink, not a regular file...): fail at once, no retry."""
+
+
+def _checked_input(path: Path, kind: str, held: Path) -> tuple[Path, int | None]:
+    """With follow_symlinks false: the input must not be a symlink, nor hold one (frame folder).
+
+    A file is opened here with O_NOFOLLOW and checked with fstat; a video is then handed to the pipeline as
+    HELD/<its name> -> /proc/self/fd/N, so every later open by the pipeline (PyAV, twice, plus the audio
+    copy) reads exactly the inode checked here, even if the name is swapped for a link meanwhile. Images
+    are read with O_NOFOLLOW (image_files.refuse_symlinks), which covers photos and frames."""
+    from ..footage.decode import is_video_path
+    from ..safe_text import display_name
+    shown = display_name(path)
+    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
+    if kind == "frames":
+        try:
+            fd = os.open(path, flags | os.O_DIRECTORY)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise PermanentInputError(f"{shown}: is a symbolic link, not a folder; symlinks are not followed "
+                                          "(daemon.follow_symlinks: false)") from None
+            raise _permission_error(shown, exc) from None
+        os.close(fd)
+        with os.scandir(path) as entries:
+            links = sorted(e.name for e in entries if e.is_symlink())
+        if links:
+            names = ", ".join(display_name(n) for n in links[:5]) + (" ..." if len(links) > 5 else "")
+            raise PermanentInputError(f"{shown}: the frame folder holds symbolic links ({names}); symlinks are not "
+                                      "followed (daemon.follow_symlinks: false); drop the frames themselves")
+        return path, None
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermanentInputError(f"{shown}: is a symbolic link; symlinks are not followed "
+                                      "(daemon.follow_symlinks: false)") from None
+        raise _permission_error(shown, exc) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PermanentInputError(f"{shown}: not a regular file (a device, FIFO or socket); drop a video or image")
+        if not is_video_path(path) or not os.path.exists(f"/proc/self/fd/{fd}"):
+            return path, fd
+        shutil.rmtree(held, ignore_errors=True)   # left by a worker killed mid-job (timeout, crash)
+        held.mkdir(parents=True)
+        link = held / path.name
+        os.symlink(f"/proc/self/fd/{fd}", link)
+        return link, fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _environment_cause(exc: BaseException, outbox: Path) -> str | None:

@@ -6,6 +6,7 @@ holding frames in memory; `open_source` is cheap to call again.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import re
 from collections.abc import Callable, Iterator
@@ -16,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import FacedeblurError
+from ..errors import FacedeblurError, UnusableInputError
 from ..image_files import IMAGE_EXTENSIONS, read_image
 
 log = logging.getLogger(__name__)
+_TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE, errno.ENOMEM}
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".gif", ".m4v", ".webm")
 # Display-matrix rotation (degrees, as FFmpeg reports it) -> the OpenCV rotation that makes the frame upright.
@@ -82,21 +84,23 @@ class VideoSource:
 
         self.path = path
         if path.stat().st_size == 0:
-            raise FacedeblurError(f"{path}: empty file (0 bytes); the copy or recording did not finish, supply the complete file")
+            raise UnusableInputError(f"{path}: empty file (0 bytes); the copy or recording did not finish, supply the complete file")
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
-                    raise FacedeblurError(f"{path}: no video stream in this file; supply a video (mp4, mkv, avi, mov, gif)")
+                    raise UnusableInputError(f"{path}: no video stream in this file; supply a video (mp4, mkv, avi, mov, gif)")
                 stream = container.streams.video[0]
                 audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
                 first = next(container.decode(stream), None)
         except FacedeblurError:
             raise
         except (av.FFmpegError, StopIteration, OSError, ValueError) as exc:
-            raise FacedeblurError(f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete "
+            # Permission and I/O errors may pass (fixed permissions, a share back online); bad bytes never do.
+            transient = isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
+            raise (FacedeblurError if transient else UnusableInputError)(f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete "
                                   "and is mp4, mkv, avi, mov or gif") from None
         if first is None:
-            raise FacedeblurError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
+            raise UnusableInputError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
         rotation = int(round(first.rotation or 0)) % 360
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         rate = stream.average_rate or stream.guessed_rate
@@ -131,13 +135,13 @@ class VideoSource:
                         if self.info.rotation in _UPRIGHT_ROTATIONS:
                             image = cv2.rotate(image, _UPRIGHT_ROTATIONS[self.info.rotation])
                         if image.shape[1] != self.info.width or image.shape[0] != self.info.height:
-                            raise FacedeblurError(f"{self.path}: frame {index} changes size "
+                            raise UnusableInputError(f"{self.path}: frame {index} changes size "
                                                   f"({image.shape[1]}x{image.shape[0]}); re-encode the clip at one size")
                         time = float((frame.pts - start) * video.time_base) if frame.pts is not None else index / self.info.fps
                         yield DecodedFrame(index=index, image=image, pts=frame.pts, time=time)
                         index += 1
             except av.FFmpegError as exc:
-                raise FacedeblurError(f"{self.path}: video is corrupt or truncated after frame {index} "
+                raise UnusableInputError(f"{self.path}: video is corrupt or truncated after frame {index} "
                                       f"({_av_problem(exc)}); repair or re-export the file") from None
         finally:
             container.close()
@@ -150,7 +154,7 @@ class FrameFolderSource:
         self.path = folder
         self.files = list_frame_files(folder)
         if not self.files:
-            raise FacedeblurError(f"{folder}: folder has no frame images (png, jpg, webp, bmp, tiff); "
+            raise UnusableInputError(f"{folder}: folder has no frame images (png, jpg, webp, bmp, tiff); "
                                   "supply a folder of frames or a video file")
         first = read_image(self.files[0])
         self.info = SourceInfo(kind="frames", width=first.shape[1], height=first.shape[0], fps=fps,
@@ -161,7 +165,7 @@ class FrameFolderSource:
         for index, path in enumerate(self.files):
             image = read_image(path)
             if image.shape[:2] != (self.info.height, self.info.width):
-                raise FacedeblurError(
+                raise UnusableInputError(
                     f"{self.path}: frame {path.name} is {image.shape[1]}x{image.shape[0]} but {self.files[0].name} is "
                     f"{self.info.width}x{self.info.height}; all frames in a folder must be the same size (resize or split the folder)")
             yield DecodedFrame(index=index, image=image, pts=None, time=index / self.info.fps, name=path.name)
@@ -173,7 +177,7 @@ class SingleImageSource:
     def __init__(self, path: Path):
         self.path = path
         if path.stat().st_size == 0:
-            raise FacedeblurError(f"{path}: empty file (0 bytes); supply the complete image")
+            raise UnusableInputError(f"{path}: empty file (0 bytes); supply the complete image")
         image = read_image(path)
         self.info = SourceInfo(kind="image", width=image.shape[1], height=image.shape[0], fps=0.0, frame_rate=None,
                                time_base=None, expected_frames=1, names=[path.name])
@@ -195,7 +199,7 @@ def open_source(path: Path, frame_folder_fps: float = 25.0) -> FootageSource:
         return SingleImageSource(path)
     if is_video_path(path):
         return VideoSource(path)
-    raise FacedeblurError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video "
+    raise UnusableInputError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video "
                           f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frame images")
 
 

@@ -32,7 +32,7 @@ def sha256_of_input(path: Path, frame_files: list[Path] | None = None) -> str:
         return sha256_of_file(path)
     digest = hashlib.sha256()
     for frame_file in frame_files:
-        digest.update(f"{frame_file.name} {sha256_of_file(frame_file)}\n".encode())
+        digest.update(f"{frame_file.name} {sha256_of_file(frame_file)}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import FacedeblurError
+from ..image_files import default_mode
 
 RESULT_MARKER = "manifest.json"  # an existing OUTDIR holding this is a previous facedeblur result: replaceable
 
@@ -38,7 +39,7 @@ class StagedOutput:
     def commit(self) -> None:
         """Put the finished folder at OUTDIR, replacing a previous result in one rename where possible."""
         check_outdir(self.outdir)
-        os.chmod(self.path, 0o755)  # mkdtemp makes it owner-only
+        os.chmod(self.path, default_mode(directory=True))  # mkdtemp makes it owner-only; the umask decides
         old = None
         if self.outdir.is_dir():
             if any(self.outdir.iterdir()):

@@ -11,16 +11,19 @@ known before pass 2 writes the gallery crops. Memory therefore stays flat howeve
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
 from ..config import PipelineSettings
-from ..errors import FacedeblurError
+from ..errors import FacedeblurError, UnusableInputError
+from ..safe_text import json_safe
 from .decode import FrameFolderSource, is_supported_input as _is_supported_input, open_source
 
 log = logging.getLogger(__name__)
@@ -104,7 +107,10 @@ def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, mod
     """process_input, also returning the per-stage times (scripts/bench_footage.py)."""
     from .output_folder import StagedOutput
 
+    from ..image_files import set_max_image_pixels
+
     input_path, outdir = Path(input_path), Path(outdir)
+    set_max_image_pixels(settings.max_image_pixels)
     source = open_source(input_path, settings.frame_folder_fps)  # validates INPUT before anything is created
     models = models or load_models(settings)
     staged = StagedOutput(outdir)
@@ -172,7 +178,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                         observation.sharpness = sharpness(warp_to_crop(frame.image, matrix, restorer.crop_size))
             bar.update(1)
     if frame_count == 0:
-        raise FacedeblurError(f"{input_path}: no frames could be decoded; supply a complete video")
+        raise UnusableInputError(f"{input_path}: no frames could be decoded; supply a complete video")
     with timer("track"):
         tracks = tracker.finish()
         max_gap = max(settings.tracker.max_interpolation_gap, stride - 1)
@@ -314,14 +320,17 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
         }
         if extra_manifest:
             manifest.update(extra_manifest)
+        # A file name that is not UTF-8 (b'caf\xe9.mp4') is shown escaped ('caf\\xe9.mp4'): JSON and HTML need text.
+        manifest = json_safe(manifest)
 
         def clip_links(track: dict) -> list[tuple[str, str]]:
             if kind == "video":
                 fragment = f"#t={track['start_time']:.2f},{track['end_time'] + 1 / max(fps, 1):.2f}"
                 return [("restored clip", f"restored.mp4{fragment}"), ("annotated clip", f"annotated.mp4{fragment}")]
             if kind == "frames":
-                names = manifest["input"]["frame_names"]
-                return [("restored frame", f"restored/{names[track['first_frame']]}"),
+                # URL-encoded from the name's bytes: 'cam1 #1.png' and b'caf\xe9.png' link to the real file.
+                name = os.fsencode(frame_files[track["first_frame"]].name)
+                return [("restored frame", f"restored/{quote(name)}"),
                         ("annotated clip", "annotated.mp4")]
             return [("restored image", "restored.png"), ("annotated image", "annotated.png")]
 

@@ -22,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..errors import FacedeblurError
+    from ..safe_text import display_name
     from .process import process_input
 
     settings = load_config(args.config).pipeline
@@ -35,6 +36,6 @@ def run(args: argparse.Namespace) -> int:
     source, summary = manifest["input"], manifest["summary"]
     speed = f", {source['frames'] / elapsed:.1f} frames/s" if source["frames"] > 1 else ""
     print(f"{source['frames']} frame(s), {summary['tracks']} track(s), {summary['faces_restored']} face(s) restored "
-          f"-> {args.output}/index.html ({elapsed:.1f}s{speed}; model {manifest['model']['name']} "
+          f"-> {display_name(args.output)}/index.html ({elapsed:.1f}s{speed}; model {manifest['model']['name']} "
           f"{manifest['model']['version']}, {manifest['model']['providers'][0]})")
     return 0

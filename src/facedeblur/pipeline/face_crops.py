@@ -4,8 +4,8 @@ A face larger than the model's working size must not lose detail by being shrunk
 back. How a large face is handled is `restorer.large_faces`:
 
 - ``correction`` (default): the model restores the face at its working size; only its *correction*
-  (restored minus input, a smooth image) is enlarged and added to the face's native-resolution pixels,
-  so every native detail survives and the model's deblurring and cleaning are still applied.
+  (restored minus input, a smooth image) is warped back and added to the frame's own pixels, which are
+  never resampled, so every native detail survives and the model's deblurring and cleaning still apply.
 - ``native``: the network (fully convolutional) runs on the native-resolution crop directly.
 - ``resize``: the old way: restore at the working size and enlarge the result (loses detail).
 
@@ -55,6 +55,7 @@ class FaceCrop:
 class RestoredCrop:
     face: FaceCrop
     restored: np.ndarray  # same size as face.crop
+    correction: np.ndarray | None = None  # for add_correction faces: restored minus input at the working size
 
     @property
     def matrix(self) -> np.ndarray:
@@ -102,17 +103,18 @@ def restore_crops(restorer: "FaceRestorer", faces: list[FaceCrop]) -> list[Resto
     for indices in by_size.values():
         for index, result in zip(indices, restorer.restore_batch([faces[i].working for i in indices])):
             restored[index] = result
-    return [RestoredCrop(face, _to_paste_resolution(face, result)) for face, result in zip(faces, restored)]
+    return [_finish(face, result) for face, result in zip(faces, restored)]
 
 
-def _to_paste_resolution(face: FaceCrop, restored_working: np.ndarray) -> np.ndarray:
+def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
     if not face.add_correction:
-        return restored_working
+        return RestoredCrop(face, restored_working)
     side = face.crop.shape[0]
     # Against the original (not a fused) working crop: what fusion cleaned is part of the correction.
     correction = restored_working.astype(np.float32) - shrink(face.crop, restored_working.shape[0]).astype(np.float32)
     enlarged = cv2.resize(correction, (side, side), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.rint(face.crop.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
+    restored = np.clip(np.rint(face.crop.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
+    return RestoredCrop(face, restored, correction)
 
 
 class FacePaster:
@@ -121,11 +123,19 @@ class FacePaster:
     def __init__(self):
         self._masks: dict[int, np.ndarray] = {}
 
-    def paste(self, frame: np.ndarray, face: RestoredCrop) -> np.ndarray:
-        side = face.restored.shape[0]
+    def _mask(self, side: int) -> np.ndarray:
         if side not in self._masks:
             self._masks[side] = feather_mask(side)
-        return paste_back(frame, face.restored, face.matrix, self._masks[side])
+        return self._masks[side]
+
+    def paste(self, frame: np.ndarray, face: RestoredCrop) -> np.ndarray:
+        if face.correction is not None:
+            # Only the (smooth) correction is resampled into the frame; the face's own pixels are not
+            # resampled at all, so no native detail is lost on the way back.
+            side = face.correction.shape[0]
+            working_matrix = (face.matrix * (side / face.restored.shape[0])).astype(np.float32)
+            return paste_back(frame, face.correction, working_matrix, self._mask(side), additive=True)
+        return paste_back(frame, face.restored, face.matrix, self._mask(face.restored.shape[0]))
 
 
 def restore_any_size_crop(restorer: "FaceRestorer", image: np.ndarray,

@@ -20,9 +20,11 @@ def feather_mask(crop_size: int, margin: float = 0.12) -> np.ndarray:
 
 
 def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
-               mask: np.ndarray | None = None, strength: float = 1.0) -> np.ndarray:
+               mask: np.ndarray | None = None, strength: float = 1.0, additive: bool = False) -> np.ndarray:
     """Return a copy of `frame` with the restored crop blended in through the inverse alignment.
 
+    With `additive`, `restored_crop` is a correction (float, signed) added to the frame's own pixels, which
+    are then never resampled: the way a face larger than the crop keeps its native detail.
     Only the bounding box of the warped mask is touched, so pixels away from the face stay bit-identical.
     """
     crop_size = restored_crop.shape[0]
@@ -43,7 +45,8 @@ def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
     warped = cv2.warpAffine(restored_crop, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) * strength
     region = result[y1:y2, x1:x2].astype(np.float32)
-    blended = region + (warped.astype(np.float32) - region) * alpha[..., None]
+    change = warped.astype(np.float32) if additive else warped.astype(np.float32) - region
+    blended = region + change * alpha[..., None]
     touched = alpha > 0
     region_out = result[y1:y2, x1:x2]
     region_out[touched] = np.clip(np.rint(blended[touched]), 0, 255).astype(np.uint8)

@@ -21,6 +21,9 @@ REJECTION_SIGMAS = 2.0
 MIN_NOISE_SIGMA = 2.0  # grey levels; below this, compression noise and quantisation dominate
 # Disagreement is judged on a small neighbourhood, not a single pixel, or noise itself looks like motion.
 DISAGREEMENT_WINDOW = 5
+# A neighbour that agrees with the reference over less than this fraction of the face (by mean weight)
+# moved too much (a head turn, a different expression, a very different blur) to help: it is left out.
+MIN_AGREEMENT = 0.6
 
 
 def estimate_noise_sigma(grey: np.ndarray) -> float:
@@ -58,6 +61,8 @@ class TemporalFuser:
             # Averaging over the window shrinks the noise part of the difference: compare against the
             # variance of the difference of two noisy frames (2 sigma^2), scaled by the tolerance.
             weight = np.exp(-np.maximum(difference - 2.0 * sigma ** 2, 0.0) / tolerance).astype(np.float32)
+            if float(weight.mean()) < MIN_AGREEMENT:
+                continue
             total += aligned * weight[..., None]
             weights += weight
         return np.clip(np.rint(total / weights[..., None]), 0, 255).astype(np.uint8)

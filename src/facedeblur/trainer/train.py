@@ -233,7 +233,13 @@ def train(args: argparse.Namespace) -> dict:
                 ema_p.lerp_(p, 1 - decay)
         step += 1
         progress.update(1)
-        out_of_time = args.max_minutes and (time.time() - started) / 60 >= args.max_minutes
+        out_of_time = bool(args.max_minutes) and (time.time() - started) / 60 >= args.max_minutes
+        if distributed and args.max_minutes:
+            # Each rank has its own clock: agree, or one rank leaves the loop while the others wait in DDP's
+            # next all-reduce for ever. Any rank out of time stops every rank at this same step.
+            stop = torch.tensor([1.0 if out_of_time else 0.0], device=device)
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            out_of_time = bool(stop.item())
         if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time):
             metrics = validate(ema, val_degraded, val_clean, device, out / f"val-{step:07d}.png")
             metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2))
