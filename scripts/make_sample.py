@@ -83,7 +83,9 @@ def write_clip(path: Path, frames, fps: int = 14, crf: int = 23, audio: bool = F
     with av.open(str(path), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
+        # One encoder thread: x264's output depends on its thread count, which it takes from the CPUs this
+        # process may use, so the same frames gave different clips (and test results) on different machines.
+        stream.options = {"crf": str(crf), "preset": "medium", "threads": "1"}
         audio_stream = container.add_stream("aac", rate=16000) if audio else None
         for index, frame in enumerate(frames):
             video_frame = av.VideoFrame.from_ndarray(frame, format="bgr24")

@@ -38,6 +38,8 @@ def make_clip(path: Path, frames: int = 10, width: int = 160, height: int = 120,
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
         stream = container.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"threads": "1"}   # the same bytes on every machine (see make_sample.write_clip)
         for i in range(frames):
             # A little drift and noise per frame: a real, changing clip, distinct per seed.
             frame_bgr = np.roll(base, i, axis=1).astype(np.int16) + rng.integers(-6, 6, base.shape)

@@ -266,3 +266,17 @@ def test_evaluate_runs_without_pytorch(astronaut_folder, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     assert (out / "report.json").exists()
+
+
+def test_evaluate_does_not_import_the_trainer() -> None:
+    """`evaluate` runs on a runtime install (no [train] extra, no torch): it shares the trainer's held-out
+    split through facedeblur.face_sources, never through facedeblur.trainer."""
+    script = ("import sys\n"
+              "import facedeblur.evaluation.command, facedeblur.evaluation.runner, facedeblur.evaluation.faces\n"
+              "import facedeblur.evaluation.report, facedeblur.evaluation.detection\n"
+              "print(sorted(m for m in sys.modules if m.startswith('facedeblur.trainer') or m.split('.')[0] == 'torch'))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    from facedeblur import face_sources
+    from facedeblur.trainer import dataset
+    assert dataset.is_validation is face_sources.is_validation   # one rule, not a copy

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import FacedeblurError
+from .inputs import default_include
 from .pipeline.face_crops import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LargeFaceMode
 
 
@@ -131,9 +132,8 @@ class DaemonSettings(StrictModel):
     failed_folder: Path | None = Field(None, description="default OUTBOX/failed")
     skip_duplicates: bool = True
     follow_symlinks: bool = False
-    include: list[str] = Field(default_factory=lambda: ["*.mp4", "*.mkv", "*.avi", "*.mov", "*.m4v", "*.ts",
-                                                        "*.webm", "*.gif", "*.png", "*.jpg", "*.jpeg", "*.webp",
-                                                        "*.bmp", "*.tif", "*.tiff"])
+    include: list[str] = Field(default_factory=default_include,
+                               description="every video and image extension facedeblur takes (inputs.py)")
     ignore: list[str] = Field(default_factory=lambda: [".*", "*~", "*.part", "*.tmp", "@eaDir", ".DS_Store",
                                                        "Thumbs.db", ".stfolder", "#recycle"])
     shutdown_timeout: float = Field(30.0, gt=0)

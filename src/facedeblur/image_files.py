@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import FacedeblurError, UnusableInputError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+from .inputs import IMAGE_EXTENSIONS, is_image_name  # noqa: F401 - one home for the extensions (inputs.py)
 
 # The daemon's workers set this (daemon.follow_symlinks: false): every image is then opened with O_NOFOLLOW,
 # so a frame swapped for a symlink (frames/002.png -> /etc/passwd) is refused, never read.
@@ -112,7 +112,7 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def is_image_path(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+    return is_image_name(Path(path).name)
 
 
 def read_image(path: str | Path) -> np.ndarray:

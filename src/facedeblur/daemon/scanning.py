@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ..config import DaemonSettings
+from ..inputs import is_image_name, is_video_name
 
 log = logging.getLogger("facedeblur.daemon")
-
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".m4v", ".ts", ".webm", ".gif", ".mpg", ".mpeg", ".3gp"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -91,10 +89,9 @@ class InputRules:
         for entry in self._listing(folder):
             if not self.included_file(entry.name):
                 continue
-            suffix = Path(entry.name).suffix.lower()
-            if suffix in VIDEO_SUFFIXES:
+            if is_video_name(entry.name):
                 return False
-            if suffix in IMAGE_SUFFIXES:
+            if is_image_name(entry.name):
                 images += 1
         return images > 0
 

@@ -655,10 +655,7 @@ class Daemon:
         self.notifier.notify("STOPPING=1")
         log.info("event=stopping running=%d timeout=%.0fs", sum(w.job_id is not None for w in self.workers),
                  self.settings.shutdown_timeout)
-        try:
-            self.watcher.stop()
-        except AttributeError:
-            pass
+        self.watcher.stop()   # _shutdown runs only after _start_watcher (the finally in _run)
         self.hasher.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + self.settings.shutdown_timeout
         try:

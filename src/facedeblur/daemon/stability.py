@@ -6,15 +6,16 @@ finished. A candidate is stable when two looks at least `stable_seconds` apart s
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..footage.manifest import CHUNK
+from ..inputs import InputChanged, is_frame_name, natural_key, sha256_of_file, sha256_of_frames
 from .scanning import Unit
+
+__all__ = ["InputChanged", "Signature", "StabilityTracker", "sha256_of", "signature_of"]
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,8 @@ class Signature:
 
 def signature_of(unit: Unit, include_file, follow_symlinks: bool = False) -> Signature | None:
     """None when the input is gone (or is no longer what it was: a file swapped for a symlink, with
-    `follow_symlinks` false, is gone). Symlinks in a frame folder are not part of its signature."""
+    `follow_symlinks` false, is gone). A frame folder's signature covers its frames (inputs.is_frame_name,
+    what the pipeline reads); symlinks in it are not part of it."""
     try:
         if unit.kind == "file":
             st = os.stat(unit.path, follow_symlinks=follow_symlinks)
@@ -38,7 +40,7 @@ def signature_of(unit: Unit, include_file, follow_symlinks: bool = False) -> Sig
         entries = []
         with os.scandir(unit.path) as listing:
             for entry in listing:
-                if entry.is_file(follow_symlinks=follow_symlinks) and include_file(entry.name):
+                if is_frame_name(entry.name) and entry.is_file(follow_symlinks=follow_symlinks):
                     st = entry.stat(follow_symlinks=follow_symlinks)
                     entries.append((entry.name, st.st_size, st.st_mtime_ns))
         if not entries:
@@ -51,34 +53,14 @@ def signature_of(unit: Unit, include_file, follow_symlinks: bool = False) -> Sig
         return None
 
 
-class InputChanged(OSError):
-    """The file opened for hashing is not the one whose signature was taken (swapped, replaced, a link)."""
-
-
-def _sha256_checked(path: Path, size: int, mtime_ns: int, follow_symlinks: bool) -> str:
-    """sha256 of `path`, opened without following a final symlink (unless allowed); the opened file must be
-    the regular file that was checked (same size and mtime), so a swap between the check and the read is seen."""
-    flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
-    fd = os.open(path, flags)
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode) or (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
-            raise InputChanged(f"{path} changed or was replaced before it was read")
-        digest = hashlib.sha256()
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def sha256_of(unit: Unit, signature: Signature, follow_symlinks: bool = False) -> str:
-    """Content hash; for a frame folder, a hash over (name, hash of the frame) in name order."""
+    """The input's content hash, the same as the manifest's `input.sha256` (inputs.sha256_of_input); every
+    file read must still be the one the signature saw (InputChanged otherwise)."""
     if unit.kind == "file":
-        return _sha256_checked(unit.path, signature.size, signature.mtime_ns, follow_symlinks)
-    outer = hashlib.sha256()
-    for name, size, mtime_ns in signature.files:
-        outer.update(name.encode("utf-8", "surrogateescape") + b"\0")
-        outer.update(_sha256_checked(unit.path / name, size, mtime_ns, follow_symlinks).encode() + b"\n")
-    return outer.hexdigest()
+        return sha256_of_file(unit.path, (signature.size, signature.mtime_ns), follow_symlinks)
+    expected = {name: (size, mtime_ns) for name, size, mtime_ns in signature.files}
+    files = sorted((unit.path / name for name in expected), key=lambda p: natural_key(p.name))
+    return sha256_of_frames(files, expected, follow_symlinks)
 
 
 @dataclass

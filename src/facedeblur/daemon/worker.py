@@ -127,7 +127,7 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
         if not follow:
             input_path, held_fd = _checked_input(input_path, job.get("kind", "file"), held)
         if job["sha256"] is None:   # it could not be read at intake; maybe it can now
-            job["sha256"] = _readable_sha256(Path(job["path"]))
+            job["sha256"] = _readable_sha256(Path(job["path"]), follow)
         if staging.exists():
             shutil.rmtree(staging)
         staging.parent.mkdir(parents=True, exist_ok=True)
@@ -187,7 +187,7 @@ def _checked_input(path: Path, kind: str, held: Path) -> tuple[Path, int | None]
     HELD/<its name> -> /proc/self/fd/N, so every later open by the pipeline (PyAV, twice, plus the audio
     copy) reads exactly the inode checked here, even if the name is swapped for a link meanwhile. Images
     are read with O_NOFOLLOW (image_files.refuse_symlinks), which covers photos and frames."""
-    from ..footage.decode import is_video_path
+    from ..inputs import is_video_name
     from ..safe_text import display_name
     shown = display_name(path)
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
@@ -217,7 +217,7 @@ def _checked_input(path: Path, kind: str, held: Path) -> tuple[Path, int | None]
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise PermanentInputError(f"{shown}: not a regular file (a device, FIFO or socket); drop a video or image")
-        if not is_video_path(path) or not os.path.exists(f"/proc/self/fd/{fd}"):
+        if not is_video_name(path.name) or not os.path.exists(f"/proc/self/fd/{fd}"):
             return path, fd
         shutil.rmtree(held, ignore_errors=True)   # left by a worker killed mid-job (timeout, crash)
         held.mkdir(parents=True)
@@ -260,16 +260,12 @@ def outbox_write_problem(outbox: Path) -> str | None:
             pass
 
 
-def _readable_sha256(path: Path) -> str:
+def _readable_sha256(path: Path, follow_symlinks: bool) -> str:
+    """The hash intake could not take (the input was unreadable then); the same rule as the manifest's."""
     from ..errors import FacedeblurError
-    from .scanning import Unit
-    from .stability import sha256_of, signature_of
-    unit = Unit(path, path.parent, "frames" if path.is_dir() else "file")
+    from ..inputs import sha256_of_input
     try:
-        signature = signature_of(unit, lambda name: True)
-        if signature is None:
-            raise FileNotFoundError(path)
-        return sha256_of(unit, signature)
+        return sha256_of_input(path, follow_symlinks=follow_symlinks)
     except PermissionError:
         raise FacedeblurError(f"{path}: not readable by the daemon (permission denied); fix its permissions "
                               "or the service user's groups") from None

@@ -23,7 +23,6 @@ NL_MEANS_TEMPLATE_WINDOW = 7
 NL_MEANS_SEARCH_WINDOW = 15  # 21 (OpenCV's default) costs twice the time for the same PSNR on 128 px crops
 
 CLASSICAL_METHODS = ("unsharp_mask", "wiener", "richardson_lucy", "nl_means")
-KERNEL_METHODS = ("wiener", "richardson_lucy")
 
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:

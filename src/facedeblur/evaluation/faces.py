@@ -14,7 +14,7 @@ from ..errors import FacedeblurError
 from ..image_files import IMAGE_EXTENSIONS, decode_image_bytes, is_image_path
 from ..pipeline.align import estimate_alignment, template_points, warp_to_crop
 from ..pipeline.detect import FaceDetector
-from ..trainer.dataset import SourceImage, is_validation, iter_source_images, utk_race
+from ..face_sources import SourceImage, is_validation, iter_source_images, utk_race
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 
 from ..errors import FacedeblurError, UnusableInputError
-from ..image_files import IMAGE_EXTENSIONS, read_image
+from ..image_files import read_image
+from ..inputs import VIDEO_EXTENSIONS, frame_files, input_kind
 
 log = logging.getLogger(__name__)
 _TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE, errno.ENOMEM}
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".gif", ".m4v", ".webm")
 # Display-matrix rotation (degrees, as FFmpeg reports it) -> the OpenCV rotation that makes the frame upright.
 _UPRIGHT_ROTATIONS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
 
@@ -50,24 +50,14 @@ class SourceInfo:
     audio_codec: str | None = None
     codec: str | None = None
     names: list[str] = field(default_factory=list)
-
-
-def natural_key(name: str) -> list:
-    """Order 'frame2' before 'frame10' (names with timestamps or counters without zero padding)."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
-
-
-def is_video_path(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS
+    start_seconds: float = 0.0  # the container's start time: outputs start there (a .dav counts from 1970, a .ts from ~1 s)
 
 
 def list_frame_files(folder: Path) -> list[Path]:
     try:
-        files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                 and not p.name.startswith(".")]
+        return frame_files(folder)
     except PermissionError:
         raise FacedeblurError(f"{folder}: folder not readable; fix its permissions") from None
-    return sorted(files, key=lambda p: natural_key(p.name))
 
 
 def _av_problem(exc: Exception) -> str:
@@ -88,17 +78,19 @@ class VideoSource:
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
-                    raise UnusableInputError(f"{path}: no video stream in this file; supply a video (mp4, mkv, avi, mov, gif)")
+                    raise UnusableInputError(f"{path}: no video stream in this file; supply a video ({', '.join(VIDEO_EXTENSIONS)})")
                 stream = container.streams.video[0]
                 audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
                 first = next(container.decode(stream), None)
+                start_seconds = container.start_time / 1_000_000 if container.start_time is not None else 0.0
         except FacedeblurError:
             raise
         except (av.FFmpegError, StopIteration, OSError, ValueError) as exc:
             # Permission and I/O errors may pass (fixed permissions, a share back online); bad bytes never do.
             transient = isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
-            raise (FacedeblurError if transient else UnusableInputError)(f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete "
-                                  "and is mp4, mkv, avi, mov or gif") from None
+            raise (FacedeblurError if transient else UnusableInputError)(
+                f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete and is one of "
+                f"{', '.join(VIDEO_EXTENSIONS)}") from None
         if first is None:
             raise UnusableInputError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
         rotation = int(round(first.rotation or 0)) % 360
@@ -107,9 +99,9 @@ class VideoSource:
         self.info = SourceInfo(kind="video", width=width, height=height, fps=float(rate) if rate else 25.0,
                                frame_rate=Fraction(rate) if rate else None, time_base=stream.time_base,
                                expected_frames=stream.frames or None, rotation=rotation, audio_codec=audio,
-                               codec=stream.codec_context.name)
+                               codec=stream.codec_context.name, start_seconds=start_seconds)
 
-    def frames(self, on_audio_packet: Callable | None = None, audio_stream_out: list | None = None) -> Iterator[DecodedFrame]:
+    def frames(self, on_audio_packet: Callable | None = None) -> Iterator[DecodedFrame]:
         """Yield upright BGR frames; audio packets (if asked) go to `on_audio_packet` in file order."""
         import av
 
@@ -120,8 +112,6 @@ class VideoSource:
             streams = [video]
             if on_audio_packet is not None and container.streams.audio:
                 streams.append(container.streams.audio[0])
-                if audio_stream_out is not None:
-                    audio_stream_out.append(container.streams.audio[0])
             index = 0
             start = video.start_time or 0
             try:
@@ -161,7 +151,7 @@ class FrameFolderSource:
                                frame_rate=Fraction(fps).limit_denominator(1001), time_base=None,
                                expected_frames=len(self.files), names=[p.name for p in self.files])
 
-    def frames(self, on_audio_packet: Callable | None = None, audio_stream_out: list | None = None) -> Iterator[DecodedFrame]:
+    def frames(self, on_audio_packet: Callable | None = None) -> Iterator[DecodedFrame]:
         for index, path in enumerate(self.files):
             image = read_image(path)
             if image.shape[:2] != (self.info.height, self.info.width):
@@ -182,7 +172,7 @@ class SingleImageSource:
         self.info = SourceInfo(kind="image", width=image.shape[1], height=image.shape[0], fps=0.0, frame_rate=None,
                                time_base=None, expected_frames=1, names=[path.name])
 
-    def frames(self, on_audio_packet: Callable | None = None, audio_stream_out: list | None = None) -> Iterator[DecodedFrame]:
+    def frames(self, on_audio_packet: Callable | None = None) -> Iterator[DecodedFrame]:
         yield DecodedFrame(index=0, image=read_image(self.path), pts=None, time=0.0, name=self.path.name)
 
 
@@ -193,22 +183,12 @@ def open_source(path: Path, frame_folder_fps: float = 25.0) -> FootageSource:
     """Open INPUT by what it is; every problem is a one-line FacedeblurError naming the fix."""
     if not path.exists():
         raise FacedeblurError(f"{path}: not found; check the path")
-    if path.is_dir():
+    kind = input_kind(path)
+    if kind == "frames":
         return FrameFolderSource(path, frame_folder_fps)
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
+    if kind == "image":
         return SingleImageSource(path)
-    if is_video_path(path):
+    if kind == "video":
         return VideoSource(path)
     raise UnusableInputError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video "
                           f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frame images")
-
-
-def is_supported_input(path: Path) -> bool:
-    """A video or image by extension, or a folder holding at least one frame image."""
-    path = Path(path)
-    if path.is_dir():
-        try:
-            return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir())
-        except OSError:
-            return False
-    return path.suffix.lower() in VIDEO_EXTENSIONS + IMAGE_EXTENSIONS

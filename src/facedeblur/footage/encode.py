@@ -1,11 +1,14 @@
 """Stage 8, encode: write restored and annotated frames back out.
 
 Video goes through PyAV's libx264 with the source's own timestamps (so frame count, frame rate, variable
-frame timing and start offset all survive) and the source's audio track copied packet for packet. Audio
+frame timing, dropped-frame gaps and start offset all survive) and the source's audio track copied packet
+for packet. Timestamps the muxer cannot take (missing, repeated, going backwards) are re-timed by
+`plan_timestamps`, and the manifest says so. Audio
 that MP4 cannot carry (PCM from AVI/MOV, for example) is re-encoded to AAC rather than dropped.
 """
 from __future__ import annotations
 
+import errno
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -42,8 +45,13 @@ class VideoEncoder:
         self.stream.options = {"crf": str(crf), "preset": preset}
         self.time_base = info.time_base or (1 / rate)
         self.stream.time_base = self.time_base
+        # The encoder counts in the source's time base too: by default it would count in frames of the
+        # average rate (1/rate), and a clip with a dropped frame or a variable rate then rounds two frames
+        # onto one tick ("non monotonically increasing dts").
+        self.stream.codec_context.time_base = self.time_base
         self.step = max(1, round(float(1 / rate / self.time_base))) if info.time_base else 1
         self.last_pts: int | None = None
+        self.start_seconds = info.start_seconds  # subtracted from the copied audio too, keeping it in sync
         self.audio_stream = None
         self.audio_transcoder = None
         self.audio_note = None
@@ -73,6 +81,11 @@ class VideoEncoder:
         if self.audio_stream is None:
             return
         if self.audio_transcoder is None:
+            if self.start_seconds and packet.pts is not None and packet.time_base:
+                shift = round(self.start_seconds / packet.time_base)
+                packet.pts -= shift
+                if packet.dts is not None:
+                    packet.dts -= shift
             packet.stream = self.audio_stream
             self.container.mux(packet)
             return
@@ -105,6 +118,44 @@ class VideoEncoder:
             self.container.close()
 
 
+def plan_timestamps(pts: list[int | None], info: SourceInfo) -> tuple[list[int], str]:
+    """The output timestamp of every frame, in `info.time_base`, and what was done, for the manifest.
+
+    The input's own timestamps are kept whenever they increase, gaps (dropped frames) and variable frame
+    rate included, counted from the container's start (so a Dahua .dav's wall-clock times, from 1970, or an
+    MPEG-TS clock offset do not become a long blank start). A frame without one gets the previous frame's plus one nominal frame step; one that does
+    not come after the previous frame (a repeated timestamp, a jump back, an MPEG-TS clock wrap) moves it
+    and every later frame so that it lands one step after the previous frame, keeping the later spacing."""
+    rate = info.frame_rate or Fraction(25)
+    step = max(1, round(float(1 / rate / info.time_base))) if info.time_base else 1
+    planned: list[int] = []
+    offset = -round(info.start_seconds / info.time_base) if info.time_base else 0
+    missing = moved = 0
+    first_moved: int | None = None
+    for index, value in enumerate(pts):
+        previous = planned[-1] if planned else None
+        if value is None:
+            missing += 1
+            new = 0 if previous is None else previous + step
+        else:
+            new = value + offset
+            if previous is not None and new <= previous:
+                offset += previous + step - new
+                new = previous + step
+                moved += 1
+                first_moved = index if first_moved is None else first_moved
+        planned.append(new)
+    if not missing and not moved:
+        return planned, "kept"
+    parts = []
+    if missing:
+        parts.append(f"{missing} frame(s) without a timestamp placed one frame step after the previous one")
+    if moved:
+        parts.append(f"{moved} repeated or backward timestamp(s) (first at frame {first_moved}) moved one frame "
+                     "step after the previous frame, later frames shifted with them")
+    return planned, "re-timed: " + "; ".join(parts)
+
+
 class FrameFolderWriter:
     """Restored frames under the input's own file names (and formats), for frame-folder input."""
 
@@ -119,6 +170,14 @@ class FrameFolderWriter:
         pass
 
 
+# Errors that mean the output disk or folder is at fault (full, read-only, no permission), not the encoder.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+
+
 def encoder_error(path: Path, exc: Exception) -> FacedeblurError:
-    return FacedeblurError(f"cannot write {path.name} ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}); "
-                           "check free disk space and that the output folder is writable")
+    problem = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    if isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS:
+        return FacedeblurError(f"cannot write {path.name} ({problem}); "
+                               "check free disk space and that the output folder is writable")
+    return FacedeblurError(f"cannot encode {path.name} ({problem}); the encoder refused the frames, not the disk: "
+                           "re-export the input (e.g. ffmpeg -i INPUT -c:v libx264 OUT.mp4) and report the input's details")

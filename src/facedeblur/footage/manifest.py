@@ -4,7 +4,6 @@ Change the schema only additively; a breaking change bumps SCHEMA_VERSION.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,25 +14,6 @@ from .. import __version__
 from ..image_files import write_bytes_atomic
 
 SCHEMA_VERSION = 1
-CHUNK = 1 << 20
-
-
-def sha256_of_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_of_input(path: Path, frame_files: list[Path] | None = None) -> str:
-    """A file's sha256; for a frame folder, sha256 of the lines '<name> <sha256 of file>\\n' in frame order."""
-    if frame_files is None:
-        return sha256_of_file(path)
-    digest = hashlib.sha256()
-    for frame_file in frame_files:
-        digest.update(f"{frame_file.name} {sha256_of_file(frame_file)}\n".encode("utf-8", "surrogateescape"))
-    return digest.hexdigest()
 
 
 def rounded(values, digits: int = 2) -> list:

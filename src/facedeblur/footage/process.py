@@ -24,17 +24,11 @@ import numpy as np
 from ..config import PipelineSettings
 from ..errors import FacedeblurError, UnusableInputError
 from ..safe_text import json_safe
-from .decode import FrameFolderSource, is_supported_input as _is_supported_input, open_source
+from .decode import FrameFolderSource, open_source
 
 log = logging.getLogger(__name__)
 
-STAGES = ("decode", "detect", "track", "align", "restore", "paste", "annotate", "encode", "gallery")
 QUEUE_BYTES = 256 * 1024 * 1024  # frames waiting for a full restore batch; bounds memory on 4K input
-
-
-def is_supported_input(path: Path) -> bool:
-    """True for a video or image file (by extension) or a folder holding frame images."""
-    return _is_supported_input(Path(path))
 
 
 @dataclass
@@ -137,14 +131,15 @@ def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, mod
 def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, models: LoadedModels,
          progress: bool, extra_manifest: dict | None):
     from .annotate import draw_annotations
-    from .encode import FrameFolderWriter, VideoEncoder, encoder_error
+    from .encode import FrameFolderWriter, VideoEncoder, encoder_error, plan_timestamps
     from .gallery import save_best_frame, write_gallery
-    from .manifest import base_manifest, rounded, sha256_of_input, write_manifest
+    from .manifest import base_manifest, rounded, write_manifest
     from .restore_faces import FrameBatchRestorer
     from .select_best import choose_best_frames, sharpness
     from .smooth import plan_faces
     from .track import FaceTracker
     from ..image_files import write_image_atomic
+    from ..inputs import sha256_of_file, sha256_of_frames
     from ..pipeline.align import estimate_alignment, warp_to_crop
 
     info = source.info
@@ -160,6 +155,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
     tracker = FaceTracker(settings.tracker, info.fps or 25.0, stride, models.embedder)
     frame_count = 0
     frame_times: list[float] = []
+    frame_pts: list[int | None] = []
     expected = min(info.expected_frames or 0, limit or 10**9) or None
     with _progress(expected, "finding faces", progress) as bar:
         for frame in timer.timed(source.frames(), "decode"):
@@ -167,6 +163,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                 break
             frame_count += 1
             frame_times.append(frame.time)
+            frame_pts.append(frame.pts)
             if frame.index % stride == 0:
                 with timer("detect"):
                     faces = detector.detect(frame.image, include_weak=True)  # weak ones only extend tracks
@@ -193,6 +190,8 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
 
     # Pass 2: restore, paste, write.
     kind = info.kind
+    # Dropped frames and variable frame rate keep their timing; timestamps a muxer cannot take are re-timed.
+    output_pts, timestamps_note = plan_timestamps(frame_pts, info) if kind == "video" else (None, None)
     restored_name = {"video": "restored.mp4", "frames": "restored", "image": "restored.png"}[kind]
     annotated_name = {"video": "annotated.mp4", "frames": "annotated.mp4", "image": "annotated.png"}[kind]
     restored_writer = annotated_writer = None
@@ -243,7 +242,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                                                                  face.original_crop, face.restored_crop)
                 with timer("encode"):
                     if kind == "video" and restored_writer is not None:
-                        restored_writer.write(result.image, frame.pts)
+                        restored_writer.write(result.image, output_pts[frame.index])
                     elif kind == "frames" and restored_writer is not None:
                         restored_writer.write(result.image, frame.name)
                     elif kind == "image" and settings.output.write_restored:
@@ -253,7 +252,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                         annotated = draw_annotations(result.image, [f.planned for f in result.faces])
                     with timer("encode"):
                         if annotated_writer is not None:
-                            annotated_writer.write(annotated, frame.pts)
+                            annotated_writer.write(annotated, output_pts[frame.index] if output_pts else None)
                         else:
                             write_image_atomic(workdir / annotated_name, annotated)
                 written += 1
@@ -283,12 +282,13 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                    "annotated": annotated_name if settings.output.write_annotated else None,
                    "faces": "faces/", "gallery": "index.html", "manifest": "manifest.json"}
         manifest = base_manifest(
-            input_path=input_path.resolve(), kind=kind, sha256=sha256_of_input(input_path, frame_files),
+            input_path=input_path.resolve(), kind=kind, sha256=sha256_of_frames(frame_files) if frame_files is not None else sha256_of_file(input_path),
             frames=frame_count, fps=round(fps, 4) if fps else None, width=info.width, height=info.height,
             duration=round(duration, 4) if duration else None, rotation=info.rotation, codec=info.codec,
             audio=(restored_writer.audio_note if isinstance(restored_writer, VideoEncoder) else None),
             model_info=restorer.info, model_file=restorer.path, restorer_providers=restorer.providers,
             detector_providers=detector.providers, settings=settings.model_dump(mode="json"), outputs=outputs)
+        manifest["input"]["timestamps"] = timestamps_note
         if frame_files is not None:
             manifest["input"]["frame_names"] = [p.name for p in frame_files[:frame_count]]
         manifest["tracks"] = []

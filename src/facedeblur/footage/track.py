@@ -282,6 +282,15 @@ def _expanded_boxes_touch(a: np.ndarray, b: np.ndarray, grow: float) -> bool:
     return not (a[2] < b[0] or b[2] < a[0] or a[3] < b[1] or b[3] < a[1])
 
 
+def _frame_gap(a: "Track", b: "Track") -> int:
+    """The fewest frames between a detection of `a` and one of `b`; 0 when they share a frame."""
+    frames_a = np.array([o.frame_index for o in a.observations])
+    frames_b = np.array([o.frame_index for o in b.observations])
+    at = np.clip(np.searchsorted(frames_a, frames_b), 1, len(frames_a) - 1) if len(frames_a) > 1 else np.zeros(len(frames_b), int)
+    nearest = np.minimum(np.abs(frames_a[at] - frames_b), np.abs(frames_a[np.maximum(at - 1, 0)] - frames_b))
+    return int(nearest.min())
+
+
 class FaceTracker:
     """Feed it the faces of each detection frame in order; read `tracks` (and `untracked`) at the end."""
 
@@ -461,8 +470,11 @@ class FaceTracker:
                 for later in tracks:
                     if later is earlier or earlier.reference is None or later.reference is None:
                         continue
-                    gap = later.first_frame - earlier.last_frame
-                    if not 0 < gap <= self.reid_max_gap_frames:
+                    # Frames between their nearest detections (0: they share a frame, two faces at once). Not
+                    # just later.first - earlier.last: once A(frames 0, 2) is merged from A(0) and C(2), B(1)
+                    # lies inside A's span and must still join it, or one face becomes two tracks (issue 10).
+                    gap = _frame_gap(earlier, later)
+                    if later.first_frame < earlier.first_frame or not 0 < gap <= self.reid_max_gap_frames:
                         continue
                     similarity = float(earlier.reference @ later.reference)
                     if similarity >= MERGE_SIMILARITY and (best is None or similarity > best[0]):
@@ -470,6 +482,7 @@ class FaceTracker:
             if best is not None:
                 _, earlier, later = best
                 earlier.observations.extend(later.observations)
+                earlier.observations.sort(key=lambda o: o.frame_index)
                 if later.reference is not None:
                     for _ in range(later.reference_count):
                         earlier.add_reference(later.reference)

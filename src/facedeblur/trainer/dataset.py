@@ -8,14 +8,10 @@ to a GPU machine in one go.
 from __future__ import annotations
 
 import multiprocessing
-import hashlib
 import itertools
 import json
 import os
-import tarfile
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,41 +19,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import FacedeblurError
-from ..image_files import IMAGE_EXTENSIONS, decode_image_bytes
+from ..face_sources import SourceImage, is_validation, iter_source_images, utk_race  # noqa: F401 - shared with evaluate
+from ..image_files import decode_image_bytes
 from ..pipeline.align import estimate_alignment, template_points, warp_to_crop
-
-UTK_RACES = {0: "White", 1: "Black", 2: "Asian", 3: "Indian", 4: "Other"}
-
-
-@dataclass
-class SourceImage:
-    source: str  # tar or folder it came from
-    name: str  # member name / relative path
-    data: bytes
-
-
-def iter_source_images(source: Path) -> Iterator[SourceImage]:
-    if source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS):
-            yield SourceImage(str(source), str(path.relative_to(source)), path.read_bytes())
-    elif tarfile.is_tarfile(source):
-        with tarfile.open(source) as archive:
-            for member in archive:
-                if member.isfile() and Path(member.name).suffix.lower() in IMAGE_EXTENSIONS:
-                    handle = archive.extractfile(member)
-                    if handle is not None:
-                        yield SourceImage(str(source), member.name, handle.read())
-    else:
-        raise FacedeblurError(f"{source}: neither a folder nor a .tar of images; pass photo folders or tar files")
-
-
-def utk_race(name: str) -> str | None:
-    """UTKFace names are AGE_GENDER_RACE_DATE.jpg."""
-    parts = Path(name).name.split("_")
-    if len(parts) >= 4 and parts[2].isdigit():
-        return UTK_RACES.get(int(parts[2]))
-    return None
-
 
 _detector = None
 
@@ -94,16 +58,6 @@ def align_one(item: tuple[str, bytes, int, float]) -> tuple[str, np.ndarray | No
 def average_hash(crop: np.ndarray) -> bytes:
     grey = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (16, 16), interpolation=cv2.INTER_AREA)
     return np.packbits(grey > grey.mean()).tobytes()
-
-
-def is_validation(source: Path, name: str, utk_val_count: int) -> bool:
-    """Split by source file: anything from a '*val*' source is validation; from UTK, a fixed hash slice."""
-    if "val" in source.stem.lower():
-        return True
-    if utk_race(name) is not None and utk_val_count > 0:
-        digest = int(hashlib.sha1(Path(name).name.encode()).hexdigest()[:8], 16)
-        return digest % 1000 < 40  # ~4%: about 380 of 9,480 UTK photos, enough for 300 validation faces
-    return False
 
 
 def prepare_dataset(sources: list[Path], output: Path, crop_size: int = 128, workers: int = 0,

@@ -217,8 +217,15 @@ def train(args: argparse.Namespace) -> dict:
     while step < args.steps:
         degraded, clean = next(data_iter)
         degraded, clean = degraded.to(device, non_blocking=True), clean.to(device, non_blocking=True)
+        elapsed_minutes = (time.time() - started) / 60
+        if distributed and args.max_minutes:
+            # Each rank has its own clock: agree on one (the slowest), so every rank uses the same learning
+            # rate and all stop at the same step (one rank leaving alone would block the others for ever).
+            clock = torch.tensor([elapsed_minutes], device=device, dtype=torch.float64)
+            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+            elapsed_minutes = float(clock.item())
         for group in optimizer.param_groups:
-            elapsed_fraction = (time.time() - started) / 60 / args.max_minutes if args.max_minutes else 0.0
+            elapsed_fraction = elapsed_minutes / args.max_minutes if args.max_minutes else 0.0
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, elapsed_fraction)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = trained_model(degraded)
@@ -233,13 +240,7 @@ def train(args: argparse.Namespace) -> dict:
                 ema_p.lerp_(p, 1 - decay)
         step += 1
         progress.update(1)
-        out_of_time = bool(args.max_minutes) and (time.time() - started) / 60 >= args.max_minutes
-        if distributed and args.max_minutes:
-            # Each rank has its own clock: agree, or one rank leaves the loop while the others wait in DDP's
-            # next all-reduce for ever. Any rank out of time stops every rank at this same step.
-            stop = torch.tensor([1.0 if out_of_time else 0.0], device=device)
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-            out_of_time = bool(stop.item())
+        out_of_time = bool(args.max_minutes) and elapsed_minutes >= args.max_minutes  # the agreed clock
         if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time):
             metrics = validate(ema, val_degraded, val_clean, device, out / f"val-{step:07d}.png")
             metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2))
