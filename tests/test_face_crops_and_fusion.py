@@ -63,10 +63,12 @@ def test_a_sharp_large_face_comes_back_at_least_as_sharp(astronaut, models, unch
     # The pipeline itself: with a model that changes nothing, the native-scale paths give the face back
     # exactly as sharp; the old shrink-and-enlarge path is what lost the detail.
     assert after(unchanged_model, "correction") >= 0.98 * before
-    assert after(unchanged_model, "native") > after(unchanged_model, "resize")  # resampled twice, but at native size
+    assert after(unchanged_model, "adaptive") >= 0.98 * before
+    assert after(unchanged_model, "native") >= 0.95 * before  # resampled twice (cut, paste), at native size
     assert after(unchanged_model, "resize") < 0.8 * before
-    # With the shipped model, native-scale handling keeps more of the face's detail than resizing.
-    assert after(shipped, "correction") > 1.5 * after(shipped, "resize")
+    # With the shipped model, native-scale handling keeps far more of the face's detail than resizing.
+    assert after(shipped, "native") > 1.5 * after(shipped, "resize")
+    assert after(shipped, "native") >= 0.85 * before
 
 
 def test_large_faces_are_cut_at_native_resolution(astronaut, models):

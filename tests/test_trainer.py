@@ -50,7 +50,8 @@ def cache(photo_folders, tmp_path_factory) -> Path:
     train, val = photo_folders
     output = tmp_path_factory.mktemp("cache")
     # a source named '*val*' goes to the validation split
-    val_source = val.parent / "faces-val"
+    val_source = tmp_path_factory.mktemp("faces-val")  # unique: other test modules reuse this fixture
+    val_source.rmdir()
     val.rename(val_source)
     summary = prepare_dataset([train, val_source], output, crop_size=64, workers=1)
     assert summary["counts"] == {"train": 6, "val": 2}

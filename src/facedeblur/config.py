@@ -85,8 +85,9 @@ class RestorerSettings(StrictModel):
     batch_size: int = Field(16, ge=1, le=512)
     colour_lock: bool = True
     large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "
-                                       "size: correction (add the model's correction to the native pixels), "
-                                       "native (run the network at native size) or resize (shrink and enlarge)")
+                                       "size: adaptive or correction (add the model's correction to the native "
+                                       "pixels), native (run the network at the native size) or resize (shrink "
+                                       "and enlarge)")
     temporal_window: int = Field(DEFAULT_TEMPORAL_WINDOW, ge=0, le=8,
                                  description="merge this many frames before and after into each face before "
                                              "restoring it (aligned by flow, mismatches rejected); 0 = off")

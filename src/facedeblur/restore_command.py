@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--score-threshold", type=float, default=0.6, help="face detector confidence")
     parser.add_argument("--large-faces", choices=LARGE_FACE_MODES, default=DEFAULT_LARGE_FACES,
                         help="faces larger than the model's working size: add the model's correction to the native "
-                             "pixels (correction, default), run the network at native size (native), or shrink "
-                             "and enlarge (resize)")
+                             "pixels (adaptive, the default, or correction), run the network at native size "
+                             "(native), or shrink and enlarge (resize)")
     parser.set_defaults(handler=run)
 
 

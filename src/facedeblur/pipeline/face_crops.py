@@ -3,11 +3,17 @@
 A face larger than the model's working size must not lose detail by being shrunk to it and enlarged
 back. How a large face is handled is `restorer.large_faces`:
 
-- ``correction`` (default): the model restores the face at its working size; only its *correction*
+- ``native``: the network (fully convolutional) runs on the native-resolution crop directly; best on
+  damaged whole photos, weakest on blurred video faces twice the working size (their blur is larger
+  than any the model trained on).
+- ``correction``: the model restores the face at its working size; only its *correction*
   (restored minus input, a smooth image) is warped back and added to the frame's own pixels, which are
   never resampled, so every native detail survives and the model's deblurring and cleaning still apply.
-- ``native``: the network (fully convolutional) runs on the native-resolution crop directly.
 - ``resize``: the old way: restore at the working size and enlarge the result (loses detail).
+- ``adaptive`` (default; best or equal on every video case, second on photos): between the two: the correction is added, and the face's own detail finer than the
+  working size (what ``resize`` drops and ``correction`` keeps) is kept in the proportion in which the
+  model kept the finest detail it can see: a sharp face keeps it, a noisy or blocky face (where that
+  detail is mostly damage) loses it, as the model itself would have done.
 
 Measured on the talking-head video benchmark and whole photos (docs/BENCHMARKS.md). Faces at or below
 the working size are handled the same way in every mode.
@@ -27,9 +33,9 @@ from .paste import feather_mask, paste_back
 if TYPE_CHECKING:
     from .restore import FaceRestorer
 
-LargeFaceMode = Literal["correction", "native", "resize"]
-LARGE_FACE_MODES: tuple[str, ...] = ("correction", "native", "resize")
-DEFAULT_LARGE_FACES: LargeFaceMode = "correction"
+LargeFaceMode = Literal["adaptive", "correction", "native", "resize"]
+LARGE_FACE_MODES: tuple[str, ...] = ("adaptive", "correction", "native", "resize")
+DEFAULT_LARGE_FACES: LargeFaceMode = "adaptive"
 # Frames merged before and after each face in video (`pipeline/temporal_fusion.py`); chosen by the video
 # benchmark (docs/BENCHMARKS.md).
 DEFAULT_TEMPORAL_WINDOW = 0
@@ -38,6 +44,9 @@ DEFAULT_TEMPORAL_WINDOW = 0
 MAX_NATIVE_SIDE = 512
 # Crop sides are multiples of this: the network halves the resolution 4 times (pixel unshuffle + 3 levels).
 SIDE_MULTIPLE = 16
+# `adaptive`: the native detail kept is (fraction of its finest detail the model kept) ** this. Above 1
+# because that detail is finer than anything the model saw: on a damaged face it is mostly damage.
+DETAIL_KEPT_EXPONENT = 3.0
 
 
 @dataclass
@@ -46,9 +55,10 @@ class FaceCrop:
     crop: np.ndarray  # the original face at paste resolution: native for a large face, else the working size
     working: np.ndarray  # what the network sees (the crop, shrunk for `correction`, or temporally fused)
     add_correction: bool = False  # paste crop + enlarged (restored - shrunk crop) instead of the output
+    adaptive_detail: bool = False  # scale the crop's detail finer than the working size (see `adaptive`)
 
     def with_working(self, working: np.ndarray) -> "FaceCrop":
-        return FaceCrop(self.matrix, self.crop, working, self.add_correction)
+        return FaceCrop(self.matrix, self.crop, working, self.add_correction, self.adaptive_detail)
 
 
 @dataclass
@@ -87,7 +97,8 @@ def cut_face(image: np.ndarray, landmarks: np.ndarray, crop_size: int, template:
     native = warp_to_crop(image, native_matrix, side)
     if large_faces == "native":
         return FaceCrop(native_matrix, native, native)
-    return FaceCrop(native_matrix, native, shrink(native, crop_size), add_correction=True)
+    return FaceCrop(native_matrix, native, shrink(native, crop_size), add_correction=True,
+                    adaptive_detail=large_faces == "adaptive")
 
 
 def shrink(image: np.ndarray, side: int) -> np.ndarray:
@@ -113,8 +124,26 @@ def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
     # Against the original (not a fused) working crop: what fusion cleaned is part of the correction.
     correction = restored_working.astype(np.float32) - shrink(face.crop, restored_working.shape[0]).astype(np.float32)
     enlarged = cv2.resize(correction, (side, side), interpolation=cv2.INTER_CUBIC)
+    if face.adaptive_detail:
+        crop_f = face.crop.astype(np.float32)
+        shrunk = shrink(face.crop, restored_working.shape[0])
+        fine = crop_f - cv2.resize(shrunk, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        enlarged -= (1.0 - finest_detail_kept(shrunk, restored_working) ** DETAIL_KEPT_EXPONENT) * fine
+        restored = np.clip(np.rint(crop_f + enlarged), 0, 255).astype(np.uint8)
+        # Pasted at native resolution: the correction now holds native-resolution detail.
+        return RestoredCrop(face, restored, enlarged)
     restored = np.clip(np.rint(face.crop.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
     return RestoredCrop(face, restored, correction)
+
+
+def finest_detail_kept(before: np.ndarray, after: np.ndarray) -> float:
+    """How much of the finest detail at the working size the model kept (0..1): the ratio of the
+    high-pass energy after restoration to before. A denoised or deblocked face scores low, a sharp face
+    the model leaves alone near 1, a deblurred face (detail added) is capped at 1."""
+    def high_pass_energy(image: np.ndarray) -> float:
+        grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return float(np.mean((grey - cv2.GaussianBlur(grey, (0, 0), 1.0)) ** 2))
+    return float(np.clip(np.sqrt(high_pass_energy(after) / max(high_pass_energy(before), 1e-6)), 0.0, 1.0))
 
 
 class FacePaster:
@@ -130,11 +159,11 @@ class FacePaster:
 
     def paste(self, frame: np.ndarray, face: RestoredCrop) -> np.ndarray:
         if face.correction is not None:
-            # Only the (smooth) correction is resampled into the frame; the face's own pixels are not
-            # resampled at all, so no native detail is lost on the way back.
+            # Only the correction is resampled into the frame; the face's own pixels are not resampled
+            # at all, so no native detail is lost on the way back.
             side = face.correction.shape[0]
-            working_matrix = (face.matrix * (side / face.restored.shape[0])).astype(np.float32)
-            return paste_back(frame, face.correction, working_matrix, self._mask(side), additive=True)
+            correction_matrix = (face.matrix * (side / face.restored.shape[0])).astype(np.float32)
+            return paste_back(frame, face.correction, correction_matrix, self._mask(side), additive=True)
         return paste_back(frame, face.restored, face.matrix, self._mask(face.restored.shape[0]))
 
 

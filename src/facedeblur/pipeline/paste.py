@@ -42,7 +42,8 @@ def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
     shifted = inverse.copy()
     shifted[:, 2] -= (x1, y1)
     size = (x2 - x1, y2 - y1)
-    warped = cv2.warpAffine(restored_crop, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Cubic: a large face pasted back from its native-size crop keeps its detail (bilinear softens it).
+    warped = cv2.warpAffine(restored_crop, shifted, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) * strength
     region = result[y1:y2, x1:x2].astype(np.float32)
     change = warped.astype(np.float32) if additive else warped.astype(np.float32) - region
