@@ -233,17 +233,8 @@ def targets(result: dict) -> list[tuple[str, str, bool]]:
 
 
 def write_doc(text: str) -> None:
-    doc = REPO / "docs" / "BENCHMARKS.md"
-    current = doc.read_text()
-    if SECTION in current:
-        start = current.index(SECTION)
-        rest = current[start + len(SECTION):]
-        end = rest.find("\n## ")
-        after = "" if end < 0 else rest[end + 1:]
-        current = current[:start] + text + ("\n" + after if after else "")
-    else:
-        current = current.rstrip("\n") + "\n\n" + text
-    doc.write_text(current)
+    from benchmarks_doc import write_section
+    write_section(SECTION, text)
 
 
 def main() -> int:

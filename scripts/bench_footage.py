@@ -101,17 +101,8 @@ def table(rows: list[dict]) -> str:
 
 
 def write_doc(markdown: str) -> None:
-    path = REPO / "docs" / "BENCHMARKS.md"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + markdown.rstrip("\n") + "\n"
-    else:
-        following = text.find("\n## ", start + len(SECTION))
-        end = len(text) if following == -1 else following + 1
-        text = text[:start] + markdown.rstrip("\n") + "\n" + ("\n" + text[end:] if following != -1 else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    from benchmarks_doc import write_section
+    write_section(SECTION, markdown)
 
 
 def main() -> None:
@@ -125,7 +116,9 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure_one(args.measure, args.max_frames, args.stride)))
         return
-    clips = sorted(p for p in args.videos.iterdir() if p.suffix.lower() in (".mp4", ".gif", ".mkv", ".mov", ".avi"))
+    sys.path.insert(0, str(REPO / "src"))
+    from facedeblur.inputs import is_video_name
+    clips = sorted(p for p in args.videos.iterdir() if is_video_name(p))
     if not clips:
         sys.exit(f"no clips in {args.videos}")
     load = os.getloadavg()

@@ -28,6 +28,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from benchmarks_doc import write_section  # noqa: E402
 from facedeblur.degradations import CATEGORIES, degrade  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
@@ -116,17 +117,7 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write_doc:
-        doc = REPO / "docs" / "BENCHMARKS.md"
-        content = doc.read_text()
-        start = content.find(SECTION)
-        if start < 0:
-            content = content.rstrip("\n") + "\n\n" + text
-        else:
-            end = content.find("\n## ", start + len(SECTION))
-            content = content[:start] + text + (content[end + 1:] if end >= 0 else "")
-        tmp = doc.with_suffix(".md.part")
-        tmp.write_text(content)
-        os.replace(tmp, doc)
+        write_section(SECTION, text)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import shlex
 import statistics
 import subprocess
@@ -27,7 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from facedeblur.image_files import write_bytes_atomic, write_image_atomic  # noqa: E402
+from benchmarks_doc import DOC, write_section  # noqa: E402
+from facedeblur.image_files import write_image_atomic  # noqa: E402
 from facedeblur.pipeline.align import estimate_alignment, warp_to_crop  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
 from facedeblur.pipeline.restore import FaceRestorer  # noqa: E402
@@ -36,7 +36,6 @@ from facedeblur.pipeline.restore_image import restore_faces_in_image  # noqa: E4
 BATCH_SIZES = (1, 8, 32, 64)
 PHOTO_SIZE = (640, 480)
 SECTION = "## Restorer speed"
-DOC = REPO / "docs" / "BENCHMARKS.md"
 TARGET_FACES_PER_S = 50
 TARGET_S_PER_PHOTO = 0.2
 
@@ -182,16 +181,6 @@ def bench(model: Path | None, runs: int, threads: int) -> tuple[list[str], dict]
     return lines, info
 
 
-def replace_section(text: str, section: str) -> str:
-    """Swap our section (from its heading to the next '## ' heading) or append it; other sections untouched."""
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        return pattern.sub(lambda _: section, text, count=1)
-    if not text:
-        text = "# Benchmarks\n\n"
-    return text.rstrip("\n") + "\n\n" + section
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="restorer ONNX model to time (default: the shipped one)")
@@ -214,10 +203,8 @@ def main() -> int:
     ])
     print(section)
     if not args.no_doc:
-        DOC.parent.mkdir(parents=True, exist_ok=True)
         # Others edit other sections of this file: re-read it right before writing, replace only ours.
-        current = DOC.read_text() if DOC.exists() else ""
-        write_bytes_atomic(DOC, replace_section(current, section).encode())
+        write_section(SECTION, section)
         print(f"updated {DOC.relative_to(REPO)}", file=sys.stderr)
     return 0
 

@@ -37,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
+from benchmarks_doc import write_section  # noqa: E402
 from facedeblur.config import PipelineSettings  # noqa: E402
 from facedeblur.degradations import degrade  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
@@ -167,17 +168,7 @@ def render(rows: list[dict], command: str, frames: int, machine: str) -> str:
 
 
 def write_doc(text: str) -> None:
-    doc = REPO / "docs" / "BENCHMARKS.md"
-    content = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    start = content.find(SECTION)
-    if start < 0:
-        content = content.rstrip("\n") + "\n\n" + text
-    else:
-        end = content.find("\n## ", start + len(SECTION))
-        content = content[:start] + text + (content[end + 1:] if end >= 0 else "")
-    tmp = doc.with_suffix(".md.part")
-    tmp.write_text(content)
-    os.replace(tmp, doc)
+    write_section(SECTION, text)
 
 
 def main() -> int:

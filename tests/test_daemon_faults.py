@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import PYTHON, DaemonRun, assert_processed_exactly_once, make_clip, write_config
+from test_daemon_support import (PYTHON, DaemonRun, assert_processed_exactly_once, make_clip, small_tmpfs,
+                                 write_config)
 
 
 def _watch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -56,13 +57,8 @@ def tiny_outbox(tmp_path: Path):
     """An outbox on its own 4 MiB tmpfs, so "disk full" is real ENOSPC from the kernel."""
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a small tmpfs for a real full disk")
-    mount_point = tmp_path / "outbox"
-    mount_point.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs is not permitted here (container without CAP_SYS_ADMIN)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+    with small_tmpfs(tmp_path / "outbox", "4m") as mount_point:
+        yield mount_point
 
 
 def test_full_output_disk_fails_cleanly_and_retries_until_space_returns(tmp_path: Path, tiny_outbox: Path) -> None:

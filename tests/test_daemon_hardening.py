@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import PYTHON, DaemonRun, make_clip
+from test_daemon_support import PYTHON, DaemonRun, make_clip, small_tmpfs
 
 from facedeblur.daemon.journal import Journal
 
@@ -178,13 +178,9 @@ def test_a_damaged_journal_stops_with_one_line_and_status_says_the_same(tmp_path
 
 @pytest.fixture()
 def tiny_state(tmp_path: Path):
-    mount_point = tmp_path / "d" / "state"     # DaemonRun(tmp_path / "d") keeps its journal here
-    mount_point.mkdir(parents=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs is not permitted here (container without CAP_SYS_ADMIN)")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+    # DaemonRun(tmp_path / "d") keeps its journal here
+    with small_tmpfs(tmp_path / "d" / "state", "2m") as mount_point:
+        yield mount_point
 
 
 def test_a_full_state_disk_pauses_intake_and_recovers(tmp_path: Path, tiny_state: Path) -> None:

@@ -12,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,18 @@ def assert_processed_exactly_once(run: DaemonRun, rel_paths: list[str]) -> None:
         assert manifest["daemon"]["sha256"] == job["sha256"]
         assert manifest["daemon"]["job_id"] == job["id"]
         assert (folder / "index.html").is_file()
+
+
+@contextmanager
+def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real filesystem of `size` (e.g. "2m") at `mount_point`, so "disk full" is the kernel's own ENOSPC.
+    Skips the test where mounting is not permitted (not root, or a container without CAP_SYS_ADMIN)."""
+    import pytest
+    mount_point.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here (container without CAP_SYS_ADMIN)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

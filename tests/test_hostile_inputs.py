@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from skimage import data as skimage_data
+from cli_support import one_error_line  # noqa: E402
 
 TIMEOUT = 180
 
@@ -19,16 +20,6 @@ TIMEOUT = 180
 def facedeblur(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "facedeblur", *map(str, args)], capture_output=True, text=True,
                           timeout=TIMEOUT)
-
-
-def one_error_line(result: subprocess.CompletedProcess, *needles: str) -> str:
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("facedeblur: error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def _photos(folder: Path) -> dict[str, bytes]:

@@ -14,6 +14,7 @@ skimage_data = pytest.importorskip("skimage.data")
 
 from facedeblur.pipeline.detect import SFACE_FILE, YUNET_FILE, FaceDetector, bundled_model_path  # noqa: E402
 from facedeblur.pipeline.restore import default_model_path  # noqa: E402
+from cli_support import one_error_line  # noqa: E402
 
 CLI_TIMEOUT_S = 180
 
@@ -21,15 +22,6 @@ CLI_TIMEOUT_S = 180
 def run_restore(*args: str | Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "facedeblur", "restore", *map(str, args)],
                           capture_output=True, text=True, timeout=CLI_TIMEOUT_S)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
-    assert result.returncode != 0, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("facedeblur: error:")]
-    assert len(errors) == 1, result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
 
 
 def files_in(folder: Path) -> list[str]:
@@ -176,7 +168,7 @@ def test_bad_input_alone_is_a_one_line_error_and_writes_nothing(case, tmp_path):
         needle = "folder has no images"
     out = tmp_path / "out"
     result = run_restore(target, "-o", out)
-    assert_one_line_error(result, str(target), needle)
+    one_error_line(result, str(target), needle)
     assert files_in(out) == []
 
 
@@ -202,7 +194,7 @@ def test_model_that_is_not_ours_or_corrupt_is_refused_before_any_output(images, 
     model = bad_model(kind, tmp_path)
     out = tmp_path / "out"
     result = run_restore(images["png"], "--model", model, "-o", out)
-    assert_one_line_error(result, str(model), needle)
+    one_error_line(result, str(model), needle)
     assert not out.exists()
 
 
@@ -212,6 +204,6 @@ def test_unwritable_output_folder_is_a_one_line_error(images, tmp_path):
     blocker.write_text("not a folder")
     out = blocker / "out"
     result = run_restore(images["png"], "-o", out)
-    assert_one_line_error(result, str(out), "cannot be written")
+    one_error_line(result, str(out), "cannot be written")
     assert blocker.read_text() == "not a folder"
     assert files_in(tmp_path) == ["a-file"]

@@ -21,6 +21,7 @@ import numpy as np
 from ..degradations import CATEGORIES, SEVERITIES, degrade
 from ..image_files import decode_image_bytes, is_image_path
 from ..pipeline.detect import Face, FaceDetector
+from ..inputs import is_video_name
 
 FACE_WIDTH_RANGE = (64.0, 96.0)
 MATCH_IOU = 0.4  # a detection counts as the face when its box overlaps the reference this much
@@ -140,7 +141,7 @@ def masked_video_frames(videos: Path, per_video: int, mask_detector: FaceDetecto
     from ..footage.decode import open_source
 
     scenes = []
-    for clip in sorted(p for p in videos.iterdir() if p.suffix.lower() in (".mp4", ".gif", ".avi", ".mkv", ".mov")):
+    for clip in sorted(p for p in videos.iterdir() if is_video_name(p)):
         frames = [frame.image for frame in open_source(clip).frames()]
         picks = np.linspace(0, len(frames) - 1, per_video).round().astype(int) if frames else []
         for pick in picks:

@@ -122,11 +122,11 @@ def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
         return RestoredCrop(face, restored_working)
     side = face.crop.shape[0]
     # Against the original (not a fused) working crop: what fusion cleaned is part of the correction.
-    correction = restored_working.astype(np.float32) - shrink(face.crop, restored_working.shape[0]).astype(np.float32)
+    shrunk = shrink(face.crop, restored_working.shape[0])
+    correction = restored_working.astype(np.float32) - shrunk.astype(np.float32)
     enlarged = cv2.resize(correction, (side, side), interpolation=cv2.INTER_CUBIC)
     if face.adaptive_detail:
         crop_f = face.crop.astype(np.float32)
-        shrunk = shrink(face.crop, restored_working.shape[0])
         fine = crop_f - cv2.resize(shrunk, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
         enlarged -= (1.0 - finest_detail_kept(shrunk, restored_working) ** DETAIL_KEPT_EXPONENT) * fine
         restored = np.clip(np.rint(crop_f + enlarged), 0, 255).astype(np.uint8)

@@ -37,6 +37,14 @@ def estimate_noise_sigma(grey: np.ndarray) -> float:
 class TemporalFuser:
     def __init__(self):
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _grid(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates of a crop of this size (crops of a track keep one size: made once)."""
+        if (height, width) not in self._grids:
+            self._grids[(height, width)] = np.meshgrid(np.arange(width, dtype=np.float32),
+                                                       np.arange(height, dtype=np.float32))
+        return self._grids[(height, width)]
 
     def fuse(self, reference: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
         """A cleaner version of `reference` (uint8 BGR), the same size; neighbours of other sizes are
@@ -48,7 +56,7 @@ class TemporalFuser:
         ref_grey = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY)
         sigma = estimate_noise_sigma(ref_grey)
         tolerance = 2.0 * (REJECTION_SIGMAS * sigma) ** 2
-        grid_x, grid_y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+        grid_x, grid_y = self._grid(height, width)
         total = ref_f.copy()
         weights = np.ones((height, width), np.float32)
         for neighbour in neighbours:
