@@ -108,6 +108,9 @@ def test_every_kind_of_drop(tmp_path: Path) -> None:
     assert by_path["slow.mp4"]["attempts"] == 1
     face_manifest = json.loads((Path(by_path["face.mp4"]["output"]) / "manifest.json").read_text(encoding="utf-8"))
     assert face_manifest["summary"]["tracks"] >= 1
+    # The journal counts people (tracks) and faces restored (one per face per frame) separately.
+    assert by_path["face.mp4"]["tracks"] == face_manifest["summary"]["tracks"]
+    assert by_path["face.mp4"]["faces"] == face_manifest["summary"]["faces_restored"] > by_path["face.mp4"]["tracks"]
     assert (Path(by_path["frames_drop"]["output"]) / "restored").is_dir()
     assert by_path["frames_drop"]["kind"] == "frames"
     camA, camB = Path(by_path["camA/clip.mp4"]["output"]), Path(by_path["camB/clip.mp4"]["output"])
@@ -134,7 +137,7 @@ def test_every_kind_of_drop(tmp_path: Path) -> None:
 
     status = run.status()
     assert status["counts"] == {"queued": 0, "running": 0, "done": len(valid), "failed": len(invalid) + 1,
-                                "duplicate": 1}
+                                "duplicate": 1, "superseded": 0}
     assert {f["input"] for f in status["recent_failures"]} == set(invalid) | {"empty_again.mp4"}
 
     index = (run.outbox / "index.html").read_text(encoding="utf-8")

@@ -38,7 +38,7 @@ def test_journal_lifecycle_survives_reopen_and_requeues_interrupted_jobs(tmp_pat
     journal.close()   # as if the daemon were killed with job 1 running
 
     reopened = Journal(tmp_path)
-    assert reopened.counts() == {"queued": 1, "running": 1, "done": 1, "failed": 0, "duplicate": 0}
+    assert reopened.counts() == {"queued": 1, "running": 1, "done": 1, "failed": 0, "duplicate": 0, "superseded": 0}
     requeued = reopened.requeue_interrupted()
     assert [j.id for j in requeued] == [first]
     job = reopened.get(first)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facedeblur.daemon.journal import FINISHED_STATES
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
@@ -77,9 +79,10 @@ FAST = dict(stable_seconds=1.0, rescan_seconds=3.0, retry_seconds=1.0, max_attem
 class DaemonRun:
     """A real `facedeblur watch` process on real folders."""
 
-    def __init__(self, root: Path, **settings: object):
+    def __init__(self, root: Path, outbox: Path | None = None, **settings: object):
+        """`outbox`: another run's outbox, for daemons that share one."""
         self.root = root
-        self.inbox, self.outbox, self.state = root / "inbox", root / "outbox", root / "state"
+        self.inbox, self.outbox, self.state = root / "inbox", outbox or root / "outbox", root / "state"
         for folder in (self.inbox, self.outbox, self.state):
             folder.mkdir(parents=True, exist_ok=True)
         self.settings = {**FAST, **settings}
@@ -139,7 +142,7 @@ class DaemonRun:
     def settled(self, expected: int) -> bool:
         """`expected` jobs known and none queued or running."""
         jobs = self.jobs()
-        return len(jobs) >= expected and all(j["state"] in ("done", "failed", "duplicate") for j in jobs)
+        return len(jobs) >= expected and all(j["state"] in FINISHED_STATES for j in jobs)
 
     def status(self) -> dict:
         out = subprocess.run([PYTHON, "-m", "facedeblur", "status", "--json", "--state", str(self.state)],

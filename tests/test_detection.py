@@ -36,8 +36,8 @@ def single_pass() -> FaceDetector:
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
+def astronaut(astronaut_bgr) -> np.ndarray:
+    return astronaut_bgr
 
 
 @pytest.fixture(scope="module")

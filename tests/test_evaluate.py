@@ -117,6 +117,32 @@ def test_comparison_image_has_a_row_per_severe_case_and_four_columns(astronaut_r
     assert clean.std() > 20 and not np.array_equal(clean, degraded)
 
 
+# The quality gate: on this fixed sample (the astronaut, seed 7, every category), the shipped model must gain
+# at least this much over its input in each damage tier. A regression in training or export fails here.
+MIN_TIER_GAIN_DB = {"moderate": 0.5, "severe": 0.5}
+
+
+def quality_gate_failures(report: dict) -> dict[str, float]:
+    """Tiers whose mean gain (dB) falls short of MIN_TIER_GAIN_DB, with the gain measured."""
+    gains = {tier: report["severities"][tier]["ours"]["psnr"] - report["severities"][tier]["input"]["psnr"]
+             for tier in MIN_TIER_GAIN_DB}
+    return {tier: round(gain, 2) for tier, gain in gains.items() if gain < MIN_TIER_GAIN_DB[tier]}
+
+
+def test_quality_gate_passes_the_shipped_model_and_catches_a_worse_one(astronaut_report, astronaut_folder,
+                                                                       blurring_model_path, tmp_path):
+    _, shipped, _ = astronaut_report
+    assert quality_gate_failures(shipped) == {}
+    out = tmp_path / "worse"
+    result = run_evaluate(astronaut_folder, "-o", out, "--seed", "7", "--model", blurring_model_path,
+                          "--severities", *MIN_TIER_GAIN_DB, "--no-classical")
+    assert result.returncode == 0, result.stderr
+    worse = json.loads((out / "report.json").read_text())
+    failures = quality_gate_failures(worse)
+    # A blur even helps a little on severe noise (+0.46 dB here), which is why the floor is not zero.
+    assert set(failures) == set(MIN_TIER_GAIN_DB), failures
+
+
 @pytest.fixture(scope="module")
 def identity_model(tmp_path_factory) -> Path:
     """A facedeblur model whose output is exactly its input, exported by the trainer's own export code."""

@@ -10,7 +10,7 @@ import pytest
 
 from facedeblur.config import PipelineSettings
 from facedeblur.pipeline.detect import FaceDetector
-from facedeblur.pipeline.face_crops import (LARGE_FACE_MODES, alignment_scale, cut_face, native_side,
+from facedeblur.pipeline.face_crops import (alignment_scale, cut_face, native_side,
                                             restore_any_size_crop)
 from facedeblur.pipeline.restore import FaceRestorer
 from facedeblur.pipeline.restore_image import restore_faces_in_image
@@ -24,15 +24,14 @@ def sharpness(image: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
+def astronaut(astronaut_bgr) -> np.ndarray:
     """A sharp portrait whose face (about 135 px wide) is twice the working crop's, like a webcam close-up."""
-    image = cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR)
-    return cv2.resize(image, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(astronaut_bgr, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_CUBIC)
 
 
 @pytest.fixture(scope="module")
-def models() -> tuple[FaceDetector, FaceRestorer]:
-    return FaceDetector(threads=1), FaceRestorer(threads=1)
+def models(shipped_pipeline_models) -> tuple[FaceDetector, FaceRestorer]:
+    return shipped_pipeline_models.detector, shipped_pipeline_models.restorer
 
 
 def face_box(face) -> tuple[slice, slice]:
@@ -41,11 +40,8 @@ def face_box(face) -> tuple[slice, slice]:
 
 
 @pytest.fixture(scope="module")
-def unchanged_model(tmp_path_factory) -> FaceRestorer:
-    """A real facedeblur ONNX model that returns its input: what the pipeline alone does to a face."""
-    from footage_support import build_sharpening_model
-    return FaceRestorer(build_sharpening_model(tmp_path_factory.mktemp("models") / "unchanged.onnx", amount=0.0),
-                        threads=1)
+def unchanged_model(unchanged_model_path) -> FaceRestorer:
+    return FaceRestorer(unchanged_model_path, threads=1)
 
 
 def test_a_sharp_large_face_comes_back_at_least_as_sharp(astronaut, models, unchanged_model):

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 
 from facedeblur.config import PipelineSettings
-from facedeblur.footage.process import load_models, process_input
+from facedeblur.footage.process import process_input
 from footage_support import SHARED_VIDEOS, decode_video
 
 pytestmark = pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason=f"{SHARED_VIDEOS} not present (team footage)")
 
 
 @pytest.fixture(scope="module")
-def models():
-    return load_models(PipelineSettings())  # the shipped restorer: what users get
+def models(shipped_pipeline_models):
+    return shipped_pipeline_models  # the shipped restorer: what users get
 
 
 def shared(name: str) -> Path:

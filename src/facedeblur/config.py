@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import FacedeblurError
 from .inputs import default_include
+from .onnx_session import PROVIDER_CHOICES
+from .pipeline.detect import (DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD, DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID,
+                              DEFAULT_SCORE_THRESHOLD, DEFAULT_WEAK_THRESHOLD)
 from .pipeline.face_crops import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LargeFaceMode
 
 
@@ -21,20 +24,20 @@ class StrictModel(BaseModel):
 
 
 class DetectorSettings(StrictModel):
-    score_threshold: float = Field(0.6, ge=0.05, le=1.0, description="minimum YuNet confidence")
-    nms_threshold: float = Field(0.3, gt=0.0, le=1.0)
-    min_face_size: int = Field(12, ge=4, description="smallest face (px, box side) that is kept")
+    score_threshold: float = Field(DEFAULT_SCORE_THRESHOLD, ge=0.05, le=1.0, description="minimum YuNet confidence")
+    nms_threshold: float = Field(DEFAULT_NMS_THRESHOLD, gt=0.0, le=1.0)
+    min_face_size: int = Field(DEFAULT_MIN_FACE_SIZE, ge=4, description="smallest face (px, box side) that is kept")
     stride: int = Field(1, ge=1, le=30, description="detect on every k-th frame; tracks carry faces in between")
     # Issue 14, measured in docs/BENCHMARKS.md ("Face detection on damaged faces").
-    pyramid: list[float] = Field([1.0, 0.5, 0.25, 0.125], min_length=1, max_length=5,
+    pyramid: list[float] = Field(list(DEFAULT_PYRAMID), min_length=1, max_length=5,
                                  description="search each frame at these fractions of the 640 px input; the smaller "
                                              "passes find blurred, dark and compressed faces (their blur shrinks "
                                              "with them) for about a third more time; [1.0] = one pass")
     find_mosaics: bool = Field(True, description="find pixelated regions (grid of flat cells), smooth them back to "
                                                  "the picture the cells sample, and search that for faces")
-    mosaic_threshold: float = Field(0.6, ge=0.05, le=1.0,
+    mosaic_threshold: float = Field(DEFAULT_MOSAIC_THRESHOLD, ge=0.05, le=1.0,
                                     description="minimum YuNet confidence for a face inside a detected mosaic")
-    weak_threshold: float = Field(0.3, ge=0.05, le=1.0,
+    weak_threshold: float = Field(DEFAULT_WEAK_THRESHOLD, ge=0.05, le=1.0,
                                   description="footage: candidates from this up to score_threshold with plausible "
                                               "landmarks are given to the tracker, which only lets them extend a "
                                               "track (a face blurred for a few frames), never start one")
@@ -102,7 +105,7 @@ class OutputSettings(StrictModel):
 
 
 class PipelineSettings(StrictModel):
-    provider: Literal["auto", "cpu", "cuda"] = Field("auto", description="onnxruntime device for every model")
+    provider: Literal[PROVIDER_CHOICES] = Field("auto", description="onnxruntime device for every model")
     threads: int = Field(0, ge=0, description="onnxruntime threads per model; 0 = all cores")
     frame_folder_fps: float = Field(25.0, gt=0, le=1000, description="frame rate given to a folder of frames")
     max_frames: int | None = Field(None, ge=1, description="process only the first N frames; null = all")
@@ -152,9 +155,42 @@ class DaemonSettings(StrictModel):
         return self
 
 
+class ServeUser(StrictModel):
+    """One reviewer who may log in to `facedeblur serve`; only a hash of the password is ever stored."""
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    password_hash: str = Field(description="from `facedeblur serve --hash-password` (werkzeug scrypt/pbkdf2)")
+
+    @model_validator(mode="after")
+    def _hashed_not_plain(self) -> "ServeUser":
+        if not self.password_hash.startswith(("scrypt:", "pbkdf2:")):
+            raise ValueError("password_hash is not a password hash (plain text is never accepted); make one with "
+                             "`facedeblur serve --hash-password` and paste its output")
+        return self
+
+
+class ServeSettings(StrictModel):
+    """`facedeblur serve`: the review web server over the daemon's outbox and journal (docs/review.md)."""
+    host: str = Field("127.0.0.1", description="address to bind; anything but loopback needs users or a token")
+    port: int = Field(8471, ge=1, le=65535)
+    users: list[ServeUser] = Field(default_factory=list, description="reviewers who log in with a password")
+    token_file: Path | None = Field(None, description="file holding the API token (Authorization: Bearer ...)")
+    token_env: str | None = Field(None, description="environment variable holding the API token")
+    exports: Path | None = Field(None, description="where case exports are written; default STATE/exports")
+    export_max_input_mb: float = Field(200.0, ge=0, description="an original input larger than this goes into "
+                                       "a case export as its SHA-256 only")
+    page_size: int = Field(50, ge=5, le=500, description="jobs per page in the list")
+    login_attempts: int = Field(5, ge=1, description="failed logins allowed per address (and per user name) "
+                                "within login_window_seconds before further tries are refused")
+    login_window_seconds: float = Field(300.0, gt=0)
+    secure_cookies: bool = Field(False, description="mark the session cookie Secure (set it when a TLS proxy "
+                                 "fronts the server)")
+    threads: int = Field(8, ge=1, le=64, description="threads that run the page handlers (file reads, exports)")
+
+
 class Config(StrictModel):
     pipeline: PipelineSettings = PipelineSettings()
     daemon: DaemonSettings = DaemonSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -193,7 +229,7 @@ def load_config(path: str | Path | None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         raise FacedeblurError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
-        raise FacedeblurError(f"{path}: the top level must be a mapping with 'pipeline:' and/or 'daemon:'")
+        raise FacedeblurError(f"{path}: the top level must be a mapping with 'pipeline:', 'daemon:' and/or 'serve:'")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from .errors import FacedeblurError
+from .onnx_session import PROVIDER_CHOICES
+from .pipeline.detect import DEFAULT_SCORE_THRESHOLD
 from .image_files import is_image_path, prepare_output_dir
 from .pipeline.face_crops import DEFAULT_LARGE_FACES, LARGE_FACE_MODES
 
@@ -20,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--aligned", action="store_true",
                         help="each input is one roughly centred face crop; restore the whole crop")
     parser.add_argument("--model", metavar="PATH", help="restorer ONNX model (default: the shipped one)")
-    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--score-threshold", type=float, default=0.6, help="face detector confidence")
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
+    parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="face detector confidence")
     parser.add_argument("--large-faces", choices=LARGE_FACE_MODES, default=DEFAULT_LARGE_FACES,
                         help="faces larger than the model's working size: add the model's correction to the native "
                              "pixels (adaptive, the default, or correction), run the network at native size "

@@ -3,7 +3,8 @@
 Every input the daemon takes gets one row, identified by (path, size, mtime_ns): the same file seen again
 by a rescan is recognised and never queued twice, while a file overwritten with new content at the same
 path becomes a new job. State moves queued -> running -> done | failed (or duplicate, when the same
-content was already processed). Each transition is one committed transaction, so after a crash or
+content was already processed; or superseded, when the file changed after it was taken and its new
+content became a newer job). Each transition is one committed transaction, so after a crash or
 `kill -9` the journal says exactly which jobs were running and must be re-run.
 
 Only the daemon's main thread writes; `facedeblur status` reads concurrently, which WAL allows.
@@ -16,14 +17,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 JOURNAL_FILE = "journal.sqlite3"
-STATES = ("queued", "running", "done", "failed", "duplicate")
+STATES = ("queued", "running", "done", "failed", "duplicate", "superseded")
+FINISHED_STATES = ("done", "failed", "duplicate", "superseded")
 
-SCHEMA = """
+JOBS_TABLE = """
 CREATE TABLE IF NOT EXISTS jobs (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     path          TEXT NOT NULL,          -- absolute path of the input (file or frame folder)
@@ -33,7 +36,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     size          INTEGER NOT NULL,       -- bytes (sum over the frames for a folder)
     mtime_ns      INTEGER NOT NULL,       -- newest mtime (ns)
     sha256        TEXT,                   -- content hash; NULL when the input could not be read
-    state         TEXT NOT NULL CHECK (state IN ('queued','running','done','failed','duplicate')),
+    state         TEXT NOT NULL CHECK (state IN ('queued','running','done','failed','duplicate','superseded')),
     attempts      INTEGER NOT NULL DEFAULT 0,   -- attempts that failed or are running
     interruptions INTEGER NOT NULL DEFAULT 0,   -- runs cut short by a daemon crash or shutdown (not the input's fault)
     not_before    REAL NOT NULL DEFAULT 0,      -- earliest time to retry (back-off after a failure)
@@ -42,17 +45,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at   REAL,
     seconds       REAL,                   -- processing time of the successful run
     frames        INTEGER,
-    faces         INTEGER,
+    faces         INTEGER,                -- faces restored (one per face per frame)
+    tracks        INTEGER,                -- people (tracks) found
     output        TEXT,                   -- published output folder
     output_deleted_at REAL,               -- set when retention removed the output
-    duplicate_of  INTEGER REFERENCES jobs(id),
+    duplicate_of  INTEGER REFERENCES jobs(id),   -- for 'duplicate': the job with the same content
+    superseded_by INTEGER REFERENCES jobs(id),   -- for 'superseded': the job of the file's newer content
     failed_copy   TEXT,                   -- where the input went in failed/
     error         TEXT,                   -- last error, one line
     worker_pid    INTEGER
-);
+)"""
+
+SCHEMA = JOBS_TABLE + """;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS jobs_identity ON jobs (path, size, mtime_ns);
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, not_before);
 CREATE INDEX IF NOT EXISTS jobs_sha ON jobs (sha256, state);
+CREATE INDEX IF NOT EXISTS jobs_path ON jobs (path, state);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_at);
 """
 
 
@@ -159,11 +169,38 @@ class Journal:
             self.db.execute("PRAGMA journal_mode=WAL")
             # FULL: a job marked done survives a power cut, not only a process crash.
             self.db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
             self.db.executescript(SCHEMA)
+            # Identifies this journal in every manifest it publishes: a job id alone is not unique across two
+            # daemons sharing an outbox, nor across a journal moved away to start afresh.
+            self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
         self.db.row_factory = sqlite3.Row
         check = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
         if check != "ok":
             raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+        row = self.db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone() \
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() else None
+        self.journal_id: str | None = row["value"] if row else None
+
+    def _migrate(self) -> None:
+        """Journals written before 'superseded' existed: the CHECK constraint is part of the table, so the
+        table is rebuilt once (same rows, same ids) inside one transaction."""
+        table = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='jobs'").fetchone()
+        if table is None or "superseded_by" in table[0]:
+            return
+        old_columns = [r[1] for r in self.db.execute("PRAGMA table_info(jobs)")]
+        create_jobs = JOBS_TABLE.replace("CREATE TABLE IF NOT EXISTS jobs", "CREATE TABLE jobs_new")
+        columns = ", ".join(old_columns)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute(create_jobs)
+            self.db.execute(f"INSERT INTO jobs_new ({columns}) SELECT {columns} FROM jobs")
+            self.db.execute("DROP TABLE jobs")
+            self.db.execute("ALTER TABLE jobs_new RENAME TO jobs")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -239,10 +276,10 @@ class Journal:
                     (time.time(), pid, job_id))
 
     def mark_done(self, job_id: int, output: str, seconds: float | None, frames: int | None,
-                  faces: int | None) -> None:
-        self._write("UPDATE jobs SET state='done', finished_at=?, seconds=?, frames=?, faces=?, output=?, "
+                  faces: int | None, tracks: int | None = None) -> None:
+        self._write("UPDATE jobs SET state='done', finished_at=?, seconds=?, frames=?, faces=?, tracks=?, output=?, "
                     "error=NULL, worker_pid=NULL WHERE id=?",
-                    (time.time(), seconds, frames, faces, to_db(output), job_id))
+                    (time.time(), seconds, frames, faces, tracks, to_db(output), job_id))
 
     def mark_retry(self, job_id: int, error: str, delay: float, count_attempt: bool = True) -> None:
         """Back to the queue after a failed run; `count_attempt=False` for failures that are not the input's."""
@@ -274,13 +311,23 @@ class Journal:
                                (job_id,)).fetchall()
         return [Job.from_row(r) for r in rows]
 
+    def supersede(self, job_id: int, reason: str, by: int | None = None) -> None:
+        self._write("UPDATE jobs SET state='superseded', finished_at=?, error=?, superseded_by=?, worker_pid=NULL "
+                    "WHERE id=?", (time.time(), message_to_db(reason), by, job_id))
+
+    def queued_at(self, path: str) -> list[Job]:
+        """Jobs still waiting for an input path (a newer version of the file supersedes them)."""
+        rows = self.db.execute("SELECT * FROM jobs WHERE path=? AND state='queued' ORDER BY id",
+                               (to_db(path),)).fetchall()
+        return [Job.from_row(r) for r in rows]
+
     def get(self, job_id: int) -> Job:
         return Job.from_row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
 
     # ---- retention and the review index ------------------------------------------------------------------
     def published(self) -> Iterator[dict[str, Any]]:
         """Done jobs whose output folder still exists in the journal's view, newest first."""
-        return iter(self.rows(
+        return iter(self._rows(
             "SELECT * FROM jobs WHERE state='done' AND output IS NOT NULL AND output_deleted_at IS NULL "
             "ORDER BY finished_at DESC, id DESC"))
 
@@ -294,5 +341,24 @@ class Journal:
             counts[row["state"]] = row["n"]
         return counts
 
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    def running(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")
+
+    def recent_failures(self, limit: int) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
+
+    def retrying_count(self) -> int:
+        return self._rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
+
+    def done_since(self, since: float) -> dict[str, Any]:
+        """Jobs, frames, faces and processing seconds of the jobs done since `since` (epoch seconds)."""
+        row = self._rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
+                         "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?", (since,))[0]
+        return {"jobs": row["jobs"], "frames": row["frames"] or 0, "faces": row["faces"] or 0,
+                "seconds": row["seconds"] or 0.0}
+
+    def last_done_at(self) -> float | None:
+        return self._rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [row_dict(row) for row in self.db.execute(sql, params).fetchall()]

@@ -20,7 +20,8 @@ class DaemonMetrics:
         self.queue_depth = Gauge("facedeblur_queue_depth", "Jobs queued", registry=r)
         self.running = Gauge("facedeblur_jobs_running", "Jobs being processed", registry=r)
         self.frames = Counter("facedeblur_frames", "Frames processed", registry=r)
-        self.faces = Counter("facedeblur_faces", "Faces (tracks) found", registry=r)
+        self.faces = Counter("facedeblur_faces", "Faces restored (one per face per frame)", registry=r)
+        self.tracks = Counter("facedeblur_tracks", "People (face tracks) found", registry=r)
         self.last_fps = Gauge("facedeblur_last_job_frames_per_second", "Frames per second of the last job",
                               registry=r)
         self.last_faces_ps = Gauge("facedeblur_last_job_faces_per_second", "Faces per second of the last job",
@@ -35,7 +36,7 @@ class DaemonMetrics:
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)
 
-    def job_done(self, seconds: float | None, frames: int | None, faces: int | None) -> None:
+    def job_done(self, seconds: float | None, frames: int | None, faces: int | None, tracks: int | None) -> None:
         self.jobs_done.inc()
         if seconds:
             self.job_seconds.observe(seconds)
@@ -44,6 +45,8 @@ class DaemonMetrics:
             if seconds:
                 self.last_fps.set(frames / seconds)
                 self.model_seconds_per_frame.set(seconds / frames)
+        if tracks:
+            self.tracks.inc(tracks)
         if faces:
             self.faces.inc(faces)
             if seconds:

@@ -43,14 +43,15 @@ def write_review_index(journal: Journal, outbox: Path) -> Path:
         rows.append(
             f'<tr><td>{when}</td><td><a href="{link}">{html.escape(display_name(job["rel_path"]))}</a></td>'
             f'<td class="n">{job["frames"] if job["frames"] is not None else ""}</td>'
+            f'<td class="n">{job["tracks"] if job["tracks"] is not None else ""}</td>'
             f'<td class="n">{job["faces"] if job["faces"] is not None else ""}</td>'
             f'<td>{thumbs}</td></tr>')
-    body = "\n".join(rows) or '<tr><td colspan="5">Nothing processed yet.</td></tr>'
+    body = "\n".join(rows) or '<tr><td colspan="6">Nothing processed yet.</td></tr>'
     page = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>facedeblur review</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{STYLE}</style></head>'
             f'<body><h1>facedeblur review</h1><p>{len(rows)} processed inputs, newest first. '
             f'Updated {time.strftime("%Y-%m-%d %H:%M:%S")}.</p>'
-            f'<table><thead><tr><th>Finished</th><th>Input</th><th>Frames</th><th>Faces</th><th>Faces found</th>'
+            f'<table><thead><tr><th>Finished</th><th>Input</th><th>Frames</th><th>People</th><th>Faces restored</th><th>Faces found</th>'
             f'</tr></thead><tbody>\n{body}\n</tbody></table></body></html>\n')
     target = outbox / "index.html"
     write_bytes_atomic(target, page.encode("utf-8"))

@@ -10,7 +10,6 @@ import os
 import stat
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..inputs import InputChanged, is_frame_name, natural_key, sha256_of_file, sha256_of_frames
 from .scanning import Unit

@@ -33,32 +33,29 @@ def _collect(journal: Journal, state_dir: Path, recent: int) -> dict[str, Any]:
     counts = journal.counts()
     running = [dict(id=r["id"], input=display_name(r["rel_path"]), attempt=r["attempts"], worker_pid=r["worker_pid"],
                     running_seconds=round(now - r["started_at"], 1) if r["started_at"] else None)
-               for r in journal.rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")]
+               for r in journal.running()]
     failures = [dict(id=r["id"], input=display_name(r["rel_path"]), attempts=r["attempts"],
                      error=encodable(r["error"] or ""),
                      failed_copy=display_name(r["failed_copy"]) if r["failed_copy"] else None, at=r["finished_at"])
-                for r in journal.rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC "
-                                      "LIMIT ?", (recent,))]
-    retrying = journal.rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
+                for r in journal.recent_failures(recent)]
     throughput = {}
     for label, window in (("last_hour", 3600), ("last_day", 86400)):
-        row = journal.rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
-                           "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?",
-                           (now - window,))[0]
-        busy = row["seconds"] or 0.0
-        throughput[label] = dict(jobs=row["jobs"], frames=row["frames"] or 0, faces=row["faces"] or 0,
+        done = journal.done_since(now - window)
+        busy = done["seconds"]
+        throughput[label] = dict(jobs=done["jobs"], frames=done["frames"], faces=done["faces"],
                                  processing_seconds=round(busy, 1),
-                                 frames_per_second=round((row["frames"] or 0) / busy, 2) if busy else None)
-    last = journal.rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
-    return dict(state_dir=str(state_dir), counts=counts, total=sum(counts.values()), retrying=retrying,
-                running_jobs=running, recent_failures=failures, throughput=throughput, last_done_at=last)
+                                 frames_per_second=round(done["frames"] / busy, 2) if busy else None)
+    return dict(state_dir=str(state_dir), counts=counts, total=sum(counts.values()),
+                retrying=journal.retrying_count(), running_jobs=running, recent_failures=failures,
+                throughput=throughput, last_done_at=journal.last_done_at())
 
 
 def format_status(status: dict[str, Any]) -> str:
     c = status["counts"]
     lines = [f"journal: {status['state_dir']}",
              f"queued {c['queued']} (retrying {status['retrying']}), running {c['running']}, done {c['done']}, "
-             f"failed {c['failed']}, duplicates skipped {c['duplicate']}"]
+             f"failed {c['failed']}, duplicates skipped {c['duplicate']}, superseded by a newer version "
+             f"{c['superseded']}"]
     for job in status["running_jobs"]:
         lines.append(f"  running: job {job['id']} {job['input']!r} attempt {job['attempt']}, "
                      f"{job['running_seconds']} s")

@@ -1,12 +1,17 @@
 """Worker processes: each loads the models once, then runs jobs sent by the daemon over a pipe.
 
 Publishing is what makes a job happen exactly once. The pipeline writes into OUTBOX/.staging/NAME
-(its own temp folder renamed into place there), then the worker renames that folder to OUTBOX/NAME.
-The rename is atomic, and the output name is fixed per job (it ends in the job id), so:
+(its own temp folder renamed into place there), then the worker renames that folder into the outbox.
+The rename is atomic, and a published folder is recognised by its manifest's (journal id, job id, input
+SHA-256), never by its name alone, so:
   * a crash before the rename leaves nothing in the outbox (the daemon wipes .staging at start-up);
-  * a crash after the rename but before the journal says 'done' is recognised at the next run by the
-    job id in OUTBOX/NAME/manifest.json, and the job is marked done without processing it again;
-  * a second publish of the same job cannot happen: renaming onto an existing non-empty folder fails.
+  * a crash after the rename but before the journal says 'done' is recognised at the next run by
+    that manifest, and the job is marked done without processing it again;
+  * a second publish of the same job cannot happen: renaming onto an existing non-empty folder fails;
+  * a folder of the same name made by another journal (a second daemon sharing the outbox, or a journal
+    moved away to process everything again) is left alone: the job publishes beside it, as NAME-2...
+  * an input whose content changed while it was processed (its hash is not the one taken at intake) is
+    not published: the daemon supersedes the job, and the new content becomes a new job.
 """
 from __future__ import annotations
 
@@ -43,20 +48,59 @@ def output_name(rel_path: str, job_id: int) -> str:
     return f"{encoded.decode('utf-8', 'ignore')}-j{job_id}"
 
 
-def read_published_job_id(folder: Path) -> int | None:
+MAX_NAME_CANDIDATES = 50   # NAME, NAME-2 ... NAME-50: other journals' folders of the same name
+
+
+def publish_identity(folder: Path) -> tuple[str | None, int, str | None] | None:
+    """(journal id, job id, input sha256) of a published folder, from its manifest; None if it has none."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-        return int(manifest[MANIFEST_KEY]["job_id"])
-    except (OSError, ValueError, KeyError, TypeError):
+        daemon = manifest[MANIFEST_KEY]
+        return daemon.get("journal_id"), int(daemon["job_id"]), daemon.get("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
-def manifest_numbers(manifest: dict[str, Any]) -> tuple[int | None, int | None]:
-    """(frames, faces) from the pipeline's manifest: input.frames and summary.tracks (one face per track)."""
+def name_candidates(name: str) -> list[str]:
+    return [name] + [f"{name}-{n}" for n in range(2, MAX_NAME_CANDIDATES + 1)]
+
+
+def find_published(outbox: Path, name: str, identity: tuple[str | None, int, str | None]) -> Path | None:
+    """This job's published folder (by manifest identity), or None."""
+    for candidate in name_candidates(name):
+        folder = outbox / candidate
+        if not os.path.lexists(folder):
+            return None   # candidates are taken in order, so the job's folder cannot lie beyond a gap
+        if publish_identity(folder) == identity:
+            return folder
+    return None
+
+
+def publish(staging: Path, outbox: Path, name: str) -> Path:
+    """Rename the finished staging folder to the first free name; a folder that appears meanwhile (another
+    daemon on the same outbox) makes the rename fail, and the next name is tried."""
+    for candidate in name_candidates(name):
+        final = outbox / candidate
+        if os.path.lexists(final):
+            continue
+        try:
+            os.rename(staging, final)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                continue
+            raise
+        _fsync_dir(outbox)
+        return final
+    raise FileExistsError(errno.EEXIST, f"{MAX_NAME_CANDIDATES} output folders named {name}... already exist; "
+                          "move old outputs out of the outbox", str(outbox / name))
+
+
+def manifest_numbers(manifest: dict[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """(frames, faces restored, tracks) from the pipeline's manifest."""
     def number(section: str, key: str) -> int | None:
         value = manifest.get(section, {}).get(key) if isinstance(manifest.get(section), dict) else None
         return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    return number("input", "frames"), number("summary", "tracks")
+    return number("input", "frames"), number("summary", "faces_restored"), number("summary", "tracks")
 
 
 def _die_with_parent() -> None:
@@ -109,12 +153,13 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
 
     outbox = Path(job["outbox"])
     name = job["name"]
-    final = outbox / name
     staging = outbox / STAGING / name
     held = outbox / STAGING / f"{name}.input"
-    base = {"job_id": job["id"], "output": str(final)}
-    if read_published_job_id(final) == job["id"]:
-        return {**base, "ok": True, "already_published": True}
+    base = {"job_id": job["id"], "output": str(outbox / name)}
+    if job["sha256"] is not None:
+        earlier = find_published(outbox, name, (job.get("journal_id"), job["id"], job["sha256"]))
+        if earlier is not None:
+            return {**base, "output": str(earlier), "ok": True, "already_published": True}
     started = time.monotonic()
     follow = job.get("follow_symlinks", True)
     refuse_symlinks(not follow)   # every image this job reads is opened with O_NOFOLLOW
@@ -131,14 +176,19 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
         if staging.exists():
             shutil.rmtree(staging)
         staging.parent.mkdir(parents=True, exist_ok=True)
-        extra = {MANIFEST_KEY: {"job_id": job["id"], "input": job["rel_path"], "inbox": job["inbox"],
-                                "sha256": job["sha256"], "size": job["size"]}}
+        extra = {MANIFEST_KEY: {"journal_id": job.get("journal_id"), "job_id": job["id"], "input": job["rel_path"],
+                                "inbox": job["inbox"], "sha256": job["sha256"], "size": job["size"]}}
         manifest = process_input(input_path, staging, settings, models=models, progress=False,
                                  extra_manifest=extra)
-        os.rename(staging, final)
-        _fsync_dir(outbox)
-        frames, faces = manifest_numbers(manifest)
-        return {**base, "ok": True, "seconds": time.monotonic() - started, "frames": frames, "faces": faces}
+        if manifest["input"]["sha256"] != job["sha256"]:
+            # The file changed while it was processed (a writer that paused and went on): publishing would
+            # describe neither version. The daemon supersedes this job; the new content is a new job.
+            return {**base, "ok": False, "changed": True,
+                    "error": "the input changed while it was processed; its new content is processed as a new job"}
+        final = publish(staging, outbox, name)
+        frames, faces, tracks = manifest_numbers(manifest)
+        return {**base, "output": str(final), "ok": True, "seconds": time.monotonic() - started, "frames": frames,
+                "faces": faces, "tracks": tracks}
     except PermanentInputError as exc:
         return {**base, "ok": False, "input_fault": True, "permanent": True, "error": str(exc)}
     except FacedeblurError as exc:

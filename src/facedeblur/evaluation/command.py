@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import FacedeblurError
+from ..onnx_session import PROVIDER_CHOICES
 from ..image_files import prepare_output_dir
 
 DEFAULT_UTK_VALIDATION = 300
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--grid-faces", type=int, default=DEFAULT_GRID_FACES, metavar="N",
                         help=f"faces shown in comparison.png, each with every category of the hardest tier evaluated "
                              f"(default {DEFAULT_GRID_FACES})")
-    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
                         help="worker processes (default: one per CPU core); results do not depend on it")
     parser.set_defaults(handler=run)

@@ -128,32 +128,62 @@ def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, mod
     return manifest, timer
 
 
+@dataclass
+class FoundFaces:
+    """Pass 1's result: where every face is in every frame, and which frames each track shows best."""
+    frame_count: int
+    frame_times: list[float]
+    frame_pts: list[int | None]
+    tracker: object
+    tracks: list
+    planned: dict[int, list]
+    best_frames: dict[int, list[tuple[int, float]]]
+
+
+@dataclass
+class RestoredFaces:
+    """Pass 2's record of the faces it restored (the frames themselves went straight to the encoders)."""
+    track_frames: dict[int, list[dict]] = field(default_factory=lambda: defaultdict(list))
+    untracked_faces: list[dict] = field(default_factory=list)
+    gallery_paths: dict[tuple[int, int], dict] = field(default_factory=dict)
+    audio_note: object = None
+    timestamps_note: object = None
+    output_names: tuple[str, str] = ("", "")
+
+
 def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, models: LoadedModels,
          progress: bool, extra_manifest: dict | None):
-    from .annotate import draw_annotations
-    from .encode import FrameFolderWriter, VideoEncoder, encoder_error, plan_timestamps
-    from .gallery import save_best_frame, write_gallery
-    from .manifest import base_manifest, rounded, write_manifest
-    from .restore_faces import FrameBatchRestorer
-    from .select_best import choose_best_frames, sharpness
-    from .smooth import plan_faces
-    from .track import FaceTracker
-    from ..image_files import write_image_atomic
-    from ..inputs import sha256_of_file, sha256_of_frames
-    from ..pipeline.align import estimate_alignment, warp_to_crop
-
-    info = source.info
     timer = StageTimer()
-    stride = settings.detector.stride
-    limit = settings.max_frames
-    restorer, detector = models.restorer, models.detector
+    info, restorer, detector = source.info, models.restorer, models.detector
     log.info("%s: %s %dx%d, %s; detector on %s, restorer %s %s on %s", input_path.name, info.kind, info.width,
              info.height, f"{info.fps:.2f} fps" if info.fps else "still", detector.providers[0], restorer.info.name,
              restorer.info.version, restorer.providers[0])
+    found = _find_faces(source, input_path, settings, models, timer, progress)
+    restored = _restore_and_write(source, input_path, workdir, found, settings, models, timer, progress)
+    with timer("gallery"):
+        manifest = _build_manifest(source, input_path, found, restored, settings, models, extra_manifest)
+        from .gallery import write_gallery
+        from .manifest import write_manifest
+        write_gallery(workdir, manifest, _clip_links(info.kind, info.fps, _frame_files(source)))
+        write_manifest(workdir / "manifest.json", manifest)
+    return manifest, timer
 
-    # Pass 1: detect and track. Only face positions are kept.
+
+def _frame_files(source) -> list[Path] | None:
+    return source.files if isinstance(source, FrameFolderSource) else None
+
+
+def _find_faces(source, input_path: Path, settings: PipelineSettings, models: LoadedModels, timer: StageTimer,
+                progress: bool) -> FoundFaces:
+    """Pass 1: detect and track. Only face positions are kept, never frames."""
+    from .select_best import choose_best_frames, sharpness
+    from .smooth import plan_faces
+    from .track import FaceTracker
+    from ..pipeline.align import estimate_alignment, warp_to_crop
+
+    info, restorer, detector = source.info, models.restorer, models.detector
+    stride, limit = settings.detector.stride, settings.max_frames
     tracker = FaceTracker(settings.tracker, info.fps or 25.0, stride, models.embedder)
-    frame_count = 0
     frame_times: list[float] = []
     frame_pts: list[int | None] = []
     expected = min(info.expected_frames or 0, limit or 10**9) or None
@@ -161,7 +191,6 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
         for frame in timer.timed(source.frames(), "decode"):
             if limit and frame.index >= limit:
                 break
-            frame_count += 1
             frame_times.append(frame.time)
             frame_pts.append(frame.pts)
             if frame.index % stride == 0:
@@ -174,6 +203,7 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
                         matrix = estimate_alignment(observation.landmarks, restorer.crop_size, restorer.info.template)
                         observation.sharpness = sharpness(warp_to_crop(frame.image, matrix, restorer.crop_size))
             bar.update(1)
+    frame_count = len(frame_times)
     if frame_count == 0:
         raise UnusableInputError(f"{input_path}: no frames could be decoded; supply a complete video")
     with timer("track"):
@@ -183,160 +213,217 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
         planned = plan_faces(tracks, tracker.untracked, max_gap, settings.tracker.landmark_smoothing_sigma,
                              last_detection_frame, frame_count - 1)
         best_frames = {t.track_id: choose_best_frames(t, settings.output.gallery_frames_per_track) for t in tracks}
-    wanted_crops = {(track_id, frame) for track_id, chosen in best_frames.items() for frame, _ in chosen}
     log.info("%d frame(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, %d track(s) merged; "
              "%d false track(s) dropped)", frame_count, len(tracks), sum(len(v) for v in planned.values()), tracker.swaps,
              tracker.merges, len(tracker.dropped))
+    return FoundFaces(frame_count, frame_times, frame_pts, tracker, tracks, planned, best_frames)
 
-    # Pass 2: restore, paste, write.
-    kind = info.kind
-    # Dropped frames and variable frame rate keep their timing; timestamps a muxer cannot take are re-timed.
-    output_pts, timestamps_note = plan_timestamps(frame_pts, info) if kind == "video" else (None, None)
-    restored_name = {"video": "restored.mp4", "frames": "restored", "image": "restored.png"}[kind]
-    annotated_name = {"video": "annotated.mp4", "frames": "annotated.mp4", "image": "annotated.png"}[kind]
-    restored_writer = annotated_writer = None
-    try:
-        if settings.output.write_restored:
-            if kind == "video":
-                restored_writer = VideoEncoder(workdir / restored_name, info, settings.output.video_crf,
-                                               settings.output.video_preset, audio_from=input_path)
-            elif kind == "frames":
-                restored_writer = FrameFolderWriter(workdir / restored_name)
-        if settings.output.write_annotated and kind != "image":
-            # The annotated clip is a review aid: the fastest x264 preset halves its encoding time.
-            annotated_writer = VideoEncoder(workdir / annotated_name, info, settings.output.video_crf, "ultrafast")
-    except Exception as exc:  # PyAV/FFmpeg errors have many types
-        raise encoder_error(workdir / restored_name, exc) from None
 
-    track_frames: dict[int, list[dict]] = defaultdict(list)
-    untracked_faces: list[dict] = []
-    gallery_paths: dict[tuple[int, int], dict] = {}
+OUTPUT_NAMES = {  # kind -> (restored output, annotated output)
+    "video": ("restored.mp4", "annotated.mp4"),
+    "frames": ("restored", "annotated.mp4"),
+    "image": ("restored.png", "annotated.png"),
+}
+
+
+class _OutputWriters:
+    """The restored and annotated outputs of one input: encoders for clips, a folder for frames, PNGs for
+    a photo. Dropped frames and variable frame rate keep their timing; timestamps a muxer cannot take are
+    re-timed (encode.plan_timestamps)."""
+
+    def __init__(self, workdir: Path, source, input_path: Path, frame_pts: list[int | None],
+                 settings: PipelineSettings, timer: StageTimer):
+        from .encode import FrameFolderWriter, VideoEncoder, encoder_error, plan_timestamps
+
+        info = source.info
+        self.kind, self.workdir, self.timer, self.output = info.kind, workdir, timer, settings.output
+        self.restored_name, self.annotated_name = OUTPUT_NAMES[self.kind]
+        self.output_pts, self.timestamps_note = plan_timestamps(frame_pts, info) if self.kind == "video" else (None, None)
+        self.restored = self.annotated = None
+        try:
+            if self.output.write_restored:
+                if self.kind == "video":
+                    self.restored = VideoEncoder(workdir / self.restored_name, info, self.output.video_crf,
+                                                 self.output.video_preset, audio_from=input_path)
+                elif self.kind == "frames":
+                    self.restored = FrameFolderWriter(workdir / self.restored_name)
+            if self.output.write_annotated and self.kind != "image":
+                # The annotated clip is a review aid: the fastest x264 preset halves its encoding time.
+                self.annotated = VideoEncoder(workdir / self.annotated_name, info, self.output.video_crf, "ultrafast")
+        except Exception as exc:  # PyAV/FFmpeg errors have many types
+            self.close()
+            raise encoder_error(workdir / self.restored_name, exc) from None
+        self.is_video_encoder = isinstance(self.restored, VideoEncoder)
+
+    def audio_sink(self):
+        return self.restored.write_audio_packet if self.is_video_encoder and self.restored.audio_stream is not None \
+            else None
+
+    def audio_note(self):
+        return self.restored.audio_note if self.is_video_encoder else None
+
+    def write(self, frame, image, faces) -> None:
+        from ..image_files import write_image_atomic
+        from .annotate import draw_annotations
+
+        with self.timer("encode"):
+            if self.kind == "video" and self.restored is not None:
+                self.restored.write(image, self.output_pts[frame.index])
+            elif self.kind == "frames" and self.restored is not None:
+                self.restored.write(image, frame.name)
+            elif self.kind == "image" and self.output.write_restored:
+                write_image_atomic(self.workdir / self.restored_name, image)
+        if self.annotated is not None or (self.kind == "image" and self.output.write_annotated):
+            with self.timer("annotate"):
+                annotated = draw_annotations(image, [f.planned for f in faces])
+            with self.timer("encode"):
+                if self.annotated is not None:
+                    self.annotated.write(annotated, self.output_pts[frame.index] if self.output_pts else None)
+                else:
+                    write_image_atomic(self.workdir / self.annotated_name, annotated)
+
+    def close(self) -> None:
+        with self.timer("encode"):
+            for writer in (self.restored, self.annotated):
+                if writer is not None:
+                    try:
+                        writer.close()
+                    except Exception as exc:  # closing after an earlier error must not hide that error
+                        log.debug("closing %s failed: %s", writer, exc)
+
+
+def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFaces, settings: PipelineSettings,
+                       models: LoadedModels, timer: StageTimer, progress: bool) -> RestoredFaces:
+    """Pass 2: read the input again, restore and paste every planned face, write the outputs and the
+    gallery crops of each track's best frames."""
+    from .encode import encoder_error
+    from .gallery import save_best_frame
+    from .manifest import rounded
+    from .restore_faces import FrameBatchRestorer
+
+    info = source.info
+    writers = _OutputWriters(workdir, source, input_path, found.frame_pts, settings, timer)
+    wanted_crops = {(track_id, frame) for track_id, chosen in found.best_frames.items() for frame, _ in chosen}
+    record = RestoredFaces()
     frame_bytes = info.width * info.height * 3
-    batch_restorer = FrameBatchRestorer(restorer, timer, max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)),
+    batch_restorer = FrameBatchRestorer(models.restorer, timer,
+                                        max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)),
                                         large_faces=settings.restorer.large_faces,
                                         temporal_window=settings.restorer.temporal_window)
-    audio_sink = restored_writer.write_audio_packet if isinstance(restored_writer, VideoEncoder) and \
-        restored_writer.audio_stream is not None else None
 
     def frames_with_faces():
-        for frame in timer.timed(source.frames(on_audio_packet=audio_sink), "decode"):
-            if frame.index >= frame_count:
+        for frame in timer.timed(source.frames(on_audio_packet=writers.audio_sink()), "decode"):
+            if frame.index >= found.frame_count:
                 break
-            yield frame, planned.get(frame.index, [])
+            yield frame, found.planned.get(frame.index, [])
 
     written = 0
-    with _progress(frame_count, "restoring", progress) as bar:
+    with _progress(found.frame_count, "restoring", progress) as bar:
         try:
             for result in batch_restorer.run(frames_with_faces()):
                 frame = result.source
                 for face in result.faces:
                     entry = _face_entry(face, frame.time, rounded)
                     if face.planned.track_id is None:
-                        untracked_faces.append(entry)
+                        record.untracked_faces.append(entry)
                         continue
-                    track_frames[face.planned.track_id].append(entry)
+                    record.track_frames[face.planned.track_id].append(entry)
                     key = (face.planned.track_id, frame.index)
                     if key in wanted_crops:
                         with timer("gallery"):
-                            gallery_paths[key] = save_best_frame(workdir / "faces", key[0], key[1],
-                                                                 face.original_crop, face.restored_crop)
-                with timer("encode"):
-                    if kind == "video" and restored_writer is not None:
-                        restored_writer.write(result.image, output_pts[frame.index])
-                    elif kind == "frames" and restored_writer is not None:
-                        restored_writer.write(result.image, frame.name)
-                    elif kind == "image" and settings.output.write_restored:
-                        write_image_atomic(workdir / restored_name, result.image)
-                if annotated_writer is not None or (kind == "image" and settings.output.write_annotated):
-                    with timer("annotate"):
-                        annotated = draw_annotations(result.image, [f.planned for f in result.faces])
-                    with timer("encode"):
-                        if annotated_writer is not None:
-                            annotated_writer.write(annotated, output_pts[frame.index] if output_pts else None)
-                        else:
-                            write_image_atomic(workdir / annotated_name, annotated)
+                            record.gallery_paths[key] = save_best_frame(workdir / "faces", key[0], key[1],
+                                                                        face.original_crop, face.restored_crop)
+                writers.write(frame, result.image, result.faces)
                 written += 1
                 bar.update(1)
         except FacedeblurError:
             raise
         except (OSError, ValueError) as exc:
-            raise encoder_error(workdir / restored_name, exc) from None
+            raise encoder_error(workdir / writers.restored_name, exc) from None
         finally:
-            with timer("encode"):
-                for writer in (restored_writer, annotated_writer):
-                    if writer is not None:
-                        try:
-                            writer.close()
-                        except Exception as exc:  # closing after an earlier error must not hide that error
-                            log.debug("closing %s failed: %s", writer, exc)
-    if written != frame_count:
-        raise FacedeblurError(f"{input_path}: the second read gave {written} frames instead of {frame_count}; "
+            writers.close()
+    if written != found.frame_count:
+        raise FacedeblurError(f"{input_path}: the second read gave {written} frames instead of {found.frame_count}; "
                               "the file changed or is corrupt, copy it again and retry")
+    record.audio_note = writers.audio_note()
+    record.timestamps_note = writers.timestamps_note
+    record.output_names = (writers.restored_name, writers.annotated_name)
+    return record
 
-    # Manifest and gallery.
-    with timer("gallery"):
-        frame_files = source.files if isinstance(source, FrameFolderSource) else None
-        fps = info.fps if kind != "image" else None
-        duration = (frame_times[-1] - frame_times[0] + (1 / fps if fps else 0)) if fps else None
-        outputs = {"restored": restored_name if settings.output.write_restored else None,
-                   "annotated": annotated_name if settings.output.write_annotated else None,
-                   "faces": "faces/", "gallery": "index.html", "manifest": "manifest.json"}
-        manifest = base_manifest(
-            input_path=input_path.resolve(), kind=kind, sha256=sha256_of_frames(frame_files) if frame_files is not None else sha256_of_file(input_path),
-            frames=frame_count, fps=round(fps, 4) if fps else None, width=info.width, height=info.height,
-            duration=round(duration, 4) if duration else None, rotation=info.rotation, codec=info.codec,
-            audio=(restored_writer.audio_note if isinstance(restored_writer, VideoEncoder) else None),
-            model_info=restorer.info, model_file=restorer.path, restorer_providers=restorer.providers,
-            detector_providers=detector.providers, settings=settings.model_dump(mode="json"), outputs=outputs)
-        manifest["input"]["timestamps"] = timestamps_note
-        if frame_files is not None:
-            manifest["input"]["frame_names"] = [p.name for p in frame_files[:frame_count]]
-        manifest["tracks"] = []
-        for track in tracks:
-            entries = track_frames.get(track.track_id, [])
-            best = [{"frame": frame, "quality": round(quality, 4), **gallery_paths[(track.track_id, frame)]}
-                    for frame, quality in best_frames[track.track_id] if (track.track_id, frame) in gallery_paths]
-            manifest["tracks"].append({
-                "id": track.track_id,
-                "first_frame": entries[0]["frame"] if entries else track.first_frame,
-                "last_frame": entries[-1]["frame"] if entries else track.last_frame,
-                "start_time": entries[0]["time"] if entries else None,
-                "end_time": entries[-1]["time"] if entries else None,
-                "detections": len(track.observations),
-                "sharpness_before_mean": round(float(np.mean([e["sharpness_before"] for e in entries])), 2) if entries else None,
-                "sharpness_after_mean": round(float(np.mean([e["sharpness_after"] for e in entries])), 2) if entries else None,
-                "best_frames": best,
-                "frames": entries,
-            })
-        manifest["untracked_faces"] = untracked_faces
-        manifest["dropped_tracks"] = [d.as_dict() for d in tracker.dropped]
-        manifest["summary"] = {
-            "tracks": len(tracks),
-            "faces_restored": sum(len(e) for e in track_frames.values()) + len(untracked_faces),
-            "frames_with_faces": len(planned),
-            "identity_swaps_corrected": tracker.swaps,
-            "tracks_merged": tracker.merges,
-            "tracks_dropped": len(tracker.dropped),
-        }
-        if extra_manifest:
-            manifest.update(extra_manifest)
-        # A file name that is not UTF-8 (b'caf\xe9.mp4') is shown escaped ('caf\\xe9.mp4'): JSON and HTML need text.
-        manifest = json_safe(manifest)
 
-        def clip_links(track: dict) -> list[tuple[str, str]]:
-            if kind == "video":
-                fragment = f"#t={track['start_time']:.2f},{track['end_time'] + 1 / max(fps, 1):.2f}"
-                return [("restored clip", f"restored.mp4{fragment}"), ("annotated clip", f"annotated.mp4{fragment}")]
-            if kind == "frames":
-                # URL-encoded from the name's bytes: 'cam1 #1.png' and b'caf\xe9.png' link to the real file.
-                name = os.fsencode(frame_files[track["first_frame"]].name)
-                return [("restored frame", f"restored/{quote(name)}"),
-                        ("annotated clip", "annotated.mp4")]
-            return [("restored image", "restored.png"), ("annotated image", "annotated.png")]
+def _build_manifest(source, input_path: Path, found: FoundFaces, restored: RestoredFaces, settings: PipelineSettings,
+                    models: LoadedModels, extra_manifest: dict | None) -> dict:
+    from ..inputs import sha256_of_file, sha256_of_frames
+    from .manifest import base_manifest
 
-        write_gallery(workdir, manifest, clip_links)
-        write_manifest(workdir / "manifest.json", manifest)
-    return manifest, timer
+    info, kind = source.info, source.info.kind
+    restorer, detector, tracker = models.restorer, models.detector, found.tracker
+    frame_files = _frame_files(source)
+    fps = info.fps if kind != "image" else None
+    duration = (found.frame_times[-1] - found.frame_times[0] + (1 / fps if fps else 0)) if fps else None
+    restored_name, annotated_name = restored.output_names
+    outputs = {"restored": restored_name if settings.output.write_restored else None,
+               "annotated": annotated_name if settings.output.write_annotated else None,
+               "faces": "faces/", "gallery": "index.html", "manifest": "manifest.json"}
+    # Hashed after both passes: a file that changed meanwhile shows up as a hash the caller did not expect.
+    sha256 = sha256_of_frames(frame_files) if frame_files is not None else sha256_of_file(input_path)
+    manifest = base_manifest(
+        input_path=input_path.resolve(), kind=kind, sha256=sha256,
+        frames=found.frame_count, fps=round(fps, 4) if fps else None, width=info.width, height=info.height,
+        duration=round(duration, 4) if duration else None, rotation=info.rotation, codec=info.codec,
+        audio=restored.audio_note, model_info=restorer.info, model_file=restorer.path,
+        restorer_providers=restorer.providers, detector_providers=detector.providers,
+        settings=settings.model_dump(mode="json"), outputs=outputs)
+    manifest["input"]["timestamps"] = restored.timestamps_note
+    if frame_files is not None:
+        manifest["input"]["frame_names"] = [p.name for p in frame_files[:found.frame_count]]
+    manifest["tracks"] = [_track_entry(track, restored, found.best_frames[track.track_id]) for track in found.tracks]
+    manifest["untracked_faces"] = restored.untracked_faces
+    manifest["dropped_tracks"] = [d.as_dict() for d in tracker.dropped]
+    manifest["summary"] = {
+        "tracks": len(found.tracks),
+        "faces_restored": sum(len(e) for e in restored.track_frames.values()) + len(restored.untracked_faces),
+        "frames_with_faces": len(found.planned),
+        "identity_swaps_corrected": tracker.swaps,
+        "tracks_merged": tracker.merges,
+        "tracks_dropped": len(tracker.dropped),
+    }
+    if extra_manifest:
+        manifest.update(extra_manifest)
+    # A file name that is not UTF-8 (b'caf\xe9.mp4') is shown escaped ('caf\\xe9.mp4'): JSON and HTML need text.
+    return json_safe(manifest)
+
+
+def _track_entry(track, restored: RestoredFaces, best_frames: list[tuple[int, float]]) -> dict:
+    entries = restored.track_frames.get(track.track_id, [])
+    best = [{"frame": frame, "quality": round(quality, 4), **restored.gallery_paths[(track.track_id, frame)]}
+            for frame, quality in best_frames if (track.track_id, frame) in restored.gallery_paths]
+    return {
+        "id": track.track_id,
+        "first_frame": entries[0]["frame"] if entries else track.first_frame,
+        "last_frame": entries[-1]["frame"] if entries else track.last_frame,
+        "start_time": entries[0]["time"] if entries else None,
+        "end_time": entries[-1]["time"] if entries else None,
+        "detections": len(track.observations),
+        "sharpness_before_mean": round(float(np.mean([e["sharpness_before"] for e in entries])), 2) if entries else None,
+        "sharpness_after_mean": round(float(np.mean([e["sharpness_after"] for e in entries])), 2) if entries else None,
+        "best_frames": best,
+        "frames": entries,
+    }
+
+
+def _clip_links(kind: str, fps: float | None, frame_files: list[Path] | None):
+    """For the gallery: where each track can be seen in the outputs."""
+    def clip_links(track: dict) -> list[tuple[str, str]]:
+        if kind == "video":
+            fragment = f"#t={track['start_time']:.2f},{track['end_time'] + 1 / max(fps, 1):.2f}"
+            return [("restored clip", f"restored.mp4{fragment}"), ("annotated clip", f"annotated.mp4{fragment}")]
+        if kind == "frames":
+            # URL-encoded from the name's bytes: 'cam1 #1.png' and b'caf\xe9.png' link to the real file.
+            name = os.fsencode(frame_files[track["first_frame"]].name)
+            return [("restored frame", f"restored/{quote(name)}"), ("annotated clip", "annotated.mp4")]
+        return [("restored image", "restored.png"), ("annotated image", "annotated.png")]
+    return clip_links
 
 
 def _face_entry(face, time_seconds: float, rounded) -> dict:

@@ -117,13 +117,14 @@ class FrameBatchRestorer:
             restored = restore_crops(self.restorer, all_crops) if all_crops else []
         position = 0
         for cut in queue:
-            image = cut.frame.image
+            # One copy per frame with faces: the decoded frame may still be a neighbour in temporal fusion.
+            image = cut.frame.image.copy() if cut.faces else cut.frame.image
             results = []
             with self.timer("paste"):
                 for face in cut.faces:
                     done = restored[position]
                     position += 1
-                    image = self.paster.paste(image, done)
+                    self.paster.paste(image, done)
                     results.append(RestoredFace(face, done.matrix, done.original, done.restored,
                                                 sharpness(done.original), sharpness(done.restored)))
             yield RestoredFrame(cut.frame, image, results)

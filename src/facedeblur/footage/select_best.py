@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from scipy.stats import rankdata
 
 from .track import Observation, Track
 
@@ -37,12 +38,11 @@ def frontalness(landmarks: np.ndarray) -> float:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
+    """0..1 ranks; equal values share their average rank (a stable argsort would rank later frames higher
+    among equals, so a long run of identical faces would win by position alone)."""
     if len(values) == 1:
         return np.ones(1)
-    order = values.argsort(kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    return ranks / (len(values) - 1)
+    return (rankdata(values, method="average") - 1) / (len(values) - 1)
 
 
 def quality_scores(observations: list[Observation]) -> np.ndarray:

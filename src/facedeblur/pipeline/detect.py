@@ -40,6 +40,12 @@ YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 STRIDES = (8, 16, 32)
 DEFAULT_PYRAMID = (1.0, 0.5, 0.25, 0.125)
+# The defaults of every detector setting; config.py, the commands and the trainer read them from here.
+DEFAULT_SCORE_THRESHOLD = 0.6
+DEFAULT_NMS_THRESHOLD = 0.3
+DEFAULT_MIN_FACE_SIZE = 12
+DEFAULT_MOSAIC_THRESHOLD = 0.6
+DEFAULT_WEAK_THRESHOLD = 0.3
 # Fusing one face found by several passes: weights are score ** FUSION_POWER (times the pass's scale),
 # so a pass that is sure (0.9) outweighs one near the threshold (0.6) about 25 to 1. Measured: lower
 # landmark error on damaged faces than the single best pass or plain score weights.
@@ -126,10 +132,10 @@ class _Candidates:
 
 
 class FaceDetector:
-    def __init__(self, score_threshold: float = 0.6, nms_threshold: float = 0.3, min_face_size: int = 12,
-                 provider: str = "auto", threads: int = 0, input_size: int = 640,
-                 pyramid: tuple[float, ...] = DEFAULT_PYRAMID, find_mosaics: bool = True,
-                 mosaic_threshold: float = 0.6, weak_threshold: float = 0.3):
+    def __init__(self, score_threshold: float = DEFAULT_SCORE_THRESHOLD, nms_threshold: float = DEFAULT_NMS_THRESHOLD,
+                 min_face_size: int = DEFAULT_MIN_FACE_SIZE, provider: str = "auto", threads: int = 0,
+                 input_size: int = 640, pyramid: tuple[float, ...] = DEFAULT_PYRAMID, find_mosaics: bool = True,
+                 mosaic_threshold: float = DEFAULT_MOSAIC_THRESHOLD, weak_threshold: float = DEFAULT_WEAK_THRESHOLD):
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.min_face_size = min_face_size

@@ -157,14 +157,15 @@ class FacePaster:
             self._masks[side] = feather_mask(side)
         return self._masks[side]
 
-    def paste(self, frame: np.ndarray, face: RestoredCrop) -> np.ndarray:
+    def paste(self, frame: np.ndarray, face: RestoredCrop) -> None:
         if face.correction is not None:
             # Only the correction is resampled into the frame; the face's own pixels are not resampled
             # at all, so no native detail is lost on the way back.
             side = face.correction.shape[0]
             correction_matrix = (face.matrix * (side / face.restored.shape[0])).astype(np.float32)
-            return paste_back(frame, face.correction, correction_matrix, self._mask(side), additive=True)
-        return paste_back(frame, face.restored, face.matrix, self._mask(face.restored.shape[0]))
+            paste_back(frame, face.correction, correction_matrix, self._mask(side), additive=True)
+        else:
+            paste_back(frame, face.restored, face.matrix, self._mask(face.restored.shape[0]))
 
 
 def restore_any_size_crop(restorer: "FaceRestorer", image: np.ndarray,

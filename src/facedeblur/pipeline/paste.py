@@ -20,8 +20,9 @@ def feather_mask(crop_size: int, margin: float = 0.12) -> np.ndarray:
 
 
 def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
-               mask: np.ndarray | None = None, strength: float = 1.0, additive: bool = False) -> np.ndarray:
-    """Return a copy of `frame` with the restored crop blended in through the inverse alignment.
+               mask: np.ndarray | None = None, strength: float = 1.0, additive: bool = False) -> None:
+    """Blend the restored crop into `frame`, in place, through the inverse alignment (a frame with ten
+    faces is copied once by its caller, not once per face).
 
     With `additive`, `restored_crop` is a correction (float, signed) added to the frame's own pixels, which
     are then never resampled: the way a face larger than the crop keeps its native detail.
@@ -36,19 +37,17 @@ def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
     x1, y1 = np.floor(mapped.min(0)).astype(int) - 1
     x2, y2 = np.ceil(mapped.max(0)).astype(int) + 1
     x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, width), min(y2, height)
-    result = frame.copy()
     if x2 <= x1 or y2 <= y1:
-        return result
+        return
     shifted = inverse.copy()
     shifted[:, 2] -= (x1, y1)
     size = (x2 - x1, y2 - y1)
     # Cubic: a large face pasted back from its native-size crop keeps its detail (bilinear softens it).
     warped = cv2.warpAffine(restored_crop, shifted, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) * strength
-    region = result[y1:y2, x1:x2].astype(np.float32)
+    region = frame[y1:y2, x1:x2].astype(np.float32)
     change = warped.astype(np.float32) if additive else warped.astype(np.float32) - region
     blended = region + change * alpha[..., None]
     touched = alpha > 0
-    region_out = result[y1:y2, x1:x2]
+    region_out = frame[y1:y2, x1:x2]
     region_out[touched] = np.clip(np.rint(blended[touched]), 0, 255).astype(np.uint8)
-    return result

@@ -27,7 +27,7 @@ def restore_faces_in_image(image: np.ndarray, detector: FaceDetector, restorer: 
     crops = [cut_face(image, f.landmarks, restorer.crop_size, restorer.info.template, large_faces) for f in faces]
     restored = restore_crops(restorer, crops)
     paster = FacePaster()
-    output = image
+    output = image.copy()
     for done in restored:
-        output = paster.paste(output, done)
+        paster.paste(output, done)
     return output, [RestoredFace(f, r.matrix, r.original, r.restored) for f, r in zip(faces, restored)]

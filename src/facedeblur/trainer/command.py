@@ -1,4 +1,4 @@
-"""`facedeblur train prepare | show-degradations | run | export` (PyTorch needed only for run and export)."""
+"""`facedeblur train harvest | prepare | show-degradations | run | export` (PyTorch needed only for run and export)."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument("--workers", type=int, default=0)
     prepare.add_argument("--limit", type=int, default=0, help="at most this many photos per source (0 = all)")
     prepare.set_defaults(handler=run_prepare)
+
+    from ..harvest.command import register as register_harvest  # harvest/: its own package (issue 13)
+    register_harvest(train_commands)
 
     show = train_commands.add_parser("show-degradations", help="grid of degradation examples, one column per category")
     show.add_argument("images", nargs="+", type=Path, help="face photos (aligned automatically) or a prepared cache folder")

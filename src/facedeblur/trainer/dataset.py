@@ -22,6 +22,7 @@ from ..errors import FacedeblurError
 from ..face_sources import SourceImage, is_validation, iter_source_images, utk_race  # noqa: F401 - shared with evaluate
 from ..image_files import decode_image_bytes
 from ..pipeline.align import estimate_alignment, template_points, warp_to_crop
+from ..pipeline.detect import DEFAULT_SCORE_THRESHOLD
 
 _detector = None
 
@@ -61,7 +62,7 @@ def average_hash(crop: np.ndarray) -> bytes:
 
 
 def prepare_dataset(sources: list[Path], output: Path, crop_size: int = 128, workers: int = 0,
-                    min_eye_ratio: float = 0.8, score_threshold: float = 0.6, limit: int = 0,
+                    min_eye_ratio: float = 0.8, score_threshold: float = DEFAULT_SCORE_THRESHOLD, limit: int = 0,
                     utk_val_count: int = 300) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1

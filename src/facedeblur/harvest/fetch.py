@@ -1,0 +1,191 @@
+"""HTTP(S) downloads for the harvester, with the web's usual traps closed.
+
+* Only http and https, at the start and at every redirect hop: urllib would follow a redirect to ftp://,
+  so redirects are not left to it but followed here, each hop checked against the scheme, robots.txt and
+  the host's pace, at most MAX_REDIRECTS of them.
+* No URL with credentials in it (no logins), no cookies, no file:, data: or ftp: handlers at all.
+* A host that resolves to a loopback, private or link-local address is fetched only when the user named
+  it (a start page or a URL-list entry on an intranet): a public page cannot point the harvester at the
+  router, a cloud metadata service or anything else inside the user's network.
+* A Content-Length above the byte limit is refused before the body is read; a body without one is read up
+  to the limit and dropped when it goes past it; a server dribbling bytes is cut off at the overall timeout.
+* The content type is checked from the headers, before the body is read.
+* No Accept-Encoding is sent, so nothing is decompressed here (no gzip bombs).
+"""
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+from .checks import (HTTP_ERROR, NOT_AN_IMAGE, NOT_HTTP, PRIVATE_ADDRESS, ROBOTS, TOO_LARGE, Skipped,
+                     content_type_is_image)
+from .politeness import MAX_ROBOTS_BYTES, HostPacer, SiteRules, host_key, origin
+from .settings import MAX_REDIRECTS, USER_AGENT, HarvestSettings
+
+CHUNK = 64 * 1024
+PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def normalise_url(url: str) -> str:
+    """The URL without its fragment, with any non-ASCII characters percent-encoded (as browsers send them)."""
+    parts = urlsplit(url.strip())
+    cleaned = urlunsplit((parts.scheme.lower(), parts.netloc, parts.path, parts.query, ""))
+    return quote(cleaned, safe=":/?&=%@+,;!$'()*[]~#")
+
+
+def refuse_unsafe_url(url: str) -> None:
+    """Raises Skipped unless the URL is plain http(s) to a named host, without credentials."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise Skipped(NOT_HTTP, f"{parts.scheme or 'no'} scheme; only http and https are fetched")
+    if not parts.hostname:
+        raise Skipped(NOT_HTTP, "no host in the URL")
+    if parts.username is not None or parts.password is not None:
+        raise Skipped(NOT_HTTP, "credentials in the URL; logins are never used")
+    try:
+        parts.port
+    except ValueError:
+        raise Skipped(NOT_HTTP, "the port is not a number from 1 to 65535") from None
+
+
+@dataclass
+class Response:
+    url: str             # after redirects
+    status: int
+    content_type: str
+    data: bytes          # empty for a page (the browser renders it)
+    is_page: bool = False
+
+
+class Fetcher:
+    """Every request the harvester makes itself (robots.txt, images, URL-list entries) goes through here."""
+
+    def __init__(self, settings: HarvestSettings, pacer: HostPacer | None = None):
+        self.settings = settings
+        self.pacer = pacer or HostPacer()
+        self.rules: dict[str, SiteRules] = {}
+        self.named_hosts: set[str] = set()   # hosts the user gave (start pages, URL lists): may be private
+        self._address_checked: dict[str, bool] = {}
+        # Only the HTTP(S) handlers: no file:, ftp: or data: opener exists, and 3xx stays an error for us to follow.
+        self.opener = urllib.request.OpenerDirector()
+        for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+                        urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+            self.opener.add_handler(handler)
+
+    def site_rules(self, url: str) -> SiteRules:
+        """robots.txt of the URL's origin, fetched once (itself paced, never subject to robots)."""
+        key = origin(url)
+        if key not in self.rules:
+            url = f"{key}/robots.txt"
+            try:
+                for _ in range(MAX_REDIRECTS + 1):
+                    try:
+                        response = self._request(url, MAX_ROBOTS_BYTES, delay=self.settings.delay)
+                        break
+                    except _Redirect as redirect:  # http -> https and the like; the target is checked by _request
+                        url = normalise_url(urljoin(url, redirect.location))
+                else:
+                    raise Skipped(HTTP_ERROR, "robots.txt redirects too often")
+                self.rules[key] = SiteRules(response.data.decode("utf-8", "replace"))
+            except _HTTPStatus as status:
+                # RFC 9309: robots.txt missing or forbidden (4xx) -> no rules; server error -> stay away.
+                self.rules[key] = SiteRules(None, allow_all=status.code < 500, deny_all=status.code >= 500)
+            except Skipped:
+                self.rules[key] = SiteRules(None, deny_all=True)
+        return self.rules[key]
+
+    def delay_for(self, url: str) -> float:
+        return max(self.settings.delay, self.site_rules(url).crawl_delay)
+
+    def check_allowed(self, url: str) -> None:
+        refuse_unsafe_url(url)
+        self.refuse_private_address(url)
+        if not self.site_rules(url).allowed(url):
+            raise Skipped(ROBOTS, f"{url} is disallowed by robots.txt")
+
+    def get(self, url: str, accept_page: bool = False) -> Response:
+        """An image's bytes, following redirects hop by hop. With `accept_page`, an HTML answer comes back as
+        a page (no body read) for the browser to render. Raises Skipped."""
+        for _ in range(MAX_REDIRECTS + 1):
+            self.check_allowed(url)
+            try:
+                return self._request(url, self.settings.max_bytes, delay=self.delay_for(url), accept_page=accept_page,
+                                     image=True)
+            except _Redirect as redirect:
+                url = normalise_url(urljoin(url, redirect.location))
+            except _HTTPStatus as status:
+                raise Skipped(HTTP_ERROR, f"HTTP {status.code}") from None
+        raise Skipped(HTTP_ERROR, f"more than {MAX_REDIRECTS} redirects")
+
+    def refuse_private_address(self, url: str) -> None:
+        """Raises Skipped when the host resolves to a non-public address and the user did not name it."""
+        host = host_key(url)
+        if host in self.named_hosts:
+            return
+        if host not in self._address_checked:
+            try:
+                infos = socket.getaddrinfo(urlsplit(url).hostname, urlsplit(url).port or 80, proto=socket.IPPROTO_TCP)
+            except (OSError, UnicodeError) as error:
+                raise Skipped(HTTP_ERROR, f"cannot resolve {urlsplit(url).hostname}: {error}") from None
+            self._address_checked[host] = all(ipaddress.ip_address(info[4][0].split("%")[0]).is_global
+                                              for info in infos)
+        if not self._address_checked[host]:
+            raise Skipped(PRIVATE_ADDRESS, f"{host} is inside the local network and was not given as a source")
+
+    def _request(self, url: str, max_bytes: int, delay: float, accept_page: bool = False,
+                 image: bool = False) -> Response:
+        refuse_unsafe_url(url)
+        self.refuse_private_address(url)
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "image/*,*/*;q=0.5"})
+        deadline = time.monotonic() + self.settings.timeout
+        with self.pacer.turn(host_key(url), delay):
+            try:
+                with self.opener.open(request, timeout=self.settings.timeout) as handle:
+                    content_type = (handle.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+                    if accept_page and content_type in PAGE_TYPES:
+                        return Response(handle.geturl(), handle.status, content_type, b"", is_page=True)
+                    if image and not content_type_is_image(content_type):
+                        raise Skipped(NOT_AN_IMAGE, f"served as {content_type}")
+                    declared = handle.headers.get("Content-Length")
+                    if declared and declared.strip().isdigit() and int(declared) > max_bytes:
+                        raise Skipped(TOO_LARGE, f"{int(declared)} bytes declared, above the limit of {max_bytes}")
+                    data = _read_limited(handle, max_bytes, deadline)
+                    return Response(handle.geturl(), handle.status, content_type, data)
+            except urllib.error.HTTPError as error:
+                location = error.headers.get("Location") if error.headers else None
+                error.close()
+                if error.code in (301, 302, 303, 307, 308) and location:
+                    raise _Redirect(location) from None
+                raise _HTTPStatus(error.code) from None
+            except (urllib.error.URLError, http.client.HTTPException, socket.timeout, ConnectionError,
+                    OSError, ValueError) as error:
+                reason = getattr(error, "reason", None) or error
+                raise Skipped(HTTP_ERROR, f"{type(error).__name__}: {reason}") from None
+
+
+def _read_limited(handle, max_bytes: int, deadline: float) -> bytes:
+    chunks, total = [], 0
+    while chunk := handle.read(CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise Skipped(TOO_LARGE, f"more than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise Skipped(HTTP_ERROR, "download too slow (timeout)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _Redirect(Exception):
+    def __init__(self, location: str):
+        self.location = location
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, code: int):
+        self.code = code

@@ -1,0 +1,160 @@
+"""Who may use the review server: password users, an API token, login rate limits and CSRF tokens.
+
+Secrets never sit in config.yaml in plain text: users carry salted password hashes (scrypt, in the
+`scrypt:N:r:p$salt$hex` layout that werkzeug also writes, so hashes made before the move off Flask still
+verify; `pbkdf2:sha256:ITERATIONS$salt$hex` is read too), and the API token is read at start-up from a file
+or an environment variable named in the config. Only hashlib is needed, so `--hash-password` works without
+the serve extra.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import ServeSettings
+from ..errors import FacedeblurError
+
+MIN_TOKEN_LENGTH = 16
+# N, r, p as werkzeug's default: about 32 MiB and a fraction of a second per check. Every login attempt pays
+# it, so it stays moderate and the login limiter bounds how often an attacker can make the server pay.
+SCRYPT_COST = (2 ** 15, 8, 1)
+_HASH_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def hash_password(password: str) -> str:
+    n, r, p = SCRYPT_COST
+    salt = "".join(secrets.choice(_HASH_ALPHABET) for _ in range(16))
+    return f"scrypt:{n}:{r}:{p}${salt}${_scrypt_hex(password, salt, n, r, p)}"
+
+
+def _scrypt_hex(password: str, salt: str, n: int, r: int, p: int) -> str:
+    # maxmem a little above the 128*N*r*p bytes scrypt needs: hashlib's default cap (32 MiB) is just too small.
+    return hashlib.scrypt(password.encode(), salt=salt.encode(), n=n, r=r, p=p, maxmem=132 * n * r * p,
+                          dklen=64).hex()
+
+
+def check_password_hash(stored: str, password: str) -> bool:
+    """True when `password` matches `stored`; a malformed or unknown hash layout is simply no match."""
+    method, _, rest = stored.partition("$")
+    salt, _, expected = rest.partition("$")
+    kind, *numbers = method.split(":")
+    try:
+        if kind == "scrypt":
+            n, r, p = (int(x) for x in numbers) if numbers else SCRYPT_COST
+            actual = _scrypt_hex(password, salt, n, r, p)
+        elif kind == "pbkdf2" and numbers:
+            digest, iterations = numbers[0], int(numbers[1]) if len(numbers) > 1 else 600_000
+            actual = hashlib.pbkdf2_hmac(digest, password.encode(), salt.encode(), iterations).hex()
+        else:
+            return False
+    except (ValueError, TypeError, MemoryError):
+        return False   # a hand-edited hash with impossible parameters
+    return hmac.compare_digest(actual.encode(), expected.encode())
+
+
+# Checked against when the user name is unknown, so a wrong name costs as long as a wrong password.
+_UNKNOWN_USER_HASH = hash_password(secrets.token_hex(16))
+
+
+@dataclass
+class Credentials:
+    users: dict[str, str] = field(default_factory=dict)   # name -> password hash
+    token: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.users) or self.token is not None
+
+    def check_password(self, name: str, password: str) -> bool:
+        stored = self.users.get(name)
+        valid = check_password_hash(stored or _UNKNOWN_USER_HASH, password)
+        return stored is not None and valid
+
+    def check_token(self, offered: str) -> bool:
+        return self.token is not None and hmac.compare_digest(offered.encode(), self.token.encode())
+
+
+def load_credentials(settings: ServeSettings) -> Credentials:
+    """Users and the token from the `serve:` section; a token source that is set but unusable is an error."""
+    if settings.token_file is not None and settings.token_env is not None:
+        raise FacedeblurError("serve: set token_file or token_env, not both (one API token)")
+    token = None
+    if settings.token_file is not None:
+        try:
+            token = Path(settings.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FacedeblurError(f"serve.token_file {settings.token_file} cannot be read "
+                                  f"({getattr(exc, 'strerror', None) or exc.__class__.__name__}); create it "
+                                  "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))' > FILE) "
+                                  "readable by the server only") from None
+        where = f"serve.token_file {settings.token_file}"
+    elif settings.token_env is not None:
+        token = os.environ.get(settings.token_env, "").strip()
+        where = f"the environment variable {settings.token_env} (serve.token_env)"
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise FacedeblurError(f"{where} holds no usable token (at least {MIN_TOKEN_LENGTH} characters); put a "
+                              "long random one there, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return Credentials(users={user.name: user.password_hash for user in settings.users}, token=token)
+
+
+def host_name(host_header: str) -> str:
+    """'127.0.0.1:8471' -> '127.0.0.1', '[::1]:8471' -> '[::1]', 'localhost' -> 'localhost'."""
+    if host_header.endswith("]") or host_header.count(":") > 1 and not host_header.startswith("["):
+        return host_header
+    return host_header.rsplit(":", 1)[0]
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False   # any other host name may resolve to a public address
+
+
+class LoginLimiter:
+    """At most `attempts` failed logins per key (client address, user name) within `window` seconds."""
+
+    def __init__(self, attempts: int, window: float):
+        self.attempts, self.window = attempts, window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(key, deque())
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        return failures
+
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until a login may be tried again under every key; 0 when it may be tried now."""
+        now = time.monotonic()
+        with self._lock:
+            waits = [failures[0] + self.window - now for key in keys
+                     if len(failures := self._recent(key, now)) >= self.attempts]
+        return max(waits, default=0.0)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for key in keys:
+                self._recent(key, now).append(now)
+            if len(self._failures) > 100_000:   # a flood of distinct keys must not grow memory forever
+                self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def same_token(expected: str | None, offered: str | None) -> bool:
+    return bool(expected) and bool(offered) and hmac.compare_digest(str(expected).encode(), str(offered).encode())

@@ -1,0 +1,248 @@
+"""Case export: chosen tracks from any jobs as one folder and one zip, with the evidence to trust them.
+
+Layout of EXPORTS/case-<id>/ (and the same tree in case-<id>.zip):
+    report.html, report.pdf      every processing step, model and its file hash, settings, hashes, marks
+    SHA256SUMS                   `sha256sum -c` checks every other file
+    selection.json               the selection the case was made from
+    jobs/j<id>/manifest.json     the pipeline's manifest, byte for byte
+    jobs/j<id>/input/<name>      the original input, or input.sha256 when it is too large or gone
+    jobs/j<id>/track-<n>/...     the original crops beside the restored faces
+
+The case id is a hash of the selection, and nothing written depends on the time of the export or on file
+system order: the same selection over the same outputs and marks gives the same bytes (zip entries carry a
+fixed date and mode). The folder is built under a hidden name and renamed into place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import FacedeblurError
+from ..safe_text import display_name
+from . import report, safe_files
+from .catalog import Catalog
+from .store import Mark, ReviewStore
+
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+CASE_ID = re.compile(r"^[0-9a-f]{16}$")
+CHUNK = 1 << 20
+
+
+class ExportError(FacedeblurError):
+    """The selection cannot be exported; the message says which job or track and why."""
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    case_id: str
+    folder: Path
+    zip_path: Path
+    zip_sha256: str
+
+
+def case_id_of(selection: list[tuple[int, int]]) -> str:
+    text = json.dumps(sorted(set(selection)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_name(name: str) -> str:
+    """A plain file name for the export (the input's own name may hold anything)."""
+    cleaned = re.sub(r"[^\w.\-]+", "_", display_name(name)).strip("._")
+    return cleaned[:150] or "input"
+
+
+def _copy_fd(fd: int, target: Path) -> str:
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as source, open(target, "wb") as sink:
+        while block := source.read(CHUNK):
+            digest.update(block)
+            sink.write(block)
+    return digest.hexdigest()
+
+
+def sha256_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as source:
+        while block := source.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[str, str]:
+    """Copy the original input when it is one file within the size limit and still has the content that was
+    processed; otherwise write its SHA-256. Returns (what the report says, sha256 as recorded)."""
+    recorded = job.get("sha256") or ""
+    target_dir.mkdir(parents=True)
+    reason = ""
+    if job.get("kind") != "file":
+        reason = "a folder of frames: listed by its SHA-256 only"
+    elif job.get("size", 0) > max_bytes:
+        reason = f"larger than serve.export_max_input_mb ({job['size']} bytes): listed by its SHA-256 only"
+    else:
+        path = Path(job["path"])
+        target = target_dir / _file_name(job["name"])
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            reason = f"no longer readable in the inbox ({exc.strerror}): listed by its SHA-256 only"
+        else:
+            copied = _copy_fd(fd, target)
+            if copied == recorded:
+                return f"yes: input/{target.name}", recorded
+            target.unlink()
+            reason = f"changed since it was processed (now {copied}): listed by its SHA-256 only"
+    (target_dir / "input.sha256").write_text(f"{recorded}  {display_name(job['name'])}\n# {reason}\n",
+                                             encoding="utf-8")
+    return f"no, {reason} (input/input.sha256)", recorded
+
+
+def _mark_dict(mark: Mark) -> dict[str, Any]:
+    return {"status": mark.status, "note": mark.note, "version": mark.version, "updated_by": mark.updated_by,
+            "updated_at": report.utc_text(mark.updated_at)}
+
+
+def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, int]], exports: Path,
+               environment, max_input_bytes: int) -> CaseResult:
+    selection = sorted(set(selection))
+    if not selection:
+        raise ExportError("nothing selected: add tracks to the case from their job pages first")
+    case_id = case_id_of(selection)
+    exports.mkdir(parents=True, exist_ok=True)
+    staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
+    root = staging / f"case-{case_id}"
+    try:
+        document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
+        (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
+        (root / "report.pdf").write_bytes(report.render_pdf(document))
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        sums = "".join(f"{report.sha256_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
+        (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
+        zip_tmp = staging / f"case-{case_id}.zip"
+        _write_zip(root, zip_tmp)
+        folder, zip_path = exports / f"case-{case_id}", exports / f"case-{case_id}.zip"
+        _replace(root, folder, exports)
+        os.replace(zip_tmp, zip_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return CaseResult(case_id, folder, zip_path, report.sha256_file(zip_path))
+
+
+def _replace(built: Path, final: Path, exports: Path) -> None:
+    """Put a finished folder in place; an earlier export of the same selection is swapped out, not merged."""
+    if final.exists():
+        old = exports / f".old-{final.name}-{secrets.token_hex(4)}"
+        os.rename(final, old)
+        os.rename(built, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(built, final)
+
+
+def _write_zip(root: Path, target: Path) -> None:
+    with zipfile.ZipFile(target, "w") as archive:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(f"{root.name}/{path.relative_to(root).as_posix()}", date_time=ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o100644 << 16
+            info.create_system = 3
+            with open(path, "rb") as source, archive.open(info, "w") as sink:
+                shutil.copyfileobj(source, sink, CHUNK)
+
+
+def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, int]], case_id: str,
+                      root: Path, max_input_bytes: int) -> dict[str, Any]:
+    by_job: dict[int, list[int]] = {}
+    for job_id, track_id in selection:
+        by_job.setdefault(job_id, []).append(track_id)
+    jobs, dates = [], []
+    root.mkdir(parents=True)
+    (root / "selection.json").write_text(json.dumps([{"job": j, "track": t} for j, t in selection], indent=1)
+                                         + "\n", encoding="utf-8")
+    for job_id, track_ids in by_job.items():
+        job = catalog.job(job_id)
+        manifest = catalog.manifest(job) if job else None
+        if job is None or manifest is None:
+            raise ExportError(f"job {job_id} has no published output (not done, or removed by retention); "
+                              "remove it from the case")
+        tracks = {t.get("id"): t for t in manifest.get("tracks") or [] if isinstance(t, dict)}
+        missing = [t for t in track_ids if t not in tracks]
+        if missing:
+            raise ExportError(f"job {job_id} has no track {missing[0]}; remove it from the case")
+        folder = root / "jobs" / f"j{job_id}"
+        folder.mkdir(parents=True)
+        _copy_fd(catalog.open_output_file(job, "manifest.json"), folder / "manifest.json")
+        input_included, input_sha = _copy_input(job, folder / "input", max_input_bytes)
+        outputs = []
+        for name in sorted(v for v in (manifest.get("outputs") or {}).values() if isinstance(v, str)):
+            try:
+                outputs.append({"name": name, "sha256": sha256_fd(catalog.open_output_file(job, name))})
+            except safe_files.NotServable:
+                continue   # a folder (faces/, restored/ of a frame folder): its files are listed per track
+        marks = store.marks_for_job(job_id)
+        track_docs = []
+        for track_id in track_ids:
+            track = tracks[track_id]
+            images = []
+            for best in track.get("best_frames") or []:
+                pair = {}
+                for role in ("original", "restored"):
+                    relative = best.get(role)
+                    if not isinstance(relative, str):
+                        continue
+                    target = folder / f"track-{track_id}" / _file_name(relative.rsplit("/", 1)[-1])
+                    target.parent.mkdir(exist_ok=True)
+                    try:
+                        fd = catalog.open_output_file(job, relative)
+                    except safe_files.NotServable as exc:
+                        raise ExportError(f"job {job_id}: {display_name(relative)} cannot be read from its output "
+                                          f"folder ({exc}); remove track {track_id} from the case") from None
+                    pair[role] = {"path": target.relative_to(root).as_posix(), "source": relative,
+                                  "sha256": _copy_fd(fd, target)}
+                images.append({"frame": best.get("frame"), "quality": best.get("quality"), **pair})
+            history = [{"id": h["id"], "at": report.utc_text(h["at"]), "who": h["who"],
+                        "before": (h["before"] or {}).get("status", "-") + _note_part(h["before"]),
+                        "after": h["after"].get("status", "-") + _note_part(h["after"])}
+                       for h in store.history(job_id, track_id)]
+            track_docs.append({"id": track_id, "start_time": track.get("start_time"),
+                               "end_time": track.get("end_time"), "detections": track.get("detections"),
+                               "sharpness_before": track.get("sharpness_before_mean"),
+                               "sharpness_after": track.get("sharpness_after_mean"), "images": images,
+                               "mark": _mark_dict(marks.get(track_id, Mark(job_id, track_id))),
+                               "history": history})
+        source = manifest.get("input") or {}
+        dates.append(str(manifest.get("created_utc") or ""))
+        jobs.append({"id": job_id, "rel_path": job["shown_name"], "input_sha256": input_sha,
+                     "manifest_input_sha256": source.get("sha256"), "input_included": input_included,
+                     "notice": manifest.get("notice") or report.AI_NOTICE, "created_utc": manifest.get("created_utc"),
+                     "tool": manifest.get("tool"), "steps": report.processing_steps(manifest),
+                     "outputs": outputs, "tracks": track_docs})
+    files = [{"path": p.relative_to(root).as_posix(), "sha256": report.sha256_file(p)}
+             for p in sorted(p for p in root.rglob("*") if p.is_file())]
+    return {"case_id": case_id, "tool_version": __version__, "jobs": jobs, "files": files,
+            "selection": [{"job": j, "track": t} for j, t in selection], "dated": _newest(dates)}
+
+
+def _note_part(content: dict[str, Any] | None) -> str:
+    note = (content or {}).get("note") or ""
+    return f" ({note})" if note else ""
+
+
+def _newest(dates: list[str]) -> datetime:
+    """The newest manifest time: the PDF needs a date, and the export time would break reproducibility."""
+    parsed = []
+    for text in dates:
+        try:
+            parsed.append(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc))
+        except ValueError:
+            continue
+    return max(parsed, default=datetime(1980, 1, 1, tzinfo=timezone.utc))

@@ -1,0 +1,217 @@
+"""What the server shows: the daemon's journal read-only, and each job's manifest read from the outbox.
+
+The journal is opened with `mode=ro` for every request, so the server can never change it and always sees
+what the daemon committed a moment ago (WAL). A job's output folder is only trusted when the journal puts it
+directly inside the configured outbox; every file in it is then opened through safe_files.
+"""
+from __future__ import annotations
+
+import calendar
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..daemon.journal import JOURNAL_FILE, STATES, from_db
+from ..safe_text import display_name
+from . import safe_files
+
+MANIFEST_LIMIT = 256 * 1024 * 1024   # a manifest of a very long clip is large, but never this large
+ROOT_FOLDER = "(inbox root)"         # the folder filter's name for inputs dropped straight into an inbox
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_FOLDER_OF = "CASE WHEN instr(rel_path, '/') > 0 THEN substr(rel_path, 1, instr(rel_path, '/') - 1) ELSE '' END"
+
+
+class BadQuery(ValueError):
+    """A list filter that cannot be understood; its message says which one and what is expected."""
+
+
+@dataclass
+class JobFilter:
+    status: str = ""
+    folder: str | None = None   # None: any folder; "" : the inbox root
+    date_from: str = ""
+    date_to: str = ""
+    search: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args: Any) -> "JobFilter":
+        status = args.get("status", "").strip()
+        if status and status not in STATES:
+            raise BadQuery(f"status {status!r} is not one of {', '.join(STATES)}")
+        folder = args.get("folder")
+        folder = None if folder in (None, "", "*") else ("" if folder == ROOT_FOLDER else folder)
+        dates = {}
+        for key in ("from", "to"):
+            value = args.get(key, "").strip()
+            if value and not _DATE.match(value):
+                raise BadQuery(f"date {key} {value!r} is not YYYY-MM-DD (UTC)")
+            if value:
+                try:
+                    time.strptime(value, "%Y-%m-%d")
+                except ValueError:
+                    raise BadQuery(f"date {key} {value!r} is not a calendar date (YYYY-MM-DD, UTC)") from None
+            dates[key] = value
+        try:
+            page = max(1, int(args.get("page", "1") or 1))
+        except ValueError:
+            raise BadQuery(f"page {args.get('page')!r} is not a whole number") from None
+        return cls(status=status, folder=folder, date_from=dates["from"], date_to=dates["to"],
+                   search=args.get("q", "").strip()[:200], page=page)
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.status:
+            clauses.append("state = ?")
+            params.append(self.status)
+        if self.folder is not None:
+            if self.folder == "":
+                clauses.append("instr(rel_path, '/') = 0")
+            else:
+                clauses.append("rel_path LIKE ? ESCAPE '\\'")
+                params.append(_like_escape(self.folder) + "/%")
+        if self.date_from:
+            clauses.append("created_at >= ?")
+            params.append(_utc_day_start(self.date_from))
+        if self.date_to:
+            clauses.append("created_at < ?")
+            params.append(_utc_day_start(self.date_to) + 86400)   # the whole 'to' day is included
+        if self.search:
+            clauses.append("rel_path LIKE ? ESCAPE '\\'")
+            params.append("%" + _like_escape(self.search) + "%")
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _utc_day_start(day: str) -> float:
+    return float(calendar.timegm(time.strptime(day, "%Y-%m-%d")))
+
+
+def folder_of(rel_path: str) -> str:
+    return rel_path.split("/", 1)[0] if "/" in rel_path else ""
+
+
+@dataclass
+class JobPage:
+    jobs: list[dict[str, Any]]
+    total: int
+    page: int
+    pages: int
+    folders: list[str] = field(default_factory=list)
+
+
+class Catalog:
+    def __init__(self, outbox: Path, state: Path):
+        self.outbox = Path(outbox)
+        self.journal_path = Path(state) / JOURNAL_FILE
+        self._manifests: dict[int, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._manifest_lock = threading.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True, timeout=10)
+        db.row_factory = sqlite3.Row
+        return db
+
+    # ---- the journal --------------------------------------------------------------------------------------
+    def list_jobs(self, query: JobFilter, page_size: int) -> JobPage:
+        where, params = query.where()
+        db = self._connect()
+        try:
+            total = db.execute(f"SELECT COUNT(*) FROM jobs{where}", params).fetchone()[0]
+            pages = max(1, -(-total // page_size))
+            page = min(query.page, pages)
+            rows = db.execute(f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ? OFFSET ?",
+                              (*params, page_size, (page - 1) * page_size)).fetchall()
+            folders = sorted({from_db(r[0]) for r in db.execute(f"SELECT DISTINCT {_FOLDER_OF} FROM jobs")},
+                             key=lambda name: (name != "", name))
+        finally:
+            db.close()
+        return JobPage([self._job(row) for row in rows], total, page, pages, folders)
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        db = self._connect()
+        try:
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        finally:
+            db.close()
+        return self._job(row) if row is not None else None
+
+    def _job(self, row: sqlite3.Row) -> dict[str, Any]:
+        job = {key: from_db(row[key]) for key in row.keys()}
+        if "tracks" not in job:
+            job["tracks"] = job.get("faces")   # journals before the tracks column kept the track count in faces
+        job["folder"] = folder_of(job["rel_path"])
+        job["name"] = job["rel_path"].rsplit("/", 1)[-1]
+        job["shown_name"] = display_name(job["rel_path"])
+        job["output_name"] = self.output_name(job)
+        return job
+
+    def output_name(self, job: dict[str, Any]) -> str | None:
+        """The job's folder name when the journal puts it directly inside the outbox and it still exists."""
+        output = job.get("output")
+        if not output or job.get("output_deleted_at") or job.get("state") != "done":
+            return None
+        folder = Path(output)
+        if os.path.normpath(folder.parent) != os.path.normpath(self.outbox) or folder.name in ("", ".", ".."):
+            return None   # the journal was moved or edited: never follow it out of the outbox
+        return folder.name
+
+    # ---- the outbox ---------------------------------------------------------------------------------------
+    def open_output_file(self, job: dict[str, Any], relative: str) -> int:
+        name = job.get("output_name")
+        if name is None:
+            raise safe_files.NotServable("this job has no published output")
+        return safe_files.open_below(self.outbox, [name, *safe_files.checked_parts(relative)])
+
+    def manifest(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        """The job's manifest.json, parsed once per version of the file (long clips have large manifests)."""
+        name = job.get("output_name")
+        if name is None:
+            return None
+        try:
+            fd = safe_files.open_below(self.outbox, [name, "manifest.json"])
+        except safe_files.NotServable:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            version = (info.st_mtime_ns, info.st_size)
+            with self._manifest_lock:
+                cached = self._manifests.get(job["id"])
+            if cached and cached[0] == version:
+                return cached[1]
+            if info.st_size > MANIFEST_LIMIT:
+                return None
+            try:
+                manifest = json.loads(handle.read())
+            except (ValueError, UnicodeDecodeError):
+                return None
+        if not isinstance(manifest, dict):
+            return None
+        with self._manifest_lock:
+            if len(self._manifests) > 256:
+                self._manifests.clear()
+            self._manifests[job["id"]] = (version, manifest)
+        return manifest
+
+    def thumbnail_parts(self, job: dict[str, Any]) -> list[str] | None:
+        """faces/<first track>/<first restored image>, found by listing (reading a manifest per row is slow)."""
+        name = job.get("output_name")
+        if name is None:
+            return None
+        tracks = [t for t in safe_files.list_below(self.outbox, [name, "faces"]) if t.isdigit()]
+        for track in sorted(tracks, key=int):
+            images = [f for f in safe_files.list_below(self.outbox, [name, "faces", track])
+                      if f.endswith("-side-by-side.png")]
+            if images:
+                return [name, "faces", track, images[0]]
+        return None

@@ -1,0 +1,174 @@
+"""The review server in a real headless browser (Debian's chromium driven by Selenium), over a real socket:
+open the list, filter it, open a job, play and seek the clip, use the slider, mark a track, export a case,
+and check the exported report's hashes against the files themselves.
+
+FACEDEBLUR_SCREENSHOTS=docs makes this test also save docs/review-list.png and docs/review-job.png (the
+built-in sample clip, so no research faces).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from test_review_support import HOSTILE_NAME, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    box = processed_outbox(tmp_path_factory)
+    exports = tmp_path_factory.mktemp("browser-exports")
+    running = Server(write_serve_config(tmp_path_factory.mktemp("browser") / "serve.yaml", box,
+                                        exports=str(exports)))
+    yield running, box, exports
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager fetch a browser or driver
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                 "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None   # the page is being replaced by the next one
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def screenshot(browser, name: str) -> None:
+    """The whole page (the window grown to its height for the shot) when FACEDEBLUR_SCREENSHOTS names a folder."""
+    folder = os.environ.get("FACEDEBLUR_SCREENSHOTS")
+    if folder:
+        height = browser.execute_script("return document.documentElement.scrollHeight;")
+        browser.set_window_size(1280, min(max(height + 140, 700), 2400))
+        browser.execute_script("window.scrollTo(0, 0);")
+        browser.save_screenshot(str(Path(folder) / name))
+        browser.set_window_size(1280, 1000)
+
+
+def test_review_workflow_in_a_browser(browser, served) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    server, box, exports = served
+    browser.get(server.base + "/")
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr.job")
+    assert len(rows) == 3
+    names = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "td.name")]
+    assert HOSTILE_NAME in names                                       # shown as text, never as markup
+    assert browser.execute_script("return document.querySelectorAll('td.name img').length") == 0
+    assert "not a readable video" in browser.find_element(By.CSS_SELECTOR, "tr.state-failed .reason").text
+    broken = browser.execute_script(
+        "return Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src);")
+    assert broken == []
+    screenshot(browser, "review-list.png")
+
+    # Filter: failed only, then one camera folder.
+    Select(browser.find_element(By.ID, "filter-status")).select_by_value("failed")
+    browser.find_element(By.ID, "filter-apply").click()
+    wait_until(lambda: "status=failed" in browser.current_url, "the filtered list")
+    assert [r.get_attribute("data-job") for r in browser.find_elements(By.CSS_SELECTOR, "tr.job")] == \
+        [str(box.job_by_input("cam2/broken.mp4")["id"])]
+    Select(browser.find_element(By.ID, "filter-status")).select_by_value("")
+    Select(browser.find_element(By.ID, "filter-folder")).select_by_value("cam1")
+    browser.find_element(By.ID, "filter-apply").click()
+    wait_until(lambda: "folder=cam1" in browser.current_url, "the folder filter")
+    rows = browser.find_elements(By.CSS_SELECTOR, "tr.job")
+    assert len(rows) == 1
+
+    # Open the job and play its clip (Range requests let the browser seek).
+    rows[0].find_element(By.CSS_SELECTOR, "td.name a").click()
+    wait_until(lambda: browser.find_elements(By.ID, "job-title"), "the job page")
+    video = browser.find_element(By.ID, "video-annotated")
+    browser.execute_script("arguments[0].muted = true; arguments[0].play();", video)
+    wait_until(lambda: browser.execute_script("return arguments[0].currentTime > 0.2;", video), "the clip to play")
+    assert browser.execute_script("return arguments[0].error;", video) is None
+    browser.execute_script("arguments[0].pause();", video)
+
+    # The before/after slider and the jump to a best frame's time.
+    track = browser.find_element(By.CSS_SELECTOR, "article.track")
+    before = track.find_element(By.CSS_SELECTOR, "img.before")
+    clip = lambda: browser.execute_script("return getComputedStyle(arguments[0]).clipPath;", before)
+    assert clip() == "inset(0px 50% 0px 0px)"
+    slider = track.find_element(By.CSS_SELECTOR, "input.slider")
+    browser.execute_script("arguments[0].value = 30; arguments[0].dispatchEvent(new Event('input'));", slider)
+    assert clip() == "inset(0px 70% 0px 0px)"
+    thumb = track.find_elements(By.CSS_SELECTOR, "button.thumb")[-1]
+    thumb.click()
+    target = float(thumb.get_attribute("data-time"))
+    wait_until(lambda: abs(browser.execute_script("return arguments[0].currentTime;", video) - target) < 0.05
+               and not browser.execute_script("return arguments[0].seeking;", video), "the seek")
+    assert track.find_element(By.CSS_SELECTOR, "img.after").get_attribute("src").endswith(
+        thumb.get_attribute("data-restored"))
+    screenshot(browser, "review-job.png")
+
+    # Mark the track.
+    Select(track.find_element(By.CSS_SELECTOR, "select.mark-status")).select_by_value("flagged")
+    note = track.find_element(By.CSS_SELECTOR, "textarea.mark-note")
+    note.clear()
+    note.send_keys("second person behind, check original <b>")
+    track.find_element(By.CSS_SELECTOR, "button.mark-save").click()
+    by = wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "article.track .mark-by"), "the saved mark")
+    assert by[0].text.startswith("flagged by local")
+    assert "check original <b>" in browser.find_element(By.ID, "history").text
+
+    # Export a case with this track and the other clip's track.
+    browser.find_element(By.CSS_SELECTOR, "article.track button.case-add").click()
+    wait_until(lambda: "Case (1)" in browser.find_element(By.ID, "case-link").text, "one track in the case")
+    other = box.job_by_input(f"cam2/{HOSTILE_NAME}")["id"]
+    browser.get(f"{server.base}/jobs/{other}")
+    browser.find_element(By.CSS_SELECTOR, "article.track button.case-add").click()
+    wait_until(lambda: "Case (2)" in browser.find_element(By.ID, "case-link").text, "two tracks in the case")
+    browser.find_element(By.ID, "case-link").click()
+    browser.find_element(By.ID, "export").click()
+    zip_hash = wait_until(lambda: browser.find_elements(By.ID, "zip-sha256"), "the exported case")[0].text
+    case_id = browser.current_url.rstrip("/").rsplit("/", 1)[-1]
+    folder = exports / f"case-{case_id}"
+    assert zip_hash == hashlib.sha256((exports / f"case-{case_id}.zip").read_bytes()).hexdigest()
+
+    # The report, as the browser shows it: every listed hash is the hash of the file it names.
+    browser.find_element(By.ID, "report-html").click()
+    wait_until(lambda: browser.find_elements(By.ID, "files"), "the report")
+    listed = [(row.find_element(By.CSS_SELECTOR, "td.hash").text, row.find_element(By.CSS_SELECTOR, "td.path").text)
+              for row in browser.find_elements(By.CSS_SELECTOR, "#files tr") if row.find_elements(By.CSS_SELECTOR, "td")]
+    assert len(listed) >= 15
+    for digest, path in listed:
+        assert hashlib.sha256((folder / path).read_bytes()).hexdigest() == digest, path
+    sample_sha = hashlib.sha256(SAMPLE_CLIP.read_bytes()).hexdigest()
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".input-sha256")] == [sample_sha, sample_sha]
+    assert "AI-restored" in browser.find_element(By.ID, "ai-notice").text
+    assert "flagged" in [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".mark-status")]
+    assert "second person behind, check original <b>" in browser.page_source.replace("&lt;", "<").replace("&gt;", ">")
+    assert re.search(r"\b[0-9a-f]{64}\b", browser.find_element(By.TAG_NAME, "body").text)
