@@ -1,6 +1,7 @@
 """`facedeblur process` on synthetic footage: the astronaut's face moving under camera shake, blur and noise."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -93,7 +94,7 @@ def test_restored_faces_are_sharper_than_the_input(synthetic_clip, clip_result):
         assert after > 1.3 * before, (index, before, after)
 
 
-def test_manifest_schema(clip_result, synthetic_clip):
+def test_manifest_schema(clip_result, synthetic_clip, sharpening_settings):
     outdir, manifest = clip_result
     on_disk = json.loads((outdir / "manifest.json").read_text())
     assert on_disk == manifest
@@ -103,6 +104,8 @@ def test_manifest_schema(clip_result, synthetic_clip):
     assert len(source["sha256"]) == 64
     assert (source["frames"], source["fps"], source["width"], source["height"]) == (FRAMES, FPS, 320, 240)
     assert manifest["model"]["name"] == "test-sharpen" and manifest["model"]["version"] == "1"
+    model_file = Path(sharpening_settings.restorer.model)
+    assert manifest["model"]["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
     assert manifest["inbox_path"] == "cams/shaky.mp4"
     assert manifest["outputs"]["restored"] == "restored.mp4"
     frame = manifest["tracks"][0]["frames"][0]

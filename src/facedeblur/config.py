@@ -187,10 +187,54 @@ class ServeSettings(StrictModel):
     threads: int = Field(8, ge=1, le=64, description="threads that run the page handlers (file reads, exports)")
 
 
+class PathMapping(StrictModel):
+    """One shared folder mounted at different paths: `coordinator` on the machine running `facedeblur watch`,
+    `worker` on the machines running `facedeblur worker`."""
+    coordinator: Path
+    worker: Path
+
+
+class QueueSettings(StrictModel):
+    """Where jobs run: `local` worker processes (default) or remote `facedeblur worker`s through Celery and Redis
+    (docs/daemon.md, "Several machines")."""
+    backend: Literal["local", "celery"] = Field("local", description="local: worker processes of the daemon; "
+                                                "celery: `facedeblur worker` processes on any machine")
+    broker_url: str | None = Field(None, description="redis://HOST:PORT/DB, without the password")
+    password_file: Path | None = Field(None, description="file holding the Redis password (requirepass)")
+    password_env: str | None = Field(None, description="environment variable holding the Redis password")
+    visibility_timeout: float = Field(3600.0, gt=0, description="seconds before Redis hands an unacknowledged "
+                                      "task (its worker vanished) to another worker")
+    lease_seconds: float = Field(120.0, gt=0, description="a running job with no heartbeat for this long is "
+                                 "sent again as a new attempt")
+    heartbeat_seconds: float = Field(10.0, gt=0, description="how often each worker reports itself and its jobs")
+    path_map: list[PathMapping] = Field(default_factory=list, description="shared folders mounted at other "
+                                        "paths on the workers")
+
+    @model_validator(mode="after")
+    def _celery_needs_a_broker(self) -> "QueueSettings":
+        if self.backend == "celery" and not self.broker_url:
+            raise ValueError("backend: celery needs broker_url (redis://HOST:PORT/DB)")
+        if self.broker_url is not None:
+            from urllib.parse import urlsplit
+            url = urlsplit(self.broker_url)
+            if url.scheme != "redis" or not url.hostname:
+                raise ValueError("broker_url must look like redis://HOST:PORT/DB")
+            if url.password or url.username:
+                raise ValueError("broker_url must not hold a password (it would show in logs and process lists); "
+                                 "put it in password_file or password_env")
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("set password_file or password_env, not both")
+        if self.heartbeat_seconds * 2 > self.lease_seconds:
+            raise ValueError("lease_seconds must be at least twice heartbeat_seconds, or a busy worker's jobs "
+                             "would be sent again between two heartbeats")
+        return self
+
+
 class Config(StrictModel):
     pipeline: PipelineSettings = PipelineSettings()
     daemon: DaemonSettings = DaemonSettings()
     serve: ServeSettings = ServeSettings()
+    queue: QueueSettings = QueueSettings()
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
@@ -229,7 +273,7 @@ def load_config(path: str | Path | None) -> Config:
         where = f" line {mark.line + 1}" if mark else ""
         raise FacedeblurError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(data, dict):
-        raise FacedeblurError(f"{path}: the top level must be a mapping with 'pipeline:', 'daemon:' and/or 'serve:'")
+        raise FacedeblurError(f"{path}: the top level must be a mapping with 'pipeline:', 'daemon:', 'serve:' and/or 'queue:'")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

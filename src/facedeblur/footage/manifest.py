@@ -30,7 +30,7 @@ def write_manifest(path: Path, manifest: dict) -> None:
 
 def base_manifest(*, input_path: Path, kind: str, sha256: str, frames: int, fps: float | None, width: int,
                   height: int, duration: float | None, rotation: int, codec: str | None, audio: str | None,
-                  model_info, model_file: Path, restorer_providers: list[str], detector_providers: list[str],
+                  model_info, model_file: Path, model_sha256: str, restorer_providers: list[str], detector_providers: list[str],
                   settings: dict, outputs: dict) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -41,7 +41,7 @@ def base_manifest(*, input_path: Path, kind: str, sha256: str, frames: int, fps:
                   "frames": frames, "fps": fps, "width": width, "height": height,
                   "duration_seconds": duration, "rotation_degrees": rotation, "codec": codec, "audio": audio},
         "model": {"name": model_info.name, "version": model_info.version, "crop_size": model_info.crop_size,
-                  "file": model_file.name, "providers": restorer_providers},
+                  "file": model_file.name, "sha256": model_sha256, "providers": restorer_providers},
         "detector": {"name": "YuNet 2023mar", "providers": detector_providers},
         "settings": settings,
         "outputs": outputs,

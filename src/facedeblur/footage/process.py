@@ -371,7 +371,7 @@ def _build_manifest(source, input_path: Path, found: FoundFaces, restored: Resto
         input_path=input_path.resolve(), kind=kind, sha256=sha256,
         frames=found.frame_count, fps=round(fps, 4) if fps else None, width=info.width, height=info.height,
         duration=round(duration, 4) if duration else None, rotation=info.rotation, codec=info.codec,
-        audio=restored.audio_note, model_info=restorer.info, model_file=restorer.path,
+        audio=restored.audio_note, model_info=restorer.info, model_file=restorer.path, model_sha256=restorer.sha256,
         restorer_providers=restorer.providers, detector_providers=detector.providers,
         settings=settings.model_dump(mode="json"), outputs=outputs)
     manifest["input"]["timestamps"] = restored.timestamps_note

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import FacedeblurError
+from ..inputs import sha256_of_file
 from ..onnx_session import create_session
 from .align import FACE_TEMPLATE
 
@@ -41,6 +42,8 @@ class FaceRestorer:
         if not path.is_file():
             raise FacedeblurError(f"model file {path} not found; pass --model with a facedeblur .onnx file")
         self.path = path
+        # Recorded in every manifest, so a report can prove which model file restored the faces.
+        self.sha256 = sha256_of_file(path)
         self.session = create_session(path, provider=provider, threads=threads)
         meta = self.session.get_modelmeta().custom_metadata_map
         if meta.get("format") != FORMAT_MARKER:

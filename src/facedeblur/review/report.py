@@ -29,8 +29,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def model_file_sha256(manifest: dict[str, Any]) -> str:
-    """SHA-256 of the restorer model named in the manifest, as found on this server now (manifests do not
-    record the model file's hash, so the report says where this one comes from)."""
+    """SHA-256 of the restorer model file: as recorded in the manifest when it was processed, else (manifests
+    older than that record) the file of that name as found on this server now, and the report says which."""
+    recorded = (manifest.get("model") or {}).get("sha256")
+    if isinstance(recorded, str) and recorded:
+        return recorded
     configured = ((manifest.get("settings") or {}).get("restorer") or {}).get("model")
     name = str((manifest.get("model") or {}).get("file") or "")
     path = Path(configured) if configured else _MODELS / os.path.basename(name)
@@ -79,7 +82,9 @@ def processing_steps(manifest: dict[str, Any]) -> list[dict[str, Any]]:
          + _settings_lines(settings.get("tracker") or {}, "tracker.")},
         {"name": "4. Restore faces (AI model)",
          "lines": [("model", model.get("name")), ("model version", model.get("version")),
-                   ("model file", model.get("file")), ("model file SHA-256 (this server, at export)", model_file_sha256(manifest)),
+                   ("model file", model.get("file")),
+                   ("model file SHA-256" if model.get("sha256") else "model file SHA-256 (this server, at export)",
+                    model_file_sha256(manifest)),
                    ("working size", model.get("crop_size")), ("providers", ", ".join(model.get("providers") or [])),
                    ("faces restored", summary.get("faces_restored"))]
          + _settings_lines(settings.get("restorer") or {}, "restorer.")},
