@@ -41,3 +41,12 @@ def blurring_model_path(tmp_path_factory) -> Path:
     """A real facedeblur ONNX model that makes every face worse (a 3x3 blur): what a bad training run ships."""
     from footage_support import build_sharpening_model
     return build_sharpening_model(tmp_path_factory.mktemp("models") / "blurring.onnx", amount=-0.2)
+
+
+@pytest.fixture(autouse=True)
+def _no_daemon_outlives_its_test():
+    yield
+    import sys
+    support = sys.modules.get("test_daemon_support")
+    if support is not None:
+        support.kill_leftover_daemons()

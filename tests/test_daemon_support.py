@@ -79,6 +79,8 @@ FAST = dict(stable_seconds=1.0, rescan_seconds=3.0, retry_seconds=1.0, max_attem
 class DaemonRun:
     """A real `facedeblur watch` process on real folders."""
 
+    started: list[subprocess.Popen] = []   # every daemon the tests started; conftest kills leftovers after each test
+
     def __init__(self, root: Path, outbox: Path | None = None, **settings: object):
         """`outbox`: another run's outbox, for daemons that share one."""
         self.root = root
@@ -97,6 +99,7 @@ class DaemonRun:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process = subprocess.Popen([*prefix, PYTHON, "-m", "facedeblur", "watch", "--config", str(self.config)],
                                         stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env)
+        DaemonRun.started.append(self.process)
         log.close()
         if wait_ready:
             self.wait_for(lambda: "event=ready" in self.log(), 120, "the daemon to become ready")
@@ -156,6 +159,15 @@ class DaemonRun:
 
     def manifests(self) -> list[dict]:
         return [json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in self.published()]
+
+
+def kill_leftover_daemons() -> None:
+    """A test that failed half-way leaves its daemon running; it must not load the machine for the next tests."""
+    for process in DaemonRun.started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    DaemonRun.started.clear()
 
 
 def assert_processed_exactly_once(run: DaemonRun, rel_paths: list[str]) -> None:

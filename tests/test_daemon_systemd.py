@@ -10,20 +10,44 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "facedeblur.service"
+WORKER_UNIT = REPO / "systemd" / "facedeblur-worker.service"
 
 
 def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    _verify(UNIT, tmp_path)
+
+
+def test_worker_unit_passes_systemd_analyze_verify_and_is_hardened_like_the_daemon(tmp_path: Path) -> None:
+    _verify(WORKER_UNIT, tmp_path)
+    settings = _settings(WORKER_UNIT)
+    daemon = _settings(UNIT)
+    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectSystem", "ProtectHome", "RestrictAddressFamilies",
+                "DevicePolicy", "DeviceAllow", "UMask", "User", "RestartPreventExitStatus"):
+        assert settings[key] == daemon[key], key
+    assert "PrivateDevices" not in settings and "worker" in settings["ExecStart"][0]
+
+
+def _settings(unit: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def _verify(unit_file: Path, tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd; .ci/run does this)")
     # verify also checks that ExecStart exists: point it at this checkout's entry point, as an install would.
     entry = Path(sys.executable).parent / "facedeblur"
     if not entry.exists():
         pytest.skip(f"{entry} missing: install the package into the venv (pip install -e .)")
-    text = UNIT.read_text(encoding="utf-8").replace("/opt/facedeblur/.venv/bin/facedeblur", str(entry))
-    unit = tmp_path / "facedeblur.service"
+    text = unit_file.read_text(encoding="utf-8").replace("/opt/facedeblur/.venv/bin/facedeblur", str(entry))
+    unit = tmp_path / unit_file.name
     unit.write_text(text, encoding="utf-8")
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
-    problems = [line for line in (result.stdout + result.stderr).splitlines() if "facedeblur.service" in line]
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if unit_file.name in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
 
 

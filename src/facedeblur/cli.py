@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES = (
     "facedeblur.demo_command",
     "facedeblur.footage.process_command",
     "facedeblur.daemon.commands",
+    "facedeblur.daemon.celery_worker",
     "facedeblur.review.command",
     "facedeblur.evaluation.command",
     "facedeblur.trainer.command",

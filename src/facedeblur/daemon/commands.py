@@ -17,12 +17,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     watch.add_argument("--state", type=Path, metavar="DIR", help="journal folder; overrides daemon.state")
     watch.set_defaults(handler=run_watch)
 
-    status = subparsers.add_parser("status", help="show the daemon's queue, running jobs and failures",
+    status = subparsers.add_parser("status", help="show the daemon's queue, running jobs, failures and remote workers",
                                    description="Read the daemon's job journal: counts per state, running jobs, "
                                                "recent failures, throughput.")
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument("--state", type=Path, metavar="DIR", help="the daemon's state folder")
-    status.add_argument("--config", type=Path, metavar="FILE", help="take the state folder from daemon.state")
+    status.add_argument("--config", type=Path, metavar="FILE", help="take the state folder from daemon.state (and, with "
+                        "queue.backend: celery, list the live workers)")
     status.set_defaults(handler=run_status)
 
 
@@ -39,11 +40,14 @@ def run_status(args: argparse.Namespace) -> int:
     from ..errors import FacedeblurError
     from .status import print_status
     state = args.state
+    config = load_config(args.config) if args.config is not None else None
     if state is None:
-        if args.config is None:
+        if config is None:
             raise FacedeblurError("status needs the daemon's state folder: pass --state DIR or --config FILE")
-        state = load_config(args.config).daemon.state
+        state = config.daemon.state
         if state is None:
             raise FacedeblurError(f"{args.config} has no daemon.state; pass --state DIR")
-    print_status(state, args.json)
+    # The live remote workers are in Redis, not in the journal: listed when the config names the broker.
+    remote = config.queue if config is not None and config.queue.backend == "celery" else None
+    print_status(state, args.json, remote)
     return 0

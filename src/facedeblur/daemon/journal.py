@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     superseded_by INTEGER REFERENCES jobs(id),   -- for 'superseded': the job of the file's newer content
     failed_copy   TEXT,                   -- where the input went in failed/
     error         TEXT,                   -- last error, one line
-    worker_pid    INTEGER
+    worker_pid    INTEGER,
+    dispatches    INTEGER NOT NULL DEFAULT 0    -- times the job was started; the running one is attempt number N
 )"""
 
 SCHEMA = JOBS_TABLE + """;
@@ -171,6 +172,7 @@ class Journal:
             self.db.execute("PRAGMA synchronous=FULL")
             self._migrate()
             self.db.executescript(SCHEMA)
+            self._add_columns()
             # Identifies this journal in every manifest it publishes: a job id alone is not unique across two
             # daemons sharing an outbox, nor across a journal moved away to start afresh.
             self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
@@ -201,6 +203,12 @@ class Journal:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+
+    def _add_columns(self) -> None:
+        """Columns added after the table's last rebuild: a plain ALTER TABLE, once."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
+        if "dispatches" not in columns:
+            self.db.execute("ALTER TABLE jobs ADD COLUMN dispatches INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self.db.close()
@@ -271,9 +279,20 @@ class Journal:
                                (time.time(), limit + len(exclude))).fetchall()
         return [Job.from_row(r) for r in rows if r["id"] not in exclude][:limit]
 
-    def mark_running(self, job_id: int, pid: int) -> None:
-        self._write("UPDATE jobs SET state='running', attempts=attempts+1, started_at=?, worker_pid=? WHERE id=?",
-                    (time.time(), pid, job_id))
+    def mark_running(self, job_id: int, pid: int) -> int:
+        """The job's new attempt number: a remote worker's result counts only for the attempt still running."""
+        self._write("UPDATE jobs SET state='running', attempts=attempts+1, dispatches=dispatches+1, started_at=?, "
+                    "worker_pid=? WHERE id=?", (time.time(), pid, job_id))
+        return int(self.db.execute("SELECT dispatches FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+
+    def live_attempt(self, job_id: int) -> int | None:
+        """The attempt number of the job's running dispatch; None when it is not running (or unknown)."""
+        row = self.db.execute("SELECT state, dispatches FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return int(row[1]) if row is not None and row[0] == "running" else None
+
+    def running_attempts(self) -> dict[int, int]:
+        """job id -> live attempt number, for every running job."""
+        return {int(r[0]): int(r[1]) for r in self.db.execute("SELECT id, dispatches FROM jobs WHERE state='running'")}
 
     def mark_done(self, job_id: int, output: str, seconds: float | None, frames: int | None,
                   faces: int | None, tracks: int | None = None) -> None:

@@ -17,7 +17,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sdnotify
 
@@ -32,6 +32,9 @@ from .outcomes import Outcomes
 from .retention import apply_retention
 from .review_index import write_review_index
 from .worker import STAGING, outbox_write_problem, output_name
+
+if TYPE_CHECKING:   # imported at run time only with queue.backend: celery (it needs the queue extra)
+    from .celery_pool import CeleryWorkerPool
 
 log = logging.getLogger("facedeblur.daemon")
 
@@ -108,7 +111,8 @@ class Daemon:
         self.index_dirty = True
         self.index_written = 0.0
         self.intake: Intake | None = None
-        self.pool: LocalWorkerPool | None = None
+        self.pool: LocalWorkerPool | CeleryWorkerPool | None = None
+        self.remote = config.queue.backend == "celery"
 
     # ---- start-up -----------------------------------------------------------------------------------------
     def _prepare_folders(self) -> None:
@@ -123,10 +127,14 @@ class Daemon:
         except OSError:
             raise FacedeblurError(f"another facedeblur daemon is already using {self.state_dir}; stop it first "
                                   "or give this one its own --state") from None
-        # Leftovers of runs cut short: never published, safe to drop.
-        shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
+        # Leftovers of runs cut short: never published, safe to drop. Not with remote workers, which may be
+        # writing their staged outputs right now (CeleryWorkerPool.sweep_staging removes only stale attempts).
+        if not self.remote:
+            shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
 
     def _recover(self) -> None:
+        if self.remote:
+            return   # running jobs may still be worked on remotely: the pool adopts them (_adopt_remote_jobs)
         for job in self.journal.requeue_interrupted():
             log.info("event=job_requeued job=%d input=%s reason=%s", job.id, q(job.rel_path),
                      q("it was running when the daemon stopped"))
@@ -161,10 +169,16 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        self.pool = LocalWorkerPool(self.config.pipeline.model_dump_json(), self.settings.workers, self.metrics,
-                                    on_result=self.outcomes.handle_result, on_lost=self._job_lost,
-                                    on_first_ready=self._first_ready,
-                                    keep_alive=lambda: self.notifier.notify("WATCHDOG=1"))
+        callbacks = dict(on_result=self.outcomes.handle_result, on_lost=self._job_lost,
+                         on_first_ready=self._first_ready, keep_alive=lambda: self.notifier.notify("WATCHDOG=1"))
+        if self.remote:
+            from .celery_pool import CeleryWorkerPool
+            self.pool = CeleryWorkerPool(self.config.queue, self.outbox, self.journal.journal_id,
+                                         self.journal.live_attempt, self.metrics, **callbacks)
+            self._adopt_remote_jobs()
+        else:
+            self.pool = LocalWorkerPool(self.config.pipeline.model_dump_json(), self.settings.workers, self.metrics,
+                                        **callbacks)
         self.pool.fill()
         self.intake = Intake(self.settings, self.journal, self.metrics, self.outcomes.after_done)
         self.outcomes.intake = self.intake
@@ -176,6 +190,12 @@ class Daemon:
             return self._loop()
         finally:
             self._shutdown()
+
+    def _adopt_remote_jobs(self) -> None:
+        running = {job_id: (attempt, output_name(self.journal.get(job_id).rel_path, job_id))
+                   for job_id, attempt in self.journal.running_attempts().items()}
+        self.pool.adopt(running)
+        self.pool.sweep_staging()
 
     def _first_ready(self) -> None:
         self.notifier.notify("READY=1")
@@ -257,18 +277,18 @@ class Daemon:
                 self.intake.supersede_changed(job, "before it started")
                 continue
             worker = idle.pop(0)
-            self.journal.mark_running(job.id, worker.pid)
+            attempt = self.journal.mark_running(job.id, worker.pid)
             self.pool.start_job(worker, {
                 "id": job.id, "path": job.path, "inbox": job.inbox, "rel_path": job.rel_path, "sha256": job.sha256,
-                "size": job.size, "mtime_ns": job.mtime_ns, "outbox": str(self.outbox),
+                "attempt": attempt, "size": job.size, "mtime_ns": job.mtime_ns, "outbox": str(self.outbox),
                 "name": output_name(job.rel_path, job.id), "kind": job.kind, "journal_id": self.journal.journal_id,
                 "follow_symlinks": self.settings.follow_symlinks})
             log.info("event=job_started job=%d input=%s attempt=%d worker=%d", job.id, q(job.rel_path),
                      job.attempts + 1, worker.index)
 
-    def _job_lost(self, job_id: int, error: str, worker_died: bool) -> None:
-        """A job whose worker died (or was stopped at the job timeout) without a result."""
-        input_fault = True
+    def _job_lost(self, job_id: int, error: str, worker_died: bool, input_fault: bool = True) -> None:
+        """A job whose worker died (or was stopped at the job timeout) without a result; `input_fault` false: the
+        job never reached a worker (a remote task the broker lost), so no attempt is counted."""
         if worker_died:
             # FFmpeg's encoders can crash outright on a full disk: then the machine, not the input, is at fault.
             cause = outbox_write_problem(self.outbox)
@@ -286,6 +306,8 @@ class Daemon:
             log.warning("event=index_failed error=%s", q(exc.strerror or exc))
 
     def _housekeeping(self) -> None:
+        if self.remote:
+            self.pool.sweep_staging()
         try:
             if apply_retention(self.journal, self.outbox, self.settings.retention_days,
                                self.settings.retention_max_gb):
@@ -328,7 +350,9 @@ class Daemon:
         for key, value in fixed.items():
             if getattr(new.daemon, key) != value:
                 log.warning("event=reload_ignored key=daemon.%s reason=%s", key, q("needs a restart"))
-        self.config = new.model_copy(update={"daemon": new.daemon.model_copy(update=fixed)})
+        if new.queue != self.config.queue:
+            log.warning("event=reload_ignored key=queue reason=%s", q("needs a restart"))
+        self.config = new.model_copy(update={"daemon": new.daemon.model_copy(update=fixed), "queue": self.config.queue})
         self.settings = self.config.daemon
         self.outcomes.settings = self.settings
         self.intake.reconfigure(self.settings)
@@ -360,7 +384,8 @@ class Daemon:
                     pass   # still 'running' in the journal: requeue_interrupted at the next start
                 log.warning("event=job_abandoned job=%d reason=%s", job_id,
                             q("shutdown timeout reached; it is re-queued for the next start"))
-        shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
+        if not self.remote:
+            shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
         try:
             if self.index_dirty or self.outcomes.published_since_index:
                 self._write_index()

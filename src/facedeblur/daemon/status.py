@@ -62,6 +62,15 @@ def format_status(status: dict[str, Any]) -> str:
     for label, t in status["throughput"].items():
         fps = f", {t['frames_per_second']} frames/s while busy" if t["frames_per_second"] else ""
         lines.append(f"{label.replace('_', ' ')}: {t['jobs']} jobs, {t['frames']} frames, {t['faces']} faces{fps}")
+    if "workers" in status:
+        if status["workers"] is None:
+            lines.append(f"workers: unknown ({status['workers_error']})")
+        else:
+            lines.append(f"workers: {len(status['workers'])} live")
+            for w in status["workers"]:
+                jobs = ", ".join(f"job {j['id']} attempt {j['attempt']}" for j in w["jobs"]) or "idle"
+                lines.append(f"  {w['host']} pid {w['pid']} gpu {w['gpu'] if w['gpu'] is not None else '-'}: "
+                             f"{jobs}; heartbeat {w['seconds_since_heartbeat']} s ago")
     if status["recent_failures"]:
         lines.append("recent failures:")
         for job in status["recent_failures"]:
@@ -69,6 +78,26 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_status(state_dir: Path, as_json: bool) -> None:
+def remote_workers(queue) -> dict[str, Any]:
+    """The workers whose heartbeat is live in Redis (queue.backend: celery), or why they cannot be listed."""
+    from .broker import connect, live_workers, require_queue_extra
+    try:
+        require_queue_extra("facedeblur status")
+        client = connect(queue, "facedeblur status")
+        now = time.time()
+        workers = [dict(host=w.get("host"), pid=w.get("pid"), gpu=w.get("gpu"), concurrency=w.get("concurrency"),
+                        jobs=[dict(id=j.get("job_id"), attempt=j.get("attempt"), input=display_name(j.get("input") or ""))
+                              for j in w.get("jobs", [])],
+                        last_heartbeat=w.get("time"),
+                        seconds_since_heartbeat=round(now - w["time"], 1) if w.get("time") else None)
+                   for w in live_workers(client)]
+        return {"workers": workers}
+    except FacedeblurError as exc:
+        return {"workers": None, "workers_error": str(exc)}
+
+
+def print_status(state_dir: Path, as_json: bool, queue=None) -> None:
     status = collect_status(state_dir)
+    if queue is not None:
+        status.update(remote_workers(queue))
     print(json.dumps(status, ensure_ascii=False) if as_json else format_status(status))

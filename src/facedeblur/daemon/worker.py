@@ -146,15 +146,19 @@ def worker_main(conn: Connection, pipeline_json: str, parent_pid: int) -> None:
         conn.send(("result", run_job(job, settings, models)))
 
 
-def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
+def run_job(job: dict[str, Any], settings, models, publish_output: bool = True) -> dict[str, Any]:
+    """Process one job into OUTBOX/.staging/<staging_name> (default NAME) and publish it, or, with
+    `publish_output` false (a remote worker), leave it staged and return its path as "staging": only the
+    coordinator, which knows whether this attempt is still the live one, may publish it."""
     from ..errors import FacedeblurError, UnusableInputError
     from ..footage.process import process_input
     from ..image_files import refuse_symlinks
 
     outbox = Path(job["outbox"])
     name = job["name"]
-    staging = outbox / STAGING / name
-    held = outbox / STAGING / f"{name}.input"
+    staging = outbox / STAGING / job.get("staging_name", name)
+    held = outbox / STAGING / f"{job.get('staging_name', name)}.input"
+    staged = False
     base = {"job_id": job["id"], "output": str(outbox / name)}
     if job["sha256"] is not None:
         earlier = find_published(outbox, name, (job.get("journal_id"), job["id"], job["sha256"]))
@@ -185,10 +189,14 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
             # describe neither version. The daemon supersedes this job; the new content is a new job.
             return {**base, "ok": False, "changed": True,
                     "error": "the input changed while it was processed; its new content is processed as a new job"}
-        final = publish(staging, outbox, name)
         frames, faces, tracks = manifest_numbers(manifest)
-        return {**base, "output": str(final), "ok": True, "seconds": time.monotonic() - started, "frames": frames,
-                "faces": faces, "tracks": tracks}
+        numbers = {"ok": True, "seconds": time.monotonic() - started, "frames": frames, "faces": faces,
+                   "tracks": tracks}
+        if not publish_output:
+            staged = True
+            return {**base, **numbers, "staging": str(staging)}
+        final = publish(staging, outbox, name)
+        return {**base, **numbers, "output": str(final)}
     except PermanentInputError as exc:
         return {**base, "ok": False, "input_fault": True, "permanent": True, "error": str(exc)}
     except FacedeblurError as exc:
@@ -212,7 +220,8 @@ def run_job(job: dict[str, Any], settings, models) -> dict[str, Any]:
         return {**base, "ok": False, "input_fault": True,
                 "error": f"{exc.__class__.__name__}: {exc}".replace("\n", " ")[:500]}
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not staged:
+            shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(held, ignore_errors=True)
         if held_fd is not None:
             os.close(held_fd)

@@ -1,0 +1,142 @@
+"""What the coordinator (`facedeblur watch` with `queue.backend: celery`) and the remote workers (`facedeblur
+worker`) share: the Redis connection and its password, the Celery app, the Redis key names, path mapping.
+
+Redis carries three things besides Celery's own task queue:
+  * LIVE_KEY (job, attempt): the attempt the coordinator is waiting for, so a worker can skip a task that was
+    re-delivered after the job was already sent again (a skipped or stale task is harmless either way: only
+    the coordinator publishes, and only the live attempt);
+  * RESULTS_KEY: a list the workers push their results onto and the coordinator pops;
+  * WORKER_KEY_PREFIX + host:pid: each worker's heartbeat (host, pid, GPU, current jobs, time), with a TTL, so a
+    worker that vanishes drops out of `facedeblur status` and its jobs' leases stop being renewed.
+celery and redis are imported inside functions: without `queue.backend: celery` neither is needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..config import PathMapping, QueueSettings
+from ..errors import FacedeblurError, NotYetAvailableError
+
+TASK_NAME = "facedeblur.process_job"
+TASK_QUEUE = "facedeblur"
+WORKER_KEY_PREFIX = "facedeblur:worker:"
+CONNECT_TIMEOUT = 5.0
+
+
+def results_key(journal_id: str) -> str:
+    return f"facedeblur:results:{journal_id}"
+
+
+def live_key(journal_id: str, job_id: int) -> str:
+    return f"facedeblur:live:{journal_id}:{job_id}"
+
+
+def require_queue_extra(command: str) -> None:
+    try:
+        import celery  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError:
+        raise FacedeblurError(f"{command} with queue.backend: celery needs the queue extra; install it with "
+                              "pip install 'facedeblur[queue]'") from None
+
+
+def broker_password(queue: QueueSettings) -> str | None:
+    if queue.password_file is not None:
+        try:
+            return queue.password_file.read_text(encoding="utf-8").strip() or None
+        except OSError as exc:
+            raise FacedeblurError(f"queue.password_file {queue.password_file} cannot be read "
+                                  f"({exc.strerror or exc}); fix its path or permissions") from None
+    if queue.password_env is not None:
+        value = os.environ.get(queue.password_env)
+        if not value:
+            raise FacedeblurError(f"queue.password_env names {queue.password_env}, which is not set; set it "
+                                  "(systemd: EnvironmentFile=) or use queue.password_file")
+        return value
+    return None
+
+
+def authenticated_url(queue: QueueSettings) -> str:
+    """broker_url with the password put in; never logged or shown."""
+    url = urlsplit(queue.broker_url or "")
+    password = broker_password(queue)
+    if not password:
+        return url.geturl()
+    from urllib.parse import quote
+    netloc = f":{quote(password, safe='')}@{url.netloc}"
+    return urlunsplit((url.scheme, netloc, url.path, url.query, url.fragment))
+
+
+def connect(queue: QueueSettings, who: str):
+    """A checked Redis client: a wrong password or an unreachable broker is one line naming the fix."""
+    import redis
+    client = redis.Redis.from_url(authenticated_url(queue), socket_timeout=CONNECT_TIMEOUT,
+                                  socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=30)
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        source = f"queue.password_file {queue.password_file}" if queue.password_file else \
+            f"queue.password_env {queue.password_env}" if queue.password_env else "no password set"
+        raise FacedeblurError(f"{who}: the broker {queue.broker_url} refused the password ({source}); put Redis's "
+                              "requirepass in queue.password_file or queue.password_env") from None
+    except redis.ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise FacedeblurError(f"{who}: the broker {queue.broker_url} needs a password; set "
+                                  "queue.password_file or queue.password_env") from None
+        raise FacedeblurError(f"{who}: the broker {queue.broker_url} answered {exc}; check broker_url") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        # Often Redis still starting or the network not up yet: exit 75, which systemd restarts.
+        raise NotYetAvailableError(f"{who}: cannot reach the broker {queue.broker_url} ({exc}); start Redis or "
+                                   "fix queue.broker_url (exit status 75: systemd starts it again)") from None
+    return client
+
+
+def make_celery_app(queue: QueueSettings):
+    from celery import Celery
+    app = Celery("facedeblur", broker=authenticated_url(queue))
+    app.conf.update(
+        task_default_queue=TASK_QUEUE,
+        # Exactly-once is the coordinator's (it publishes only the live attempt); Celery's part is not to
+        # drop a task: acknowledge after the run, give it back when the worker dies, take one at a time.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,          # results travel on RESULTS_KEY, read by the coordinator only
+        broker_transport_options={"visibility_timeout": queue.visibility_timeout},
+        broker_connection_retry=True,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,   # a broker restart is waited out, not fatal
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        task_serializer="json", accept_content=["json"],
+    )
+    return app
+
+
+def map_path(path: str, path_map: list[PathMapping], to_worker: bool) -> str:
+    """A path on the coordinator as the worker sees it (or back): the longest matching prefix is replaced."""
+    pairs = [(m.coordinator, m.worker) if to_worker else (m.worker, m.coordinator) for m in path_map]
+    for source, target in sorted(pairs, key=lambda pair: len(str(pair[0])), reverse=True):
+        try:
+            rest = Path(path).relative_to(source)
+        except ValueError:
+            continue
+        return str(target / rest) if str(rest) != "." else str(target)
+    return path
+
+
+def live_workers(client) -> list[dict[str, Any]]:
+    """Every worker whose heartbeat key has not expired, sorted by host and pid."""
+    workers = []
+    for key in client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100):
+        raw = client.get(key)
+        if raw:
+            try:
+                workers.append(json.loads(raw))
+            except ValueError:
+                continue
+    return sorted(workers, key=lambda w: (str(w.get("host")), int(w.get("pid") or 0)))

@@ -1,0 +1,276 @@
+"""The remote worker pool (`queue.backend: celery`): jobs go to `facedeblur worker` processes on any machine
+through Celery and Redis; the daemon's loop drives it exactly like LocalWorkerPool.
+
+Exactly-once across machines rests on three rules kept here:
+  * every dispatch is a new attempt number (the journal's `dispatches`), and the task carries it;
+  * a worker only stages its output (OUTBOX/.staging/NAME.a<attempt>); this coordinator publishes it, and only
+    when the journal still shows that attempt running. A late or duplicate result (a worker that came back
+    after its job was sent again, a task Redis re-delivered) is discarded, its staging folder removed;
+  * each running job holds a lease, renewed by the heartbeats of the worker holding it. A lease that runs out
+    (the worker died, the broker lost the task) sends the job again as a new attempt. One that a worker had
+    picked up counts against the input (a clip that kills its worker every time ends in failed/); one never
+    picked up does not (a broker restart is not the clip's fault).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import QueueSettings
+from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, make_celery_app, require_queue_extra,
+                     results_key)
+from .logs import q
+from .metrics import DaemonMetrics
+from .worker import STAGING, publish
+
+log = logging.getLogger("facedeblur.daemon")
+
+RESULTS_PER_TICK = 50
+# OUTBOX/.staging/NAME-j<job>.a<attempt>: a remote worker's staged output. Around it while it works: its
+# ".input" hold folder and the pipeline's own temp folder (.NAME-j<job>.a<attempt>.facedeblur-tmp-XXXX).
+STAGED_OUTPUT = re.compile(r"-j(\d+)\.a(\d+)$")
+ATTEMPT_FOLDER = re.compile(r"-j(\d+)\.a(\d+)(?:\.input|\.facedeblur-tmp-\w+)?$")
+
+
+@dataclass
+class RemoteSlot:
+    """Free capacity on some worker; the loop only needs `.pid` and `.index` (a remote job has no local pid)."""
+    index: int
+    pid: int = 0
+
+
+@dataclass
+class Lease:
+    job_id: int
+    attempt: int
+    name: str
+    dispatched: float
+    expires: float
+    picked_up: bool = False   # a worker's heartbeat named this attempt
+
+
+class CeleryWorkerPool:
+    def __init__(self, queue: QueueSettings, outbox: Path, journal_id: str, live_attempt: Callable[[int], int | None],
+                 metrics: DaemonMetrics, *, on_result: Callable[[dict[str, Any]], None],
+                 on_lost: Callable[..., None], on_first_ready: Callable[[], None], keep_alive: Callable[[], None]):
+        """`live_attempt(job_id)`: the attempt the journal shows running, or None; it alone decides publishing."""
+        require_queue_extra("facedeblur watch")
+        import redis
+        self._redis_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
+        self.queue = queue
+        self.outbox = outbox
+        self.journal_id = journal_id
+        self.live_attempt = live_attempt
+        self.metrics = metrics
+        self.on_result, self.on_lost, self.on_first_ready, self.keep_alive = on_result, on_lost, on_first_ready, keep_alive
+        self.client = connect(queue, "facedeblur watch")
+        self.app = make_celery_app(queue)
+        self.leases: dict[int, Lease] = {}
+        self.workers: list[dict[str, Any]] = []
+        self.heartbeats_read_at = 0.0
+        self.broker_down_since: float | None = None
+        self.ever_ready = False
+        self.stopping = False
+
+    # ---- capacity -----------------------------------------------------------------------------------------
+    def fill(self) -> None:
+        """Remote workers come and go by themselves; the coordinator is ready once it reaches the broker."""
+        if not self.ever_ready:
+            self.ever_ready = True
+            self.on_first_ready()
+
+    def respawn_if_due(self) -> None:
+        pass
+
+    def idle(self) -> list[RemoteSlot]:
+        """One slot per free thread of the live workers: a task is sent only when a worker can take it at
+        once, so its lease measures work, not time spent waiting in the queue."""
+        if self.broker_down_since is not None:
+            return []
+        slots = sum(int(w.get("concurrency") or 1) for w in self.workers)
+        ours = {(lease.job_id, lease.attempt) for lease in self.leases.values()}
+        stale = sum(1 for w in self.workers for j in w.get("jobs", [])
+                    if j.get("journal_id") == self.journal_id and (j.get("job_id"), j.get("attempt")) not in ours)
+        return [RemoteSlot(i) for i in range(max(slots - len(self.leases) - stale, 0))]
+
+    def held_jobs(self) -> set[int]:
+        return set(self.leases)
+
+    def stalled(self) -> bool:
+        return self.ever_ready and not self.workers
+
+    def start_job(self, slot: RemoteSlot, job: dict[str, Any]) -> None:
+        now = time.monotonic()
+        attempt = int(job["attempt"])
+        self.leases[job["id"]] = Lease(job["id"], attempt, job["name"], now, now + self.queue.lease_seconds)
+        try:
+            self._mark_live(job["id"], attempt)
+            self.app.send_task(TASK_NAME, args=[job], queue=TASK_QUEUE)
+        except Exception as exc:  # noqa: BLE001 - kombu's errors vary by transport; the lease re-sends it
+            log.warning("event=task_send_failed job=%d attempt=%d error=%s action=%s", job["id"], attempt, q(exc),
+                        q(f"sent again when its lease runs out ({self.queue.lease_seconds:g} s)"))
+
+    def adopt(self, running: dict[int, tuple[int, str]]) -> None:
+        """At start-up: jobs the journal shows running (job id -> (attempt, output name)) may still be worked
+        on remotely; each gets a fresh lease, so its result is taken if it comes, and it is sent again if not."""
+        now = time.monotonic()
+        for job_id, (attempt, name) in running.items():
+            self.leases[job_id] = Lease(job_id, attempt, name, now, now + self.queue.lease_seconds)
+            log.info("event=job_adopted job=%d attempt=%d reason=%s", job_id, attempt,
+                     q("running when the coordinator stopped; waiting for its worker's result"))
+
+    # ---- messages -----------------------------------------------------------------------------------------
+    def collect(self, timeout: float) -> None:
+        try:
+            if time.monotonic() >= self.heartbeats_read_at + min(self.queue.heartbeat_seconds, 2.0):
+                self._read_heartbeats()
+            key = results_key(self.journal_id)
+            first = self.client.blpop([key], timeout=max(timeout, 0.01))
+            raw_results = [first[1]] if first else []
+            while len(raw_results) < RESULTS_PER_TICK:
+                more = self.client.lpop(key)
+                if more is None:
+                    break
+                raw_results.append(more)
+        except self._redis_errors as exc:
+            if self.broker_down_since is None:
+                self.broker_down_since = time.monotonic()
+                log.error("event=broker_unreachable error=%s action=%s", q(exc),
+                          q("leases paused; results are collected when Redis is back"))
+            time.sleep(timeout)
+            return
+        if self.broker_down_since is not None:
+            # Workers could not report while Redis was away: every lease starts afresh, none expires for it.
+            down = time.monotonic() - self.broker_down_since
+            self.broker_down_since = None
+            for lease in self.leases.values():
+                lease.expires = time.monotonic() + self.queue.lease_seconds
+            log.info("event=broker_reachable down_seconds=%.1f", down)
+        for raw in raw_results:
+            try:
+                result = json.loads(raw)
+            except ValueError:
+                log.warning("event=result_unreadable value=%s", q(raw[:200]))
+                continue
+            self._take_result(result)
+        self._expire_leases()
+
+    def _read_heartbeats(self) -> None:
+        self.heartbeats_read_at = time.monotonic()
+        self.workers = live_workers(self.client)
+        renewed = time.monotonic() + self.queue.lease_seconds
+        for worker in self.workers:
+            for held in worker.get("jobs", []):
+                lease = self.leases.get(held.get("job_id"))
+                if held.get("journal_id") == self.journal_id and lease is not None and lease.attempt == held.get("attempt"):
+                    lease.expires, lease.picked_up = renewed, True
+
+    def _take_result(self, result: dict[str, Any]) -> None:
+        job_id, attempt = int(result["job_id"]), int(result["attempt"])
+        staging = self._staging_path(result.get("staging"))
+        lease = self.leases.get(job_id)
+        live = self.live_attempt(job_id)
+        if live != attempt or lease is None or lease.attempt != attempt:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            log.warning("event=stale_result_discarded job=%d attempt=%d live_attempt=%s worker=%s", job_id, attempt,
+                        live if live is not None else "-", q(result.get("worker", "-")))
+            return
+        del self.leases[job_id]
+        self._mark_live(job_id, 0)
+        if result.get("ok") and not result.get("already_published"):
+            try:
+                if staging is None:
+                    raise FileNotFoundError(f"no staging folder in the worker's result ({result.get('staging')!r})")
+                result["output"] = str(publish(staging, self.outbox, lease.name))
+            except OSError as exc:
+                if staging is not None:
+                    shutil.rmtree(staging, ignore_errors=True)
+                result = {"job_id": job_id, "ok": False, "input_fault": False,
+                          "error": f"the worker's output could not be published ({exc}); check that "
+                                   f"{self.outbox} is the same share on the workers (queue.path_map)"}
+        self.on_result(result)
+
+    def _staging_path(self, reported: str | None) -> Path | None:
+        """The staged folder a result names, only if it really is one of ours (never rmtree what Redis says)."""
+        if not reported:
+            return None
+        path = Path(reported)
+        return path if path.parent == self.outbox / STAGING and STAGED_OUTPUT.search(path.name) else None
+
+    def _expire_leases(self) -> None:
+        now = time.monotonic()
+        for lease in [lease for lease in self.leases.values() if lease.expires < now]:
+            del self.leases[lease.job_id]
+            self._mark_live(lease.job_id, 0)
+            if lease.picked_up:
+                log.error("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
+                          q("its worker stopped sending heartbeats"))
+                self.on_lost(lease.job_id, f"the worker processing this input stopped reporting (no heartbeat for "
+                             f"{self.queue.lease_seconds:g} s: it died, e.g. out of memory or a crash in a "
+                             "decoder, or lost its network)", True)
+            else:
+                log.warning("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
+                            q("no worker took the task (the broker restarted or no worker is running)"))
+                self.on_lost(lease.job_id, "no worker took the task within queue.lease_seconds (the broker "
+                             "restarted, or no worker was running); it is sent again", False, False)
+
+    def check_timeouts(self, limit: float | None) -> None:
+        """daemon.job_timeout: the attempt is given up on (a remote worker cannot be killed from here; its late
+        result is discarded) and the job retried like a crash."""
+        if not limit:
+            return
+        now = time.monotonic()
+        for lease in [lease for lease in self.leases.values() if now - lease.dispatched > limit]:
+            del self.leases[lease.job_id]
+            self._mark_live(lease.job_id, 0)
+            log.error("event=job_timeout job=%d attempt=%d limit=%.0fs", lease.job_id, lease.attempt, limit)
+            self.on_lost(lease.job_id, f"timed out after {limit:g} s (daemon.job_timeout); a late result of that "
+                         "attempt is discarded", False)
+
+    def _mark_live(self, job_id: int, attempt: int) -> None:
+        """Tell workers which attempt counts (0: none), so they skip a re-delivered stale task."""
+        ttl = int(self.queue.visibility_timeout * 2 + self.queue.lease_seconds)
+        try:
+            self.client.set(live_key(self.journal_id, job_id), attempt, ex=ttl)
+        except self._redis_errors:
+            pass   # only an optimisation: a stale attempt's result is discarded here anyway
+
+    def sweep_staging(self) -> None:
+        """Remove staged folders of attempts that are no longer live (their worker died, or their result was
+        discarded); the live attempts' folders may be being written right now and stay."""
+        try:
+            entries = list((self.outbox / STAGING).iterdir())
+        except OSError:
+            return
+        for entry in entries:
+            match = ATTEMPT_FOLDER.search(entry.name)
+            if match and self.live_attempt(int(match.group(1))) != int(match.group(2)):
+                shutil.rmtree(entry, ignore_errors=True)
+
+    # ---- reload -------------------------------------------------------------------------------------------
+    def try_pipeline(self, pipeline_json: str, stop_requested: Callable[[], bool]) -> None:
+        log.warning("event=reload_ignored key=pipeline reason=%s",
+                    q("with queue.backend: celery each `facedeblur worker` reads the pipeline settings at its "
+                      "start; restart the workers (one at a time) to apply them"))
+        return None
+
+    def reconfigure(self, pipeline_json: str, size: int, candidate: None) -> None:
+        pass
+
+    # ---- shutdown -----------------------------------------------------------------------------------------
+    def busy(self) -> bool:
+        """Remote jobs do not stop with the coordinator: they stay 'running' in the journal and are adopted
+        (their results taken) at its next start, so shutdown never waits for them."""
+        return False
+
+    def abandon(self) -> list[int]:
+        self.stopping = True
+        return []

@@ -1,0 +1,354 @@
+"""queue.backend: celery, end to end: a real redis-server (loopback, random port, password, no persistence), a
+real coordinator (`facedeblur watch`) and real `facedeblur worker` processes, observed through the filesystem,
+the journal and Redis. Workers are killed with SIGKILL and Redis is restarted mid-batch: every clip must still
+be published exactly once."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facedeblur.config import load_config
+from facedeblur.daemon.broker import WORKER_KEY_PREFIX, map_path
+from facedeblur.errors import FacedeblurError
+
+from test_daemon_support import PYTHON, DaemonRun, assert_processed_exactly_once, make_clip
+
+REDIS_SERVER = shutil.which("redis-server")
+try:
+    import celery  # noqa: F401
+    import redis
+except ImportError:   # the queue extra is not installed
+    redis = None
+
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None or redis is None,
+                                 reason="needs redis-server (apt-get install redis-server; .ci/run does this) and "
+                                        "the queue extra (pip install -e '.[queue]')")
+PASSWORD = "test-password-7d1f"
+LEASE_SECONDS, HEARTBEAT_SECONDS = 6.0, 1.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1 only, with requirepass and no persistence: a restart loses every queued task."""
+
+    def __init__(self, root: Path):
+        self.port = free_port()
+        self.log_path = root / "redis.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        self.process = subprocess.Popen([REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+                                         "--save", "", "--appendonly", "no", "--requirepass", PASSWORD,
+                                         "--logfile", str(self.log_path)])
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if self.client().ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.1)
+        raise AssertionError(f"redis-server did not start on port {self.port}")
+
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port, password=PASSWORD, socket_timeout=5)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+class RemoteWorker:
+    """A real `facedeblur worker` process (one thread)."""
+
+    def __init__(self, config: Path, log_path: Path):
+        self.config, self.log_path = config, log_path
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RemoteWorker":
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen([PYTHON, "-m", "facedeblur", "worker", "--config", str(self.config),
+                                             "--concurrency", "1"], stdout=log, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill9(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def queue_section(port: int, password_file: Path) -> str:
+    return (f"queue:\n  backend: celery\n  broker_url: redis://127.0.0.1:{port}/0\n"
+            f"  password_file: {json.dumps(str(password_file))}\n  lease_seconds: {LEASE_SECONDS}\n"
+            f"  heartbeat_seconds: {HEARTBEAT_SECONDS}\n  visibility_timeout: 30\n")
+
+
+def celery_run(root: Path, server: RedisServer) -> DaemonRun:
+    run = DaemonRun(root, max_attempts=2)
+    password_file = root / "redis-password"
+    password_file.write_text(PASSWORD + "\n", encoding="utf-8")
+    with open(run.config, "a", encoding="utf-8") as config:
+        config.write(queue_section(server.port, password_file))
+    return run
+
+
+def heartbeats(server: RedisServer) -> dict[int, dict]:
+    """pid -> the live heartbeat of each worker."""
+    client = server.client()
+    beats = {}
+    for key in client.scan_iter(match=WORKER_KEY_PREFIX + "*"):
+        raw = client.get(key)
+        if raw:
+            beat = json.loads(raw)
+            beats[beat["pid"]] = beat
+    return beats
+
+
+def drop_clips(run: DaemonRun, names: list[str], frames: int, first_seed: int) -> None:
+    """Each clip is written beside the inbox, then renamed in, so intake never sees half a file."""
+    for offset, name in enumerate(names):
+        temp = make_clip(run.root / f".{name}", frames=frames, seed=first_seed + offset)
+        os.rename(temp, run.inbox / name)
+
+
+def wait(predicate, timeout: float, what: str, run: DaemonRun) -> None:
+    run.wait_for(predicate, timeout, what)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@needs_redis
+def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_once(tmp_path: Path,
+                                                                                    redis_server: RedisServer) -> None:
+    run = celery_run(tmp_path / "site", redis_server)
+    workers = [RemoteWorker(run.config, tmp_path / f"worker{i}.log") for i in range(2)]
+    try:
+        run.start()
+        for worker in workers:
+            worker.start()
+        wait(lambda: len(heartbeats(redis_server)) == 2, 90, "two live workers", run)
+        status = subprocess.run([PYTHON, "-m", "facedeblur", "status", "--json", "--config", str(run.config)],
+                                capture_output=True, text=True, timeout=60, check=True)
+        listed = json.loads(status.stdout)["workers"]
+        assert sorted(w["pid"] for w in listed) == sorted(w.pid for w in workers)
+        assert all(w["host"] == socket.gethostname() and w["seconds_since_heartbeat"] < 10 for w in listed)
+
+        # 1. A worker is killed with SIGKILL while it holds a job, then started again.
+        first = [f"cam{i}.mp4" for i in range(6)]
+        drop_clips(run, first, frames=60, first_seed=1)
+        (run.inbox / "broken.mp4").write_bytes(b"this is not a video at all" * 40)
+        victim = workers[0]
+        wait(lambda: heartbeats(redis_server).get(victim.pid, {}).get("jobs"), 90, "the first worker to hold a job",
+             run)
+        held = heartbeats(redis_server)[victim.pid]["jobs"][0]
+        victim.kill9()
+        workers[0] = RemoteWorker(run.config, tmp_path / "worker0-restarted.log").start()
+        wait(lambda: run.settled(7), 150, "every clip of the first batch to settle", run)
+        assert_processed_exactly_once(run, first)
+        broken = next(j for j in run.jobs() if j["rel_path"] == "broken.mp4")
+        assert broken["state"] == "failed" and broken["error"], broken
+        note = (run.outbox / "failed" / f"broken.mp4-j{broken['id']}.mp4.error.txt").read_text(encoding="utf-8")
+        assert broken["error"][:40] in note
+        killed = next(j for j in run.jobs() if j["id"] == held["job_id"])
+        assert killed["state"] == "done" and killed["dispatches"] >= 2, killed   # sent again as a new attempt
+        assert f"event=lease_expired job={held['job_id']}" in run.log()
+
+        # 2. Redis is killed mid-batch (no persistence: its queue and results are gone) and started again.
+        second = [f"door{i}.mp4" for i in range(4)]
+        drop_clips(run, second, frames=60, first_seed=20)
+        wait(lambda: any(j["state"] == "running" for j in run.jobs()), 90, "a job of the second batch to run", run)
+        redis_server.kill()
+        time.sleep(2.0)
+        redis_server.start()
+        wait(lambda: run.settled(11), 150, "every clip of the second batch to settle", run)
+        assert_processed_exactly_once(run, first + second)
+        assert "event=broker_unreachable" in run.log() and "event=broker_reachable" in run.log()
+
+        # Staged folders of attempts that are no longer live (the killed worker's) are swept, never published.
+        wait(lambda: not any((run.outbox / ".staging").iterdir()), 30, "stale staging folders to be swept", run)
+        assert all(worker.process.poll() is None for worker in workers), "a worker died with the broker"
+    finally:
+        for worker in workers:
+            worker.stop()
+        run.stop()
+
+
+@needs_redis
+def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_on(tmp_path: Path,
+                                                                                  redis_server: RedisServer) -> None:
+    """A poison clip: every worker that takes it dies (SIGKILL here, a decoder crash or OOM in life). After
+    max_attempts (2) it is in failed/ with the reason; the other clips are processed, the workers are back."""
+    run = celery_run(tmp_path / "site", redis_server)
+    workers = [RemoteWorker(run.config, tmp_path / f"worker{i}.log") for i in range(2)]
+    try:
+        run.start()
+        for worker in workers:
+            worker.start()
+        wait(lambda: len(heartbeats(redis_server)) == 2, 90, "two live workers", run)
+        drop_clips(run, ["poison.mp4"], frames=200, first_seed=40)
+        wait(lambda: any(j["rel_path"] == "poison.mp4" for j in run.jobs()), 30, "the poison clip's job", run)
+        poison_id = next(j["id"] for j in run.jobs() if j["rel_path"] == "poison.mp4")
+        drop_clips(run, ["ok0.mp4", "ok1.mp4"], frames=10, first_seed=50)
+        deaths = 0
+        deadline = time.monotonic() + 120
+        while next(j for j in run.jobs() if j["id"] == poison_id)["state"] != "failed":
+            assert time.monotonic() < deadline, run.log()[-3000:]
+            holder = next((i for i, w in enumerate(workers) if any(
+                j["job_id"] == poison_id for j in heartbeats(redis_server).get(w.pid, {}).get("jobs", []))), None)
+            if holder is None:
+                time.sleep(0.2)
+                continue
+            workers[holder].kill9()
+            deaths += 1
+            workers[holder] = RemoteWorker(run.config, tmp_path / f"worker{holder}-{deaths}.log").start()
+        wait(lambda: run.settled(3), 90, "the other clips", run)
+        poison = next(j for j in run.jobs() if j["id"] == poison_id)
+        assert deaths == 2 and "stopped reporting" in poison["error"], (deaths, poison)
+        assert (run.outbox / "failed" / f"poison.mp4-j{poison_id}.mp4").is_file()
+        assert_processed_exactly_once(run, ["ok0.mp4", "ok1.mp4"])
+        wait(lambda: len(heartbeats(redis_server)) == 2, 90, "both workers live again", run)
+    finally:
+        for worker in workers:
+            worker.stop()
+        run.stop()
+
+
+@needs_redis
+def test_a_coordinator_killed_mid_job_adopts_the_remote_result_at_its_restart(tmp_path: Path,
+                                                                             redis_server: RedisServer) -> None:
+    """The worker goes on while the coordinator is down; the restarted coordinator takes the result of the
+    attempt still running in its journal instead of processing the clip again."""
+    run = celery_run(tmp_path / "site", redis_server)
+    worker = RemoteWorker(run.config, tmp_path / "worker.log")
+    try:
+        run.start()
+        worker.start()
+        wait(lambda: len(heartbeats(redis_server)) == 1, 90, "a live worker", run)
+        drop_clips(run, ["long.mp4"], frames=150, first_seed=60)
+        wait(lambda: heartbeats(redis_server).get(worker.pid, {}).get("jobs"), 60, "the worker to hold the job", run)
+        run.kill9()
+        run.start()
+        wait(lambda: run.settled(1), 90, "the adopted job", run)
+        assert_processed_exactly_once(run, ["long.mp4"])
+        job = run.jobs()[0]
+        assert job["dispatches"] == 1 and f"event=job_adopted job={job['id']} attempt=1" in run.log(), job
+        assert not any((run.outbox / ".staging").iterdir())
+    finally:
+        worker.stop()
+        run.stop()
+
+
+@needs_redis
+def test_a_worker_with_the_wrong_broker_password_refuses_to_start_with_one_line(tmp_path: Path,
+                                                                               redis_server: RedisServer) -> None:
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n", encoding="utf-8")
+    config = tmp_path / "worker.yaml"
+    config.write_text(queue_section(redis_server.port, wrong), encoding="utf-8")
+    result = subprocess.run([PYTHON, "-m", "facedeblur", "worker", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused the password" in lines[0] and str(wrong) in lines[0], result.stderr
+    assert PASSWORD not in result.stderr + result.stdout
+    assert not heartbeats(redis_server)
+
+
+@pytest.mark.skipif(redis is None, reason="needs the queue extra (pip install -e '.[queue]')")
+def test_a_worker_without_a_reachable_broker_exits_75_for_systemd_to_retry(tmp_path: Path) -> None:
+    config = tmp_path / "worker.yaml"
+    config.write_text(f"queue:\n  backend: celery\n  broker_url: redis://127.0.0.1:{free_port()}/0\n",
+                      encoding="utf-8")
+    result = subprocess.run([PYTHON, "-m", "facedeblur", "worker", "--config", str(config)], capture_output=True,
+                            text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 75 and len(lines) == 1 and "cannot reach the broker" in lines[0], result.stderr
+
+
+def test_worker_without_the_queue_extra_says_how_to_install_it(tmp_path: Path) -> None:
+    config = tmp_path / "worker.yaml"
+    config.write_text("queue:\n  backend: celery\n  broker_url: redis://127.0.0.1:6379/0\n", encoding="utf-8")
+    # As on a machine without the extra: importing celery fails.
+    code = ("import sys; sys.modules['celery'] = None; from facedeblur.cli import main; "
+            f"sys.exit(main(['worker', '--config', {str(config)!r}]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "pip install 'facedeblur[queue]'" in lines[0]
+
+
+def test_queue_settings_refuse_a_password_in_the_url_and_celery_without_a_broker(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("queue:\n  backend: celery\n  broker_url: redis://:secret@10.0.0.5:6379/0\n", encoding="utf-8")
+    with pytest.raises(FacedeblurError, match="must not hold a password.*password_file"):
+        load_config(config)
+    config.write_text("queue:\n  backend: celery\n", encoding="utf-8")
+    with pytest.raises(FacedeblurError, match="line 1: queue: .*needs broker_url"):
+        load_config(config)
+    config.write_text("queue:\n  backend: celery\n  broker_url: redis://10.0.0.5/0\n  brokr: x\n", encoding="utf-8")
+    with pytest.raises(FacedeblurError, match="queue.brokr: unknown key"):
+        load_config(config)
+
+
+def test_path_map_translates_the_longest_matching_prefix_both_ways() -> None:
+    from facedeblur.config import PathMapping
+    path_map = [PathMapping(coordinator=Path("/srv/fd"), worker=Path("/mnt/fd")),
+                PathMapping(coordinator=Path("/srv/fd/outbox"), worker=Path("/mnt/out"))]
+    assert map_path("/srv/fd/inbox/cam 1/a.mp4", path_map, to_worker=True) == "/mnt/fd/inbox/cam 1/a.mp4"
+    assert map_path("/srv/fd/outbox/.staging/a-j1.a2", path_map, to_worker=True) == "/mnt/out/.staging/a-j1.a2"
+    assert map_path("/mnt/out/.staging/a-j1.a2", path_map, to_worker=False) == "/srv/fd/outbox/.staging/a-j1.a2"
+    assert map_path("/srv/fdx/a.mp4", path_map, to_worker=True) == "/srv/fdx/a.mp4"   # a prefix, not a string start
+
+
+def test_the_local_backend_never_imports_celery() -> None:
+    code = ("import sys; import facedeblur.daemon.service, facedeblur.cli; facedeblur.cli.build_parser(); "
+            "assert not any(m.split('.')[0] in ('celery', 'redis', 'kombu') for m in sys.modules), "
+            "sorted(m for m in sys.modules if m.startswith(('celery', 'redis', 'kombu')))")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_older_journal_gains_the_attempt_column_once(tmp_path: Path) -> None:
+    import sqlite3
+    from facedeblur.daemon.journal import Journal
+    journal = Journal(tmp_path)
+    journal.close()
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as raw:   # as written before issue 12
+        raw.execute("ALTER TABLE jobs DROP COLUMN dispatches")
+    journal = Journal(tmp_path)
+    job = journal.add(path="/in/a.mp4", inbox="/in", rel_path="a.mp4", kind="file", size=1, mtime_ns=1, sha256="h")
+    assert journal.mark_running(job, 0) == 1 and journal.live_attempt(job) == 1
+    journal.mark_retry(job, "x", 0)
+    assert journal.live_attempt(job) is None and journal.mark_running(job, 0) == 2
+    journal.close()
