@@ -1,21 +1,16 @@
 """The gallery (index.html) in a real headless browser: Debian's chromium driven by Selenium, from file://."""
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from browser_support import headless_chromium, needs_chromium
 from facedeblur.config import PipelineSettings
 from facedeblur.footage.process import process_input
 from footage_support import build_sharpening_model, make_sample
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +28,7 @@ def gallery(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager fetch a browser or driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium()
     yield driver
     driver.quit()
 

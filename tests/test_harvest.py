@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -23,14 +22,12 @@ import cv2
 import numpy as np
 import pytest
 
+from browser_support import needs_chromium
 from cli_support import one_error_line
 from footage_support import make_sample
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_CLIP = REPO / "src" / "facedeblur" / "sample" / "sample-clip.mp4"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-HAS_CHROMIUM = os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
 LICENCE = "https://creativecommons.org/licenses/by/4.0/"
 
 
@@ -201,8 +198,7 @@ def read_provenance(outdir: Path) -> list[dict]:
     return [json.loads(line) for line in (outdir / "provenance.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.skipif(not HAS_CHROMIUM, reason="needs Debian's chromium and chromium-driver "
-                                             "(apt-get install chromium chromium-driver)")
+@needs_chromium
 def test_website_harvest_counts_robots_provenance_and_prepare(website, tmp_path):
     pytest.importorskip("selenium", reason="pip install selenium (the train extra)")
     base, requests = website

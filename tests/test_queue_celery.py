@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -138,8 +140,21 @@ def drop_clips(run: DaemonRun, names: list[str], frames: int, first_seed: int) -
         os.rename(temp, run.inbox / name)
 
 
-def wait(predicate, timeout: float, what: str, run: DaemonRun) -> None:
-    run.wait_for(predicate, timeout, what)
+@contextmanager
+def cluster(run: DaemonRun, server: RedisServer, logs: Path, count: int) -> Iterator[list[RemoteWorker]]:
+    """The coordinator and `count` workers, up until each heartbeats; all stopped at the end, including
+    workers a test put in place of killed ones (it replaces them in the yielded list)."""
+    workers = [RemoteWorker(run.config, logs / f"worker{i}.log") for i in range(count)]
+    try:
+        run.start()
+        for worker in workers:
+            worker.start()
+        run.wait_for(lambda: len(heartbeats(server)) == count, 90, f"{count} live worker(s)")
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
+        run.stop()
 
 
 @pytest.fixture
@@ -153,12 +168,7 @@ def redis_server(tmp_path: Path):
 def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_once(tmp_path: Path,
                                                                                     redis_server: RedisServer) -> None:
     run = celery_run(tmp_path / "site", redis_server)
-    workers = [RemoteWorker(run.config, tmp_path / f"worker{i}.log") for i in range(2)]
-    try:
-        run.start()
-        for worker in workers:
-            worker.start()
-        wait(lambda: len(heartbeats(redis_server)) == 2, 90, "two live workers", run)
+    with cluster(run, redis_server, tmp_path, 2) as workers:
         status = subprocess.run([PYTHON, "-m", "facedeblur", "status", "--json", "--config", str(run.config)],
                                 capture_output=True, text=True, timeout=60, check=True)
         listed = json.loads(status.stdout)["workers"]
@@ -170,12 +180,12 @@ def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_o
         drop_clips(run, first, frames=60, first_seed=1)
         (run.inbox / "broken.mp4").write_bytes(b"this is not a video at all" * 40)
         victim = workers[0]
-        wait(lambda: heartbeats(redis_server).get(victim.pid, {}).get("jobs"), 90, "the first worker to hold a job",
-             run)
+        run.wait_for(lambda: heartbeats(redis_server).get(victim.pid, {}).get("jobs"), 90,
+                     "the first worker to hold a job")
         held = heartbeats(redis_server)[victim.pid]["jobs"][0]
         victim.kill9()
         workers[0] = RemoteWorker(run.config, tmp_path / "worker0-restarted.log").start()
-        wait(lambda: run.settled(7), 150, "every clip of the first batch to settle", run)
+        run.wait_for(lambda: run.settled(7), 150, "every clip of the first batch to settle")
         assert_processed_exactly_once(run, first)
         broken = next(j for j in run.jobs() if j["rel_path"] == "broken.mp4")
         assert broken["state"] == "failed" and broken["error"], broken
@@ -188,21 +198,17 @@ def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_o
         # 2. Redis is killed mid-batch (no persistence: its queue and results are gone) and started again.
         second = [f"door{i}.mp4" for i in range(4)]
         drop_clips(run, second, frames=60, first_seed=20)
-        wait(lambda: any(j["state"] == "running" for j in run.jobs()), 90, "a job of the second batch to run", run)
+        run.wait_for(lambda: any(j["state"] == "running" for j in run.jobs()), 90, "a job of the second batch to run")
         redis_server.kill()
         time.sleep(2.0)
         redis_server.start()
-        wait(lambda: run.settled(11), 150, "every clip of the second batch to settle", run)
+        run.wait_for(lambda: run.settled(11), 150, "every clip of the second batch to settle")
         assert_processed_exactly_once(run, first + second)
         assert "event=broker_unreachable" in run.log() and "event=broker_reachable" in run.log()
 
         # Staged folders of attempts that are no longer live (the killed worker's) are swept, never published.
-        wait(lambda: not any((run.outbox / ".staging").iterdir()), 30, "stale staging folders to be swept", run)
+        run.wait_for(lambda: not any((run.outbox / ".staging").iterdir()), 30, "stale staging folders to be swept")
         assert all(worker.process.poll() is None for worker in workers), "a worker died with the broker"
-    finally:
-        for worker in workers:
-            worker.stop()
-        run.stop()
 
 
 @needs_redis
@@ -211,14 +217,9 @@ def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_
     """A poison clip: every worker that takes it dies (SIGKILL here, a decoder crash or OOM in life). After
     max_attempts (2) it is in failed/ with the reason; the other clips are processed, the workers are back."""
     run = celery_run(tmp_path / "site", redis_server)
-    workers = [RemoteWorker(run.config, tmp_path / f"worker{i}.log") for i in range(2)]
-    try:
-        run.start()
-        for worker in workers:
-            worker.start()
-        wait(lambda: len(heartbeats(redis_server)) == 2, 90, "two live workers", run)
+    with cluster(run, redis_server, tmp_path, 2) as workers:
         drop_clips(run, ["poison.mp4"], frames=200, first_seed=40)
-        wait(lambda: any(j["rel_path"] == "poison.mp4" for j in run.jobs()), 30, "the poison clip's job", run)
+        run.wait_for(lambda: any(j["rel_path"] == "poison.mp4" for j in run.jobs()), 30, "the poison clip's job")
         poison_id = next(j["id"] for j in run.jobs() if j["rel_path"] == "poison.mp4")
         drop_clips(run, ["ok0.mp4", "ok1.mp4"], frames=10, first_seed=50)
         deaths = 0
@@ -233,16 +234,12 @@ def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_
             workers[holder].kill9()
             deaths += 1
             workers[holder] = RemoteWorker(run.config, tmp_path / f"worker{holder}-{deaths}.log").start()
-        wait(lambda: run.settled(3), 90, "the other clips", run)
+        run.wait_for(lambda: run.settled(3), 90, "the other clips")
         poison = next(j for j in run.jobs() if j["id"] == poison_id)
         assert deaths == 2 and "stopped reporting" in poison["error"], (deaths, poison)
         assert (run.outbox / "failed" / f"poison.mp4-j{poison_id}.mp4").is_file()
         assert_processed_exactly_once(run, ["ok0.mp4", "ok1.mp4"])
-        wait(lambda: len(heartbeats(redis_server)) == 2, 90, "both workers live again", run)
-    finally:
-        for worker in workers:
-            worker.stop()
-        run.stop()
+        run.wait_for(lambda: len(heartbeats(redis_server)) == 2, 90, "both workers live again")
 
 
 @needs_redis
@@ -255,12 +252,12 @@ def test_a_coordinator_killed_mid_job_adopts_the_remote_result_at_its_restart(tm
     try:
         run.start()
         worker.start()
-        wait(lambda: len(heartbeats(redis_server)) == 1, 90, "a live worker", run)
+        run.wait_for(lambda: len(heartbeats(redis_server)) == 1, 90, "a live worker")
         drop_clips(run, ["long.mp4"], frames=150, first_seed=60)
-        wait(lambda: heartbeats(redis_server).get(worker.pid, {}).get("jobs"), 60, "the worker to hold the job", run)
+        run.wait_for(lambda: heartbeats(redis_server).get(worker.pid, {}).get("jobs"), 60, "the worker to hold the job")
         run.kill9()
         run.start()
-        wait(lambda: run.settled(1), 90, "the adopted job", run)
+        run.wait_for(lambda: run.settled(1), 90, "the adopted job")
         assert_processed_exactly_once(run, ["long.mp4"])
         job = run.jobs()[0]
         assert job["dispatches"] == 1 and f"event=job_adopted job={job['id']} attempt=1" in run.log(), job

@@ -10,19 +10,15 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 
+from browser_support import headless_chromium, needs_chromium
 from test_review_support import HOSTILE_NAME, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +33,7 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the dev extra)")
-    from selenium.webdriver.chrome.service import Service
-
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager fetch a browser or driver
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 "--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium("--autoplay-policy=no-user-gesture-required", "--window-size=1280,1000")
     yield driver
     driver.quit()
 

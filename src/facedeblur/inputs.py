@@ -78,9 +78,14 @@ def sha256_of_file(path: Path, expected: tuple[int, int] | None = None, follow_s
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode) or (expected is not None and (st.st_size, st.st_mtime_ns) != expected):
             raise InputChanged(f"{path} changed or was replaced before it was read")
-        digest = hashlib.sha256()
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+        return sha256_of_stream(handle)
+
+
+def sha256_of_stream(handle) -> str:
+    """sha256 of what is left to read in an open binary file, read in chunks (files can be many GB)."""
+    digest = hashlib.sha256()
+    while chunk := handle.read(CHUNK):
+        digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,15 @@ log = logging.getLogger("facedeblur.daemon")
 
 
 class Outcomes:
-    def __init__(self, settings: DaemonSettings, journal: Journal, metrics: DaemonMetrics, failed_dir: Path):
+    def __init__(self, settings: DaemonSettings, journal: Journal, metrics: DaemonMetrics, failed_dir: Path,
+                 on_published: Callable[[], None]):
+        """`on_published()`: an output was published (the review index is out of date)."""
         self.settings = settings
         self.journal = journal
         self.metrics = metrics
         self.failed_dir = failed_dir
         self.intake: Intake | None = None   # set by the daemon once intake runs (newer versions are its business)
-        self.published_since_index = False
+        self.on_published = on_published
 
     # ---- results ------------------------------------------------------------------------------------------
     def handle_result(self, result: dict[str, Any]) -> None:
@@ -45,7 +48,7 @@ class Outcomes:
                                               result.get("seconds"))
             self.journal.mark_done(job.id, result["output"], seconds, frames, faces, tracks)
             self.metrics.job_done(seconds, frames, faces, tracks)
-            self.published_since_index = True
+            self.on_published()
             log.info("event=job_done job=%d input=%s output=%s seconds=%s frames=%s tracks=%s faces=%s%s", job.id,
                      q(job.rel_path), q(result["output"]), f"{seconds:.2f}" if seconds else "-", frames, tracks,
                      faces, " already_published=true" if result.get("already_published") else "")

@@ -158,7 +158,8 @@ class Daemon:
     def _run(self) -> int:
         self._prepare_folders()
         self.journal = Journal(self.state_dir)
-        self.outcomes = Outcomes(self.settings, self.journal, self.metrics, self.failed_dir)
+        self.outcomes = Outcomes(self.settings, self.journal, self.metrics, self.failed_dir,
+                                 on_published=self._index_out_of_date)
         self._recover()
         if self.settings.metrics_port:
             try:
@@ -197,6 +198,9 @@ class Daemon:
         self.pool.adopt(running)
         self.pool.sweep_staging()
 
+    def _index_out_of_date(self) -> None:
+        self.index_dirty = True
+
     def _first_ready(self) -> None:
         self.notifier.notify("READY=1")
         log.info("event=ready")
@@ -231,8 +235,6 @@ class Daemon:
                 self.intake.finish_hashing()
                 self._dispatch()
                 self.pool.check_timeouts(self.settings.job_timeout)
-                if self.outcomes.published_since_index:
-                    self.outcomes.published_since_index, self.index_dirty = False, True
                 if self.index_dirty and time.monotonic() - self.index_written >= INDEX_MIN_INTERVAL:
                     self._write_index()
                 if time.monotonic() >= next_ping:
@@ -387,7 +389,7 @@ class Daemon:
         if not self.remote:
             shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
         try:
-            if self.index_dirty or self.outcomes.published_since_index:
+            if self.index_dirty:
                 self._write_index()
         except sqlite3.DatabaseError:
             pass   # a damaged journal is reported by run(); the index is rebuilt at the next start

@@ -28,6 +28,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import FacedeblurError
+from ..inputs import sha256_of_file, sha256_of_stream
 from ..safe_text import display_name
 from . import report, safe_files
 from .catalog import Catalog
@@ -71,11 +72,8 @@ def _copy_fd(fd: int, target: Path) -> str:
 
 
 def sha256_fd(fd: int) -> str:
-    digest = hashlib.sha256()
     with os.fdopen(fd, "rb") as source:
-        while block := source.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return sha256_of_stream(source)
 
 
 def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[str, str]:
@@ -125,7 +123,7 @@ def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, 
         (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
         (root / "report.pdf").write_bytes(report.render_pdf(document))
         files = sorted(p for p in root.rglob("*") if p.is_file())
-        sums = "".join(f"{report.sha256_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
+        sums = "".join(f"{sha256_of_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
         (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
         zip_tmp = staging / f"case-{case_id}.zip"
         _write_zip(root, zip_tmp)
@@ -134,7 +132,7 @@ def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, 
         os.replace(zip_tmp, zip_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return CaseResult(case_id, folder, zip_path, report.sha256_file(zip_path))
+    return CaseResult(case_id, folder, zip_path, sha256_of_file(zip_path))
 
 
 def _replace(built: Path, final: Path, exports: Path) -> None:
@@ -226,7 +224,7 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
                      "notice": manifest.get("notice") or report.AI_NOTICE, "created_utc": manifest.get("created_utc"),
                      "tool": manifest.get("tool"), "steps": report.processing_steps(manifest),
                      "outputs": outputs, "tracks": track_docs})
-    files = [{"path": p.relative_to(root).as_posix(), "sha256": report.sha256_file(p)}
+    files = [{"path": p.relative_to(root).as_posix(), "sha256": sha256_of_file(p)}
              for p in sorted(p for p in root.rglob("*") if p.is_file())]
     return {"case_id": case_id, "tool_version": __version__, "jobs": jobs, "files": files,
             "selection": [{"job": j, "track": t} for j, t in selection], "dated": _newest(dates)}

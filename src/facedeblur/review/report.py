@@ -5,27 +5,19 @@ journal and review marks gives byte-identical files (the PDF's dates come from t
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..inputs import sha256_of_file
 from ..safe_text import display_name
 
 AI_NOTICE = ("Faces in this case are AI-restored: the model infers detail that may not have been in the "
              "footage. Compare every restored face with its original crop before relying on it.")
 _MODELS = Path(__file__).resolve().parents[1] / "models"
 _model_hashes: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_file_sha256(manifest: dict[str, Any]) -> str:
@@ -43,7 +35,7 @@ def model_file_sha256(manifest: dict[str, Any]) -> str:
         return f"not available on this server ({display_name(path)})"
     key = (str(path), info.st_mtime_ns, info.st_size)
     if key not in _model_hashes:
-        _model_hashes[key] = sha256_file(path)
+        _model_hashes[key] = sha256_of_file(path)
     return _model_hashes[key]
 
 
