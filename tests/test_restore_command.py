@@ -13,8 +13,9 @@ import pytest
 skimage_data = pytest.importorskip("skimage.data")
 
 from facedeblur.pipeline.detect import SFACE_FILE, YUNET_FILE, FaceDetector, bundled_model_path  # noqa: E402
-from facedeblur.pipeline.restore import default_model_path  # noqa: E402
+from facedeblur.pipeline.restore import PACKAGED_MODELS, FaceRestorer, default_model_path, resolve_model  # noqa: E402
 from cli_support import one_error_line  # noqa: E402
+from facedeblur.errors import FacedeblurError  # noqa: E402
 
 CLI_TIMEOUT_S = 180
 
@@ -207,3 +208,20 @@ def test_unwritable_output_folder_is_a_one_line_error(images, tmp_path):
     one_error_line(result, str(out), "cannot be written")
     assert blocker.read_text() == "not a folder"
     assert files_in(tmp_path) == ["a-file"]
+
+
+def test_packaged_models_are_chosen_by_name_and_a_missing_one_is_named(tmp_path):
+    """`--model quality` / `restorer.model: quality` (issue 9): names map to files in the package's models
+    folder, anything else is a path, and a size this package does not ship is a clear error."""
+    assert resolve_model(None) == resolve_model("default") == default_model_path()
+    assert resolve_model(str(tmp_path / "mine.onnx")) == tmp_path / "mine.onnx"
+    models = tmp_path / "models"
+    models.mkdir()
+    with pytest.raises(FacedeblurError, match="'quality' model is not in this facedeblur package"):
+        resolve_model("quality", models)
+    (models / PACKAGED_MODELS["quality"]).write_bytes(default_model_path().read_bytes())
+    assert resolve_model("quality", models) == models / "facedeblur-quality.onnx"
+    assert FaceRestorer(resolve_model("quality", models), provider="cpu").info.name == "facedeblur-default"
+    from facedeblur.config import RestorerSettings
+    assert RestorerSettings(model="quality").model == "quality"
+    assert RestorerSettings(model="models/x.onnx").model == Path("models/x.onnx")

@@ -16,6 +16,7 @@ from .inputs import default_include
 from .onnx_session import PROVIDER_CHOICES
 from .pipeline.detect import (DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD, DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID,
                               DEFAULT_SCORE_THRESHOLD, DEFAULT_WEAK_THRESHOLD)
+from .pipeline.restore import PACKAGED_MODELS
 from .pipeline.face_crops import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LargeFaceMode
 
 
@@ -84,7 +85,9 @@ class TrackerSettings(StrictModel):
 
 
 class RestorerSettings(StrictModel):
-    model: Path | None = Field(None, description="ONNX model; default: the one shipped in the package")
+    model: Literal[tuple(PACKAGED_MODELS)] | Path | None = Field(
+        None, description="restorer: 'default' or 'quality' (shipped in the package) or the path of an .onnx file; "
+                          "unset = default")
     batch_size: int = Field(16, ge=1, le=512)
     colour_lock: bool = True
     large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "

@@ -21,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored images")
     parser.add_argument("--aligned", action="store_true",
                         help="each input is one roughly centred face crop; restore the whole crop")
-    parser.add_argument("--model", metavar="PATH", help="restorer ONNX model (default: the shipped one)")
+    parser.add_argument("--model", metavar="MODEL",
+                        help="restorer: default or quality (shipped in the package), or an .onnx file")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="face detector confidence")
     parser.add_argument("--large-faces", choices=LARGE_FACE_MODES, default=DEFAULT_LARGE_FACES,

@@ -23,6 +23,7 @@ import sdnotify
 
 from ..config import Config, DaemonSettings, load_config
 from ..errors import FacedeblurError, NotYetAvailableError
+from ..pipeline.restore import resolve_model
 from .intake import Intake
 from .journal import Journal, JournalUnwritable, damaged_message, is_damaged
 from .local_workers import LocalWorkerPool
@@ -337,10 +338,12 @@ class Daemon:
         if pipeline_json != self.config.pipeline.model_dump_json():
             # New pipeline settings (a model, a provider...) are tried by one new worker first; only a
             # worker that loaded them replaces the running ones, else the whole running config stays.
-            model = new.pipeline.restorer.model
-            result = f"restorer model {model} not found (pipeline.restorer.model)" \
-                if model is not None and not Path(model).is_file() else \
-                self.pool.try_pipeline(pipeline_json, lambda: self.stop_requested)
+            try:
+                model_path = resolve_model(new.pipeline.restorer.model)
+                result = f"restorer model {model_path} not found (pipeline.restorer.model)" \
+                    if not model_path.is_file() else self.pool.try_pipeline(pipeline_json, lambda: self.stop_requested)
+            except FacedeblurError as exc:
+                result = f"{exc} (pipeline.restorer.model)"
             if isinstance(result, str):
                 log.error("event=reload_failed error=%s action=%s", q(result),
                           q("kept the running configuration; fix the config and reload again"))

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("sources", nargs="+", type=Path, metavar="SOURCE",
                         help="folders, .tar files or single images of clean faces (UTK: held-out images only)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the report")
-    parser.add_argument("--model", type=Path, metavar="PATH", help="restorer ONNX model (default: the shipped one)")
+    parser.add_argument("--model", metavar="MODEL",
+                        help="restorer: default or quality (shipped in the package), or an .onnx file")
     parser.add_argument("--per-source", type=int, metavar="N", help="at most N faces from each SOURCE (default: all)")
     parser.add_argument("--utk-validation", type=int, default=DEFAULT_UTK_VALIDATION, metavar="N",
                         help=f"the first N held-out UTK faces (default {DEFAULT_UTK_VALIDATION}; the trainer never "

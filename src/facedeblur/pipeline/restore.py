@@ -19,11 +19,30 @@ from ..onnx_session import create_session
 from .align import FACE_TEMPLATE
 
 FORMAT_MARKER = "facedeblur-restorer-v1"
-DEFAULT_MODEL_NAME = "facedeblur-default.onnx"
+# The models that ship inside the package, by the names users give them (`--model quality`,
+# `restorer.model: quality`); anything else is the path of an .onnx file (./quality for a file so named).
+PACKAGED_MODELS = {"default": "facedeblur-default.onnx", "quality": "facedeblur-quality.onnx"}
+DEFAULT_MODEL_NAME = PACKAGED_MODELS["default"]
+
+
+def packaged_models_dir() -> Path:
+    return Path(str(resources.files("facedeblur") / "models"))
 
 
 def default_model_path() -> Path:
-    return Path(str(resources.files("facedeblur") / "models" / DEFAULT_MODEL_NAME))
+    return packaged_models_dir() / DEFAULT_MODEL_NAME
+
+
+def resolve_model(model: str | Path | None, models_dir: Path | None = None) -> Path:
+    """The model file for a packaged model's name, a path, or None (the default model)."""
+    name = "default" if model is None else str(model)
+    if name not in PACKAGED_MODELS:
+        return Path(model)
+    path = (models_dir or packaged_models_dir()) / PACKAGED_MODELS[name]
+    if not path.is_file():
+        raise FacedeblurError(f"the '{name}' model is not in this facedeblur package ({path} is missing); use "
+                              "'default', or pass the path of a model exported with 'facedeblur train export'")
+    return path
 
 
 @dataclass
@@ -38,7 +57,7 @@ class ModelInfo:
 class FaceRestorer:
     def __init__(self, model_path: str | Path | None = None, provider: str = "auto", threads: int = 0,
                  batch_size: int = 16, colour_lock: bool = True):
-        path = Path(model_path) if model_path else default_model_path()
+        path = resolve_model(model_path)
         if not path.is_file():
             raise FacedeblurError(f"model file {path} not found; pass --model with a facedeblur .onnx file")
         self.path = path

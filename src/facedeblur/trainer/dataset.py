@@ -3,7 +3,8 @@
 Faces are found and aligned with exactly the runtime's detector and template, so the model trains on
 what it will see at run time. Images with no face, faces too small to give a sharp crop, and duplicates
 are dropped. The cache is a few uint8 arrays (a .npz per split) plus a JSON index: small enough to copy
-to a GPU machine in one go.
+to a GPU machine in one go; `facedeblur train pack` turns it into one archive of WebP crops that is
+smaller still (the lent GPU machines take at most 64 MiB per call, code and checkpoints included).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import multiprocessing
 import itertools
 import json
 import os
-from concurrent.futures import ProcessPoolExecutor
+import zipfile
+import zlib
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -25,6 +28,7 @@ from ..pipeline.align import estimate_alignment, template_points, warp_to_crop
 from ..pipeline.detect import DEFAULT_SCORE_THRESHOLD
 
 _detector = None
+PACK_MARKER = "facedeblur-face-pack-v1"
 
 
 def _init_worker(score_threshold: float) -> None:
@@ -106,9 +110,116 @@ def prepare_dataset(sources: list[Path], output: Path, crop_size: int = 128, wor
 
 
 def load_split(cache: Path, split: str) -> tuple[np.ndarray, list[dict]]:
+    """One split of a prepared cache folder, or of a pack file made from one by `facedeblur train pack`."""
+    if Path(cache).is_file():
+        return _load_pack_split(Path(cache), split)
     path = Path(cache) / f"{split}.npz"
     if not path.exists():
         raise FacedeblurError(f"{path} not found; run 'facedeblur train prepare' first")
     crops = np.load(path)["crops"]
     index = json.loads((Path(cache) / "index.json").read_text())[split]
     return crops, index
+
+
+# ---- the pack: the cache as one compact archive, small enough to carry to a lent GPU machine ---------
+
+PACK_FORMATS = {"webp": (".webp", cv2.IMWRITE_WEBP_QUALITY), "jpeg": (".jpg", cv2.IMWRITE_JPEG_QUALITY)}
+PACK_QUALITIES = tuple(range(98, 49, -2))  # tried from the top: the best quality that fits the budget wins
+
+
+def _encode_all(crops: np.ndarray, extension: str, flag: int, quality: int, workers: int,
+                progress: str | None = None) -> list[bytes]:
+    def encode(crop: np.ndarray) -> bytes:
+        ok, buffer = cv2.imencode(extension, crop, [flag, quality])
+        if not ok:
+            raise FacedeblurError(f"could not encode a crop as {extension}; this OpenCV build lacks the codec")
+        return buffer.tobytes()
+    with ThreadPoolExecutor(workers) as pool:  # OpenCV's codecs release the GIL
+        return list(tqdm(pool.map(encode, crops), total=len(crops), desc=progress, unit="crop", disable=not progress))
+
+
+def _decode_all(blobs: list[np.ndarray], workers: int) -> np.ndarray:
+    def decode(blob: np.ndarray) -> np.ndarray:
+        image = cv2.imdecode(blob, cv2.IMREAD_COLOR)
+        if image is None:
+            raise FacedeblurError("a crop in the pack could not be decoded; the pack is damaged, make it again "
+                                  "with 'facedeblur train pack'")
+        return image
+    with ThreadPoolExecutor(workers) as pool:
+        return np.stack(list(pool.map(decode, blobs)))
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def pack_dataset(cache: Path, output: Path, max_megabytes: float, image_format: str = "webp",
+                 workers: int = 0, sample_size: int = 600) -> dict:
+    """Write every crop of a prepared cache into one archive of WebP (or JPEG) crops within a byte budget.
+
+    The quality is the highest of PACK_QUALITIES whose whole archive fits; the summary records it and the
+    mean PSNR of the packed crops against the cache's, so the cost of fitting the budget is measured.
+    """
+    if image_format not in PACK_FORMATS:
+        raise FacedeblurError(f"pack format {image_format!r} is not supported; use one of {', '.join(PACK_FORMATS)}")
+    extension, flag = PACK_FORMATS[image_format]
+    workers = workers or os.cpu_count() or 1
+    splits = {split: load_split(cache, split) for split in ("train", "val")}
+    budget = int(max_megabytes * 1e6)
+    # zlib: the index (source and name of every crop) is 2 MB of JSON, a twentieth of the budget, raw
+    index_bytes = zlib.compress(json.dumps({split: index for split, (_, index) in splits.items()}).encode(), 9)
+    rng = np.random.default_rng(0)
+    everything = sum(len(crops) for crops, _ in splits.values())
+    if everything == 0:
+        raise FacedeblurError(f"{cache} holds no crops; run 'facedeblur train prepare' on photos with faces first")
+    sample_from = splits["train"][0] if len(splits["train"][0]) else splits["val"][0]
+    sample = sample_from[rng.choice(len(sample_from), size=min(sample_size, len(sample_from)),
+                                    replace=False)]
+    for quality in PACK_QUALITIES:
+        sample_blobs = _encode_all(sample, extension, flag, quality, workers)
+        estimate = np.mean([len(b) for b in sample_blobs]) * everything + len(index_bytes)
+        if estimate > budget * 1.02 and quality != PACK_QUALITIES[-1]:
+            continue  # clearly too big by the sample: no need to encode everything at this quality
+        arrays: dict[str, np.ndarray] = {}
+        for split, (crops, _) in splits.items():
+            blobs = _encode_all(crops, extension, flag, quality, workers, f"packing {split} at quality {quality}")
+            arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+            arrays[f"{split}_bytes"] = np.frombuffer(b"".join(blobs), np.uint8)
+        total = sum(a.nbytes for a in arrays.values()) + len(index_bytes)
+        if total <= budget:
+            break
+    else:
+        raise FacedeblurError(f"{everything} crops do not fit in {max_megabytes} MB even at {image_format} quality "
+                              f"{PACK_QUALITIES[-1]}; raise --max-mb or prepare fewer photos (--limit)")
+    decoded = _decode_all([np.frombuffer(b, np.uint8) for b in sample_blobs], workers)
+    summary = {"format": image_format, "quality": quality, "crop_size": int(sample.shape[1]),
+               "counts": {split: len(crops) for split, (crops, _) in splits.items()},
+               "bytes": int(total), "megabytes": round(total / 1e6, 2), "budget_megabytes": max_megabytes,
+               "sample_psnr_db": round(float(np.mean([_psnr(d, s) for d, s in zip(decoded, sample)])), 2),
+               "sample_size": len(sample)}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.part")
+    with open(tmp, "wb") as handle:
+        np.savez(handle, pack_format=np.array(PACK_MARKER), summary=np.frombuffer(json.dumps(summary).encode(), np.uint8),
+                 index=np.frombuffer(index_bytes, np.uint8), **arrays)
+    os.replace(tmp, output)
+    return summary
+
+
+def _load_pack_split(pack: Path, split: str) -> tuple[np.ndarray, list[dict]]:
+    try:
+        archive = np.load(pack)
+        if str(archive["pack_format"]) != PACK_MARKER:
+            raise KeyError
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+        raise FacedeblurError(f"{pack} is not a facedeblur face pack; make one with 'facedeblur train pack', "
+                              "or pass the cache folder") from None
+    offsets, data = archive[f"{split}_offsets"], archive[f"{split}_bytes"]
+    blobs = [data[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+    index = json.loads(zlib.decompress(archive["index"].tobytes()))[split]
+    summary = json.loads(archive["summary"].tobytes())
+    if not blobs:
+        size = summary["crop_size"]
+        return np.zeros((0, size, size, 3), np.uint8), index
+    return _decode_all(blobs, os.cpu_count() or 1), index

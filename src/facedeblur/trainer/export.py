@@ -24,7 +24,7 @@ def load_checkpoint_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module,
     checkpoint = torch.load(str(checkpoint_path), map_location="cpu", weights_only=False)
     model = build_model(checkpoint["model_config"])
     state = checkpoint.get("ema") or checkpoint["model"]
-    model.load_state_dict(state)
+    model.load_state_dict({name: tensor.float() for name, tensor in state.items()})  # carry.pt holds float16
     model.eval()
     return model, checkpoint
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import FacedeblurError
 from ..degradations import CATEGORIES, SEVERITIES, degrade, training_degradation
-from .arch import build_model, count_parameters
+from .arch import MODEL_SIZES, build_model, count_parameters
 from .dataset import load_split
 from .losses import psnr, restoration_loss
 from .options import build_parser
@@ -57,7 +57,8 @@ class DegradedFaces(Dataset):
             y, x = rng.integers(0, size - self.patch + 1, size=2)
             clean = clean[y:y + self.patch, x:x + self.patch]
             degraded = degraded[y:y + self.patch, x:x + self.patch]
-        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))).float() / 255
+        # uint8 across the worker pipes and to the device (a quarter of float32's bytes); made float there
+        to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1)))
         return to_tensor(degraded), to_tensor(clean)
 
 
@@ -130,13 +131,35 @@ def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
     return len(copied), len(added)
 
 
-def lr_at(step: int, total: int, peak: float, warmup: int, time_fraction: float = 0.0) -> float:
-    """Linear warm-up, then cosine decay to 2% of the peak. With a time budget, the schedule follows
-    whichever runs out first, steps or minutes, so a run stopped by the clock still ends annealed."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = max((step - warmup) / max(1, total - warmup), time_fraction)
-    return peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+def model_config_from(args: argparse.Namespace) -> dict:
+    """The `--size` preset, with any shape option given on the command line taking precedence."""
+    config = dict(MODEL_SIZES[args.size])
+    overrides = dict(width=args.width, levels=args.levels, blocks_per_level=args.blocks,
+                     middle_blocks=args.middle_blocks, unshuffle=args.unshuffle)
+    config.update({key: value for key, value in overrides.items() if value is not None})
+    return config
+
+
+def save_carry(path: Path, state: dict) -> None:
+    """The compact checkpoint carried between calls to a GPU machine (64 MiB per call, data included):
+    the EMA weights in float16 and the run's bookkeeping, no optimiser state and no live weights. A run
+    resumed from it restarts from the averaged weights with a fresh optimiser and a short warm-up."""
+    carry = {key: value for key, value in state.items() if key not in ("model", "ema", "optimizer")}
+    carry["ema"] = {name: tensor.detach().to("cpu", torch.float16) for name, tensor in state["ema"].items()}
+    carry["compact"] = True
+    tmp = path.with_name(f".{path.name}.part")
+    torch.save(carry, tmp)
+    os.replace(tmp, path)
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int, time_fraction: float = 0.0, warm_from: int = 0) -> float:
+    """Cosine decay to 2% of the peak, after a linear ramp of `warmup` steps from `warm_from` (where the
+    optimiser is new: the start, or a machine that resumed from the compact carry.pt). With a time
+    budget, the schedule follows whichever runs out first, steps or minutes, so a run stopped by the
+    clock still ends annealed."""
+    progress = max(step / max(1, total), time_fraction)
+    ramp = min(1.0, (step - warm_from + 1) / max(1, warmup))
+    return ramp * peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def train(args: argparse.Namespace) -> dict:
@@ -159,23 +182,38 @@ def train(args: argparse.Namespace) -> dict:
 
     train_crops, _ = load_split(Path(args.data), "train")
     val_crops, _ = load_split(Path(args.data), "val")
-    model_config = dict(width=args.width, levels=args.levels, blocks_per_level=args.blocks,
-                        middle_blocks=args.middle_blocks, unshuffle=args.unshuffle)
-    model = build_model(model_config).to(device)
-    ema = build_model(model_config).to(device)
+    model_config = model_config_from(args)
+    # On a GPU: channels-last lets cuDNN use the tensor cores for bf16 convolutions without transposes
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    model = build_model(model_config).to(device, memory_format=memory_format)
+    ema = build_model(model_config).to(device, memory_format=memory_format)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4)
-    start_step, history = 0, []
-    checkpoint_path = out / "last.pt"
-    if args.resume and checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        ema.load_state_dict(checkpoint["ema"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4,
+                                  fused=device.type == "cuda")  # one kernel for all tensors on a GPU
+    start_step, history, warm_from = 0, [], 0
+    checkpoint_path, carry_path = out / "last.pt", out / "carry.pt"
+    resume_from = next((path for path in (checkpoint_path, carry_path) if args.resume and path.exists()), None)
+    if resume_from:
+        checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False)
+        if checkpoint["model_config"] != model_config:
+            raise FacedeblurError(f"{resume_from} holds a {checkpoint['model_config']} model, not {model_config}; "
+                                  "resume with the --size and shape options it was trained with")
         start_step, history = checkpoint["step"], checkpoint.get("history", [])
+        if checkpoint.get("compact"):
+            weights = {name: tensor.float() for name, tensor in checkpoint["ema"].items()}
+            model.load_state_dict(weights)
+            ema.load_state_dict(weights)
+            warm_from = start_step
+            note = f"the compact {resume_from} at step {start_step} (fresh optimiser, {args.warmup} warm-up steps)"
+        else:
+            model.load_state_dict(checkpoint["model"])
+            ema.load_state_dict(checkpoint["ema"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            note = f"{resume_from} at step {start_step}"
         if is_main:
-            print(f"resumed from {checkpoint_path} at step {start_step}", file=sys.stderr)
+            print(f"resumed from {note}", file=sys.stderr)
     elif args.init:
         loaded, added = initialise_from(model, Path(args.init))
         ema.load_state_dict(model.state_dict())
@@ -206,7 +244,9 @@ def train(args: argparse.Namespace) -> dict:
         tmp = out / ".last.pt.part"
         torch.save(state, tmp)
         os.replace(tmp, checkpoint_path)
+        save_carry(carry_path, state)
 
+    ema_parameters, model_parameters = list(ema.parameters()), list(model.parameters())
     started = time.time()
     metrics: dict = history[-1] if history else {}
     progress = tqdm(total=args.steps, initial=start_step, disable=not is_main, desc="training", unit="step",
@@ -215,8 +255,8 @@ def train(args: argparse.Namespace) -> dict:
     data_iter = iter(loader)
     previous_minutes = history[-1].get("minutes", 0.0) if history else 0.0
     while step < args.steps:
-        degraded, clean = next(data_iter)
-        degraded, clean = degraded.to(device, non_blocking=True), clean.to(device, non_blocking=True)
+        degraded, clean = (batch.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format)
+                           for batch in next(data_iter))
         elapsed_minutes = (time.time() - started) / 60
         if distributed and args.max_minutes:
             # Each rank has its own clock: agree on one (the slowest), so every rank uses the same learning
@@ -224,9 +264,13 @@ def train(args: argparse.Namespace) -> dict:
             clock = torch.tensor([elapsed_minutes], device=device, dtype=torch.float64)
             dist.all_reduce(clock, op=dist.ReduceOp.MAX)
             elapsed_minutes = float(clock.item())
+        if args.schedule_minutes:  # a run planned over several calls: the schedule spans all of them
+            schedule_fraction = (previous_minutes + elapsed_minutes) / args.schedule_minutes
+        else:
+            schedule_fraction = elapsed_minutes / args.max_minutes if args.max_minutes else 0.0
+        rate = lr_at(step, args.steps, args.lr, args.warmup, schedule_fraction, warm_from)
         for group in optimizer.param_groups:
-            elapsed_fraction = elapsed_minutes / args.max_minutes if args.max_minutes else 0.0
-            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, elapsed_fraction)
+            group["lr"] = rate
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             output = trained_model(degraded)
         loss = restoration_loss(output.float(), clean, args.frequency_weight)
@@ -236,8 +280,7 @@ def train(args: argparse.Namespace) -> dict:
         optimizer.step()
         with torch.no_grad():
             decay = min(args.ema, (1 + step) / (10 + step))
-            for ema_p, p in zip(ema.parameters(), model.parameters()):
-                ema_p.lerp_(p, 1 - decay)
+            torch._foreach_lerp_(ema_parameters, model_parameters, 1 - decay)  # one launch, not one per tensor
         step += 1
         progress.update(1)
         out_of_time = bool(args.max_minutes) and elapsed_minutes >= args.max_minutes  # the agreed clock
@@ -248,11 +291,17 @@ def train(args: argparse.Namespace) -> dict:
             with open(out / "log.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")
             save(step, metrics)
-        if is_main:
-            progress.set_postfix(loss=f"{loss.item():.4f}", val_gain=f"{metrics.get('psnr_gain', float('nan')):+.2f}dB")
+        if is_main and step % 50 == 0:  # .item() waits for the GPU: not every step
+            progress.set_postfix(loss=f"{loss.item():.4f}", val_gain=f"{metrics.get('psnr_gain', float('nan')):+.2f}dB",
+                                 refresh=False)  # the bar redraws at its own interval (TQDM_MININTERVAL)
         if out_of_time:
             break
     progress.close()
+    if is_main:
+        seconds = max(time.time() - started, 1e-9)
+        print(f"trained {step - start_step} steps in {seconds / 60:.1f} min: {(step - start_step) / seconds:.1f} steps/s, "
+              f"{(step - start_step) * args.batch * (dist.get_world_size() if distributed else 1) / seconds:.0f} "
+              "samples/s", file=sys.stderr)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

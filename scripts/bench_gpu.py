@@ -1,0 +1,93 @@
+#!/usr/bin/env python
+"""Restorer throughput on a GPU, measured with PyTorch as a proxy for onnxruntime-gpu (issue 9).
+
+    python3 scripts/bench_gpu.py [--checkpoints runs/gpu] [--device cuda] [--seconds 3] [--out FILE]
+
+Runs on the lent GPU machine (scripts/gpu_train.sh calls it), where the onnxruntime-gpu wheel is too
+large to carry: the same networks (trainer/arch.py, both shipped sizes) in PyTorch on CUDA, fp16 and
+bf16, channels-last, batch 1, 8 and 64 of 128 px aligned crops, timed with CUDA events after warm-up.
+Weights come from CHECKPOINTS/<size>/carry.pt or last.pt when present (speed does not depend on them).
+Prints a markdown table (and writes it to --out); on a machine without CUDA, `--device cpu` checks the
+script itself (bf16 only, slow).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from facedeblur.trainer.arch import MODEL_SIZES, build_model, count_parameters  # noqa: E402
+
+BATCH_SIZES = (1, 8, 64)
+CROP_SIZE = 128
+
+
+def load_weights(model: torch.nn.Module, folder: Path) -> str:
+    for name in ("last.pt", "carry.pt"):
+        path = folder / name
+        if path.is_file():
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            state = checkpoint.get("ema") or checkpoint["model"]
+            model.load_state_dict({key: value.float() for key, value in state.items()})
+            return f"{path} (step {checkpoint.get('step', '?')})"
+    return "untrained weights (speed does not depend on them)"
+
+
+def faces_per_second(model: torch.nn.Module, batch: int, dtype: torch.dtype, device: torch.device,
+                     seconds: float) -> float:
+    x = torch.rand(batch, 3, CROP_SIZE, CROP_SIZE, device=device).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype):
+        for _ in range(5):
+            model(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates, deadline = [], time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(rates) < 3:
+            started = time.perf_counter()
+            for _ in range(10):
+                model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rates.append(10 * batch / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=Path, default=REPO / "runs" / "gpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per (size, dtype, batch)")
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = device.type == "cuda"
+    dtypes = {"fp16": torch.float16, "bf16": torch.bfloat16} if device.type == "cuda" else {"bf16": torch.bfloat16}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    lines = [f"Device: {name}; PyTorch {torch.__version__} (a proxy for onnxruntime-gpu); channels-last, "
+             f"autocast, {CROP_SIZE} px crops; median of {args.seconds:g} s per cell.", "",
+             "| model | parameters | weights | dtype | " + " | ".join(f"faces/s, batch {b}" for b in BATCH_SIZES) + " |",
+             "|---|---|---|---|" + "---|" * len(BATCH_SIZES)]
+    for size, config in MODEL_SIZES.items():
+        model = build_model(config).eval().to(device, memory_format=torch.channels_last)
+        source = load_weights(model, args.checkpoints / size)
+        for label, dtype in dtypes.items():
+            rates = [faces_per_second(model, batch, dtype, device, args.seconds) for batch in BATCH_SIZES]
+            lines.append(f"| {size} | {count_parameters(model) / 1e6:.2f} M | {source} | {label} | "
+                         + " | ".join(f"{rate:,.0f}" for rate in rates) + " |")
+            print(lines[-1], flush=True)
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.out:
+        args.out.write_text(table, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
