@@ -67,6 +67,8 @@ def test_the_pack_keeps_every_crop_close_to_the_cache_within_its_budget(cache, p
     not_a_pack.write_bytes(b"not a pack")
     with pytest.raises(FacedeblurError, match="not a facedeblur face pack"):
         load_split(not_a_pack, "train")
+    with pytest.raises(FacedeblurError, match="not found; pass a cache folder"):
+        load_split(tmp_path / "missing.npz", "train")
 
 
 def test_training_from_a_pack_needs_none_of_the_daemon_packages_and_resumes_from_the_compact_checkpoint(

@@ -113,6 +113,9 @@ def load_split(cache: Path, split: str) -> tuple[np.ndarray, list[dict]]:
     """One split of a prepared cache folder, or of a pack file made from one by `facedeblur train pack`."""
     if Path(cache).is_file():
         return _load_pack_split(Path(cache), split)
+    if not Path(cache).exists():
+        raise FacedeblurError(f"{cache} not found; pass a cache folder ('facedeblur train prepare') or a pack "
+                              "('facedeblur train pack')")
     path = Path(cache) / f"{split}.npz"
     if not path.exists():
         raise FacedeblurError(f"{path} not found; run 'facedeblur train prepare' first")

@@ -177,11 +177,10 @@ def train(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
     is_main = rank == 0
+    train_crops, _ = load_split(Path(args.data), "train")  # first: bad --data leaves no empty run folder
+    val_crops, _ = load_split(Path(args.data), "val")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    train_crops, _ = load_split(Path(args.data), "train")
-    val_crops, _ = load_split(Path(args.data), "val")
     model_config = model_config_from(args)
     # On a GPU: channels-last lets cuDNN use the tensor cores for bf16 convolutions without transposes
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
