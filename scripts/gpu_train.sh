@@ -32,6 +32,7 @@ export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVA
 cores=$(nproc)
 workers=$(( (cores - 2) / 2 > 1 ? (cores - 2) / 2 : 1 ))  # two trainings share the cores: damage is made on them
 
+mkdir -p "$runs"
 gpu_report="$out/gpu.txt"
 { echo "# $(date -u +%FT%TZ) train ${train_minutes} min of ${schedule_minutes}; ${cores} cores, ${workers} workers per size"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no NVIDIA GPU"

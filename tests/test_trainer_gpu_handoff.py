@@ -122,10 +122,17 @@ def test_a_compact_checkpoint_exports_to_a_working_onnx_model(pack, tmp_path):
 def test_the_gpu_driver_trains_both_sizes_and_leaves_what_comes_back(pack, tmp_path):
     """scripts/gpu_train.sh as the device runs it, here on the CPU with tiny options: the outputs must be
     within the device's limits (8 files, 16 MB each, two folders deep) and a second call must resume."""
-    out, runs = tmp_path / "out", tmp_path / "runs"
+    out, runs = tmp_path / "out", tmp_path / "fresh-machine" / "runs" / "gpu"  # nothing of runs/ exists yet
     out.mkdir()
+    # No GPU here: a stand-in for nvidia-smi's two queries, so the driver's utilisation report is exercised
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "nvidia-smi").write_text('#!/bin/sh\ncase "$*" in *utilization*) while true; do echo "40, 1000"; '
+                                      'sleep 1; done;; *) echo "Stand-in GPU, 81559 MiB, 0.0";; esac\n')
+    (tools / "nvidia-smi").chmod(0o755)
     env = dict(os.environ, OUT=str(out), RUNS=str(runs), PACK=str(pack), PYTHON=sys.executable, TQDM_MININTERVAL="5",
-               EXTRA_ARGS=" ".join(TINY + ["--val-every", "3", "--steps", "4"]))
+               EXTRA_ARGS=" ".join(TINY + ["--val-every", "3", "--steps", "4", "--device", "cpu"]),
+               PATH=os.pathsep.join([str(tools), os.environ["PATH"]]))
     first = subprocess.run(["bash", "scripts/gpu_train.sh", "0.5", "1"], capture_output=True, text=True, env=env,
                            cwd=REPO, timeout=400)
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
@@ -134,6 +141,7 @@ def test_the_gpu_driver_trains_both_sizes_and_leaves_what_comes_back(pack, tmp_p
     assert all((out / f).stat().st_size < 16 * 2 ** 20 for f in files)
     report = (out / "gpu.txt").read_text()
     assert "initialised" in report and report.count("trained 4 steps") == 2  # default starts from the shipped model
+    assert "Stand-in GPU" in report and "GPU utilisation: mean 40%" in report
 
     for size in ("default", "quality"):  # a fresh machine: only the carried checkpoints
         (runs / size / "last.pt").unlink()
