@@ -5,8 +5,10 @@
 
 Runs on the lent GPU machine (scripts/gpu_train.sh calls it), where the onnxruntime-gpu wheel is too
 large to carry: the same networks (trainer/arch.py, both shipped sizes) in PyTorch on CUDA, fp16 and
-bf16, channels-last, batch 1, 8 and 64 of 128 px aligned crops, timed with CUDA events after warm-up.
-Weights come from CHECKPOINTS/<size>/carry.pt or last.pt when present (speed does not depend on them).
+bf16, channels-last, batch 1, 8 and 64 of 128 px aligned crops, timed in batches of 10 calls after
+warm-up, each ended by a CUDA synchronise.
+The model is the one in CHECKPOINTS/<size>/last.pt or carry.pt when present (its shape and weights),
+else the size's shape from MODEL_SIZES with untrained weights (speed does not depend on them).
 Prints a markdown table (and writes it to --out); on a machine without CUDA, `--device cpu` checks the
 script itself (bf16 only, slow).
 """
@@ -29,15 +31,17 @@ BATCH_SIZES = (1, 8, 64)
 CROP_SIZE = 128
 
 
-def load_weights(model: torch.nn.Module, folder: Path) -> str:
+def trained_or_fresh(size: str, folder: Path) -> tuple[torch.nn.Module, str]:
+    """The model as trained (its checkpoint's shape and weights), else MODEL_SIZES' shape, untrained."""
     for name in ("last.pt", "carry.pt"):
         path = folder / name
         if path.is_file():
             checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            model = build_model(checkpoint["model_config"])
             state = checkpoint.get("ema") or checkpoint["model"]
             model.load_state_dict({key: value.float() for key, value in state.items()})
-            return f"{path} (step {checkpoint.get('step', '?')})"
-    return "untrained weights (speed does not depend on them)"
+            return model, f"{path} (step {checkpoint.get('step', '?')})"
+    return build_model(MODEL_SIZES[size]), "untrained weights (speed does not depend on them)"
 
 
 def faces_per_second(model: torch.nn.Module, batch: int, dtype: torch.dtype, device: torch.device,
@@ -65,6 +69,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per (size, dtype, batch)")
     parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(BATCH_SIZES))
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -72,13 +77,13 @@ def main() -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     lines = [f"Device: {name}; PyTorch {torch.__version__} (a proxy for onnxruntime-gpu); channels-last, "
              f"autocast, {CROP_SIZE} px crops; median of {args.seconds:g} s per cell.", "",
-             "| model | parameters | weights | dtype | " + " | ".join(f"faces/s, batch {b}" for b in BATCH_SIZES) + " |",
-             "|---|---|---|---|" + "---|" * len(BATCH_SIZES)]
-    for size, config in MODEL_SIZES.items():
-        model = build_model(config).eval().to(device, memory_format=torch.channels_last)
-        source = load_weights(model, args.checkpoints / size)
+             "| model | parameters | weights | dtype | " + " | ".join(f"faces/s, batch {b}" for b in args.batch_sizes)
+             + " |", "|---|---|---|---|" + "---|" * len(args.batch_sizes)]
+    for size in MODEL_SIZES:
+        model, source = trained_or_fresh(size, args.checkpoints / size)
+        model = model.eval().to(device, memory_format=torch.channels_last)
         for label, dtype in dtypes.items():
-            rates = [faces_per_second(model, batch, dtype, device, args.seconds) for batch in BATCH_SIZES]
+            rates = [faces_per_second(model, batch, dtype, device, args.seconds) for batch in args.batch_sizes]
             lines.append(f"| {size} | {count_parameters(model) / 1e6:.2f} M | {source} | {label} | "
                          + " | ".join(f"{rate:,.0f}" for rate in rates) + " |")
             print(lines[-1], flush=True)

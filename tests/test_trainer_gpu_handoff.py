@@ -156,3 +156,12 @@ def test_the_gpu_driver_trains_both_sizes_and_leaves_what_comes_back(pack, tmp_p
     report = (out / "gpu.txt").read_text()
     assert report.count("resumed from the compact") == 2 and "initialised" not in report
     assert report.count("trained 4 steps") == 2
+
+    # The inference table the smoke call makes, loading the weights just trained (batch 1 only: on a CPU)
+    bench = subprocess.run([sys.executable, "scripts/bench_gpu.py", "--checkpoints", str(runs), "--device", "cpu",
+                            "--seconds", "0", "--batch-sizes", "1", "--out", str(out / "gpu-bench.md")],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bench.returncode == 0, bench.stderr[-2000:]
+    rows = [line for line in (out / "gpu-bench.md").read_text().splitlines() if line.startswith("| default")
+            or line.startswith("| quality")]
+    assert len(rows) == 2 and all("last.pt (step 8)" in row for row in rows)
