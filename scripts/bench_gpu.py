@@ -25,7 +25,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from facedeblur.trainer.arch import MODEL_SIZES, build_model, count_parameters  # noqa: E402
+from facedeblur.trainer.arch import build_model, count_parameters  # noqa: E402
+from facedeblur.trainer.export import load_checkpoint_model  # noqa: E402
+from facedeblur.trainer.options import MODEL_SIZES  # noqa: E402
 
 BATCH_SIZES = (1, 8, 64)
 CROP_SIZE = 128
@@ -33,13 +35,9 @@ CROP_SIZE = 128
 
 def trained_or_fresh(size: str, folder: Path) -> tuple[torch.nn.Module, str]:
     """The model as trained (its checkpoint's shape and weights), else MODEL_SIZES' shape, untrained."""
-    for name in ("last.pt", "carry.pt"):
-        path = folder / name
+    for path in (folder / "last.pt", folder / "carry.pt"):
         if path.is_file():
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-            model = build_model(checkpoint["model_config"])
-            state = checkpoint.get("ema") or checkpoint["model"]
-            model.load_state_dict({key: value.float() for key, value in state.items()})
+            model, checkpoint = load_checkpoint_model(path)
             return model, f"{path} (step {checkpoint.get('step', '?')})"
     return build_model(MODEL_SIZES[size]), "untrained weights (speed does not depend on them)"
 

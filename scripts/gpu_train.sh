@@ -27,6 +27,7 @@ recipe=(--patch 128 --batch 64 --warmup 500 --grad-clip 0.5 --ema 0.999 --val-ev
 # The default size fine-tunes the shipped weights, at half the rate of the quality size, which starts from
 # scratch (its dip when the rate warms up again: docs/gpu-training.md).
 declare -A learning_rate=([default]=${LR_DEFAULT:-5e-4} [quality]=${LR_QUALITY:-1e-3})
+sizes=(default quality)  # MODEL_SIZES in src/facedeblur/trainer/options.py
 [ -f "$pack" ] || { echo "gpu_train: $pack not found; make it with 'facedeblur train pack' and carry it" >&2; exit 2; }
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} OMP_NUM_THREADS=2
 cores=$(nproc)
@@ -44,7 +45,7 @@ if command -v nvidia-smi >/dev/null; then
 fi
 
 pids=()
-for size in default quality; do
+for size in "${sizes[@]}"; do
     mkdir -p "$runs/$size"
     start=(--resume)
     if [ "$size" = default ] && [ ! -f "$runs/$size/last.pt" ] && [ ! -f "$runs/$size/carry.pt" ]; then
@@ -60,7 +61,7 @@ status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
 [ -n "$sampler" ] && kill "$sampler" 2>/dev/null || true
 
-for size in default quality; do
+for size in "${sizes[@]}"; do
     echo "## $size" | tee -a "$gpu_report"
     grep -E "^(model|resumed|initialised|trained)|Error|error" "$runs/$size/train.log" | tee -a "$gpu_report" || true
     tail -n 1 "$runs/$size/log.jsonl" 2>/dev/null | tee -a "$gpu_report" || true

@@ -69,23 +69,15 @@ class FaceRestorerNet(nn.Module):
         return x + correction
 
 
-# The two shipped sizes (issue 9), one home for their shapes: `train run --size` starts from these and the
-# GPU driver (scripts/gpu_train.sh) names them. Faces/s are untrained ONNX exports on this project's 2-core
-# CPU through onnxruntime (batch 64), measured 2026-11-24:
-#   default: 3.65 M parameters, 14.6 MB, about 100 faces/s (the budget is 50). Width, levels and unshuffle
-#            are those of 0.2.0, so `--init` starts from the shipped weights; the extra blocks start as
-#            the identity.
-#   quality: 4.13 M parameters, 16.5 MB, about 23 faces/s: full resolution inside (no unshuffle), for GPU
-#            servers, where it costs little; few parameters for its compute, so its checkpoint stays
-#            small enough to carry between GPU calls.
-MODEL_SIZES = {
-    "default": dict(width=24, levels=3, blocks_per_level=2, middle_blocks=4, unshuffle=2),
-    "quality": dict(width=32, levels=3, blocks_per_level=2, middle_blocks=2, unshuffle=1),
-}
-
-
 def build_model(config: dict | None = None) -> FaceRestorerNet:
     return FaceRestorerNet(**(config or {}))
+
+
+def exported_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint stands for (its EMA, else its live weights) as float32: what export,
+    fine-tuning (--init) and the compact resume load. carry.pt holds them in float16."""
+    state = checkpoint.get("ema") or checkpoint["model"]
+    return {name: tensor.float() for name, tensor in state.items()}
 
 
 def count_parameters(model: nn.Module) -> int:

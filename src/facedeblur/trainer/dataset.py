@@ -152,11 +152,6 @@ def _decode_all(blobs: list[np.ndarray], workers: int) -> np.ndarray:
         return np.stack(list(pool.map(decode, blobs)))
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def pack_dataset(cache: Path, output: Path, max_megabytes: float, image_format: str = "webp",
                  workers: int = 0, sample_size: int = 600) -> dict:
     """Write every crop of a prepared cache into one archive of WebP (or JPEG) crops within a byte budget.
@@ -164,6 +159,7 @@ def pack_dataset(cache: Path, output: Path, max_megabytes: float, image_format: 
     The quality is the highest of PACK_QUALITIES whose whole archive fits; the summary records it and the
     mean PSNR of the packed crops against the cache's, so the cost of fitting the budget is measured.
     """
+    from ..evaluation.metrics import psnr  # scikit-image: the [train] extra has it, the trainer need not load it
     if image_format not in PACK_FORMATS:
         raise FacedeblurError(f"pack format {image_format!r} is not supported; use one of {', '.join(PACK_FORMATS)}")
     extension, flag = PACK_FORMATS[image_format]
@@ -199,7 +195,7 @@ def pack_dataset(cache: Path, output: Path, max_megabytes: float, image_format: 
     summary = {"format": image_format, "quality": quality, "crop_size": int(sample.shape[1]),
                "counts": {split: len(crops) for split, (crops, _) in splits.items()},
                "bytes": int(total), "megabytes": round(total / 1e6, 2), "budget_megabytes": max_megabytes,
-               "sample_psnr_db": round(float(np.mean([_psnr(d, s) for d, s in zip(decoded, sample)])), 2),
+               "sample_psnr_db": round(float(np.mean([psnr(s, d) for s, d in zip(sample, decoded)])), 2),
                "sample_size": len(sample)}
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.part")

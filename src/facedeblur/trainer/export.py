@@ -15,7 +15,7 @@ from ..errors import FacedeblurError
 from ..onnx_session import create_session
 from ..pipeline.align import FACE_TEMPLATE
 from ..pipeline.restore import FORMAT_MARKER
-from .arch import build_model
+from .arch import build_model, exported_weights
 
 PARITY_TOLERANCE = 1e-3
 
@@ -23,8 +23,7 @@ PARITY_TOLERANCE = 1e-3
 def load_checkpoint_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
     checkpoint = torch.load(str(checkpoint_path), map_location="cpu", weights_only=False)
     model = build_model(checkpoint["model_config"])
-    state = checkpoint.get("ema") or checkpoint["model"]
-    model.load_state_dict({name: tensor.float() for name, tensor in state.items()})  # carry.pt holds float16
+    model.load_state_dict(exported_weights(checkpoint))
     model.eval()
     return model, checkpoint
 

@@ -3,14 +3,30 @@ from __future__ import annotations
 
 import argparse
 
+# The two shipped sizes (issue 9), one home for their shapes (trainer/arch.py builds them): `train run
+# --size` starts from these and the GPU driver (scripts/gpu_train.sh) names them. Here, not in arch.py,
+# so that the CLI lists them without importing PyTorch. Faces/s are untrained ONNX exports on this
+# project's 2-core CPU through onnxruntime (batch 64), measured 2026-11-24:
+#   default: 3.65 M parameters, 14.6 MB, about 100 faces/s (the budget is 50). Width, levels and unshuffle
+#            are those of 0.2.0, so `--init` starts from the shipped weights; the extra blocks start as
+#            the identity.
+#   quality: 4.13 M parameters, 16.5 MB, about 23 faces/s: full resolution inside (no unshuffle), for GPU
+#            servers, where it costs little; few parameters for its compute, so its checkpoint stays
+#            small enough to carry between GPU calls.
+MODEL_SIZES = {
+    "default": dict(width=24, levels=3, blocks_per_level=2, middle_blocks=4, unshuffle=2),
+    "quality": dict(width=32, levels=3, blocks_per_level=2, middle_blocks=2, unshuffle=1),
+}
+
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     parser = parser or argparse.ArgumentParser(description="Train the facedeblur restorer.")
     parser.add_argument("--data", required=True,
                         help="cache folder made by 'facedeblur train prepare', or a pack made by 'facedeblur train pack'")
     parser.add_argument("--out", required=True, help="run folder: checkpoints, validation grids, log")
-    parser.add_argument("--size", choices=("default", "quality"), default="default",
-                        help="the model's shape (trainer/arch.py MODEL_SIZES); the options below override parts of it")
+    parser.add_argument("--size", choices=tuple(MODEL_SIZES), default="default",
+                        help="the model's shape (MODEL_SIZES in trainer/options.py); the options below override "
+                             "parts of it")
     parser.add_argument("--width", type=int)
     parser.add_argument("--levels", type=int)
     parser.add_argument("--blocks", type=int, help="residual blocks per level")

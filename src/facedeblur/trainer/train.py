@@ -26,10 +26,10 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import FacedeblurError
 from ..degradations import CATEGORIES, SEVERITIES, degrade, training_degradation
-from .arch import MODEL_SIZES, build_model, count_parameters
+from .arch import build_model, count_parameters, exported_weights
 from .dataset import load_split
 from .losses import psnr, restoration_loss
-from .options import build_parser
+from .options import MODEL_SIZES, build_parser
 
 TRAINING_DATA_NOTE = ("All-Age-Faces (AAF) and UTKFace photos from ../shared/data, research / non-commercial "
                       "use only; see MODEL_CARD.md")
@@ -114,8 +114,7 @@ def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
         weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
                    for t in onnx.load(str(source)).graph.initializer}
     else:
-        checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
-        weights = checkpoint.get("ema") or checkpoint["model"]
+        weights = exported_weights(torch.load(str(source), map_location="cpu", weights_only=False))
     state = model.state_dict()
     copied = {name: weights[name] for name, value in state.items()
               if name in weights and tuple(weights[name].shape) == tuple(value.shape)}
@@ -201,7 +200,7 @@ def train(args: argparse.Namespace) -> dict:
                                   "resume with the --size and shape options it was trained with")
         start_step, history = checkpoint["step"], checkpoint.get("history", [])
         if checkpoint.get("compact"):
-            weights = {name: tensor.float() for name, tensor in checkpoint["ema"].items()}
+            weights = exported_weights(checkpoint)
             model.load_state_dict(weights)
             ema.load_state_dict(weights)
             warm_from = start_step
