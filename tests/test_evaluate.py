@@ -99,6 +99,47 @@ def test_report_files_cover_every_category_with_sane_metrics(astronaut_report):
     assert "severe tier" in result.stdout
 
 
+def test_identity_is_judged_by_dlib_beside_sface(astronaut_report):
+    """The independent judge (dlib ResNet) scores the input and ours in every case and tier, and the
+    console compares like with like: the severe tier's classical figure is the severe tier's own."""
+    pytest.importorskip("dlib")
+    out, report, result = astronaut_report
+    for case, row in report["categories"].items():
+        for method in ("input", "ours"):
+            assert 0.0 <= row["methods"][method]["dlib_match"] <= 1.0, case
+            assert 0.0 <= row["methods"][method]["dlib_distance"] < 2.0, case
+        assert "dlib_match" not in row["methods"]["unsharp_mask"]
+    for scope in (*report["severities"].values(), report["overall"]):
+        assert {"dlib_match", "dlib_distance"} <= set(scope["ours"])
+    # the damage that hurts most moves the face furthest from the clean one
+    distance = lambda case: report["categories"][case]["methods"]["input"]["dlib_distance"]
+    assert distance("pixelate/severe") > distance("pixelate/mild")
+    markdown = (out / "report.md").read_text()
+    assert "## Identity by an independent recogniser (dlib ResNet)" in markdown
+    assert "| severe |" in markdown.split("dlib ResNet")[1]
+    severe_classical = report["severities"]["severe"]["best_classical"]["psnr"]
+    assert f"severe tier PSNR" in result.stdout and f"best classical {severe_classical:.2f} dB" in result.stdout
+    assert "dlib same person" in result.stdout
+
+
+def test_dlib_judge_tells_the_same_face_from_another_person(astronaut_folder):
+    pytest.importorskip("dlib")
+    if not AAF_VAL.exists():
+        pytest.skip(f"{AAF_VAL} not present (../shared/data)")
+    from facedeblur.evaluation.dlib_identity import SAME_PERSON_DISTANCE, DlibJudge
+    detector = FaceDetector(provider="cpu")
+    astronaut = load_clean_faces([astronaut_folder], detector, 128, FACE_TEMPLATE, None, 0)
+    others = load_clean_faces([AAF_VAL], detector, 128, FACE_TEMPLATE, 6, 0)
+    judge = DlibJudge()
+    reference = judge.descriptors([astronaut[0].crop])
+    assert judge.distances([astronaut[0].crop], reference)[0] == pytest.approx(0.0, abs=1e-6)
+    # a face is itself after mild damage, and the astronaut is nobody else
+    mild = degrade(astronaut[0].crop, "gaussian_blur", np.random.default_rng(0), "mild").image
+    assert judge.distances([mild], reference)[0] < SAME_PERSON_DISTANCE
+    other_distances = judge.distances([face.crop for face in others], np.repeat(reference, len(others), axis=0))
+    assert (other_distances > SAME_PERSON_DISTANCE).all(), other_distances
+
+
 def test_wiener_with_the_true_kernel_beats_the_blurred_input(astronaut_report):
     _, report, _ = astronaut_report
     methods = report["categories"]["gaussian_blur/moderate"]["methods"]

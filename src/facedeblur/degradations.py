@@ -28,11 +28,18 @@ TRAINING_SEVERITY_WEIGHTS = {"mild": 0.2, "moderate": 0.35, "severe": 0.45}
 TRAINING_CLEAN_FRACTION = 0.15
 
 
+NO_BLUR = np.ones((1, 1), np.float32)  # the delta kernel: damage that moves no pixel
+
+
 @dataclass
 class Degraded:
     image: np.ndarray  # uint8 BGR, same size as the clean input
     kernel: np.ndarray | None = None  # the blur kernel applied, when the damage is a single known blur
     steps: list[str] = field(default_factory=list)
+    # The one kernel that describes all the spatial blur the image went through (NO_BLUR for noise or
+    # compression alone), or None where resampling (low resolution, mosaic) adds blur no kernel states.
+    # What the trainer's kernel estimator learns from; `kernel` stays the evaluation's "single blur" rule.
+    psf: np.ndarray | None = None
 
 
 # ---- blur kernels -------------------------------------------------------------------------------------
@@ -244,7 +251,7 @@ def degrade(clean: np.ndarray, category: str, rng: np.random.Generator,
         kernel = random_blur_kernel(category, rng, scale, severity)
         blurred = apply_kernel(image, kernel)
         noisy = sensor_noise(blurred, rng, sigma=rng.uniform(0.5, 2.0))  # every real camera adds a little
-        return Degraded(_finish(noisy), kernel, [f"{category} ({severity})"])
+        return Degraded(_finish(noisy), kernel, [f"{category} ({severity})"], kernel)
     if category == "pixelate":
         block = max(1, round(uniform("pixelate") * scale))
         return Degraded(_finish(pixelate(image, block)), None, [f"pixelate {block}px"])
@@ -260,16 +267,16 @@ def degrade(clean: np.ndarray, category: str, rng: np.random.Generator,
             quality = int(round(uniform("noise_jpeg")))
             image = jpeg(image, quality)
             steps.append(f"jpeg q{quality}")
-        return Degraded(_finish(image), None, steps)
+        return Degraded(_finish(image), None, steps, NO_BLUR)
     if category == "jpeg":
         quality = int(round(uniform("jpeg")))
-        return Degraded(_finish(jpeg(image, quality)), None, [f"jpeg q{quality}"])
+        return Degraded(_finish(jpeg(image, quality)), None, [f"jpeg q{quality}"], NO_BLUR)
     if category == "codec_blocks":
         strength = uniform("codec_blocks")
-        return Degraded(_finish(codec_blocks(image, rng, strength)), None, [f"codec q{strength:.0f}"])
+        return Degraded(_finish(codec_blocks(image, rng, strength)), None, [f"codec q{strength:.0f}"], NO_BLUR)
     if category == "low_light":
         exposure = uniform("low_light")
-        return Degraded(_finish(low_light(image, rng, exposure)), None, [f"low light x{exposure:.2f}"])
+        return Degraded(_finish(low_light(image, rng, exposure)), None, [f"low light x{exposure:.2f}"], NO_BLUR)
     if category == "cctv":
         return cctv_chain(clean, rng, severity, scale)
     return camera_pipeline(clean, rng, ranges["mixed"][0], scale)
@@ -349,7 +356,9 @@ def camera_pipeline(clean: np.ndarray, rng: np.random.Generator, severity: float
         image = sensor_noise(image, rng, sigma=float(rng.uniform(3.0, 10.0)))
         steps.append("noise")
     only_blur = kernel is not None and len(steps) == 1
-    return Degraded(_finish(image), kernel if only_blur else None, steps)
+    resampled = factor > 1.0 or "pixelate" in steps
+    psf = None if resampled else (NO_BLUR if kernel is None else kernel)
+    return Degraded(_finish(image), kernel if only_blur else None, steps, psf)
 
 
 def random_severity(rng: np.random.Generator) -> str:
@@ -362,7 +371,7 @@ def nearly_clean(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
     image = sensor_noise(clean.astype(np.float32), rng, sigma=float(rng.uniform(0.0, 1.5)))
     if rng.random() < 0.5:
         image = jpeg(image, int(rng.integers(85, 96)))
-    return Degraded(_finish(image), None, ["nearly clean"])
+    return Degraded(_finish(image), None, ["nearly clean"], NO_BLUR)
 
 
 def training_degradation(clean: np.ndarray, rng: np.random.Generator) -> Degraded:

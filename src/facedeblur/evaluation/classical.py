@@ -42,7 +42,9 @@ def _deconvolve_per_channel(image: np.ndarray, kernel: np.ndarray, deconvolve) -
     pad = int(max(kernel.shape))
     scaled = image.astype(np.float64) / 255.0
     padded = np.pad(scaled, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    psf = np.asarray(kernel, np.float64) / float(np.sum(kernel))
+    # degradations.apply_kernel blurs with cv2.filter2D, a correlation; scikit-image deconvolves a
+    # convolution, whose PSF is the kernel turned by 180 degrees (the same for symmetric blurs, not for shake)
+    psf = np.asarray(kernel, np.float64)[::-1, ::-1] / float(np.sum(kernel))
     channels = [deconvolve(padded[:, :, c], psf)[pad:-pad, pad:-pad] for c in range(image.shape[2])]
     return _to_uint8(np.stack(channels, axis=-1) * 255.0)
 

@@ -11,9 +11,11 @@ import numpy as np
 
 from ..image_files import write_bytes_atomic, write_image_atomic
 from .classical import CLASSICAL_METHODS
+from .dlib_identity import SAME_PERSON_DISTANCE
 from .runner import INPUT, OURS, GridSample, Score, split_case
 
 METRICS = ("psnr", "ssim", "identity")
+DLIB_METRICS = ("dlib_match", "dlib_distance")
 METHOD_TITLES = {
     INPUT: "degraded input", OURS: "ours", "unsharp_mask": "unsharp mask",
     "wiener": "Wiener (true kernel)", "richardson_lucy": "Richardson-Lucy (true kernel)",
@@ -26,8 +28,13 @@ def _mean(values: list[float]) -> float:
 
 
 def _metric_means(scores: list[Score]) -> dict:
-    return {"psnr": _mean([s.psnr for s in scores]), "ssim": _mean([s.ssim for s in scores]),
-            "identity": _mean([s.identity for s in scores]), "n": len(scores)}
+    means = {"psnr": _mean([s.psnr for s in scores]), "ssim": _mean([s.ssim for s in scores]),
+             "identity": _mean([s.identity for s in scores]), "n": len(scores)}
+    distances = [s.dlib_distance for s in scores if s.dlib_distance is not None]
+    if distances:  # the independent judge: share still recognised as the same person, and the mean distance
+        means["dlib_match"] = float(np.mean(np.asarray(distances) < SAME_PERSON_DISTANCE))
+        means["dlib_distance"] = float(np.mean(distances))
+    return means
 
 
 def summarise(scores: list[Score], categories: tuple[str, ...]) -> dict:
@@ -63,6 +70,8 @@ def _mean_over(per_category: dict, categories: list[str]) -> dict:
         picks = [per_category[c]["methods"][per_category[c]["best_classical"] if row == "best_classical" else row]
                  for c in categories]
         result[row] = {metric: _mean([p[metric] for p in picks]) for metric in METRICS}
+        if all("dlib_match" in p for p in picks):
+            result[row].update({metric: _mean([p[metric] for p in picks]) for metric in DLIB_METRICS})
     result["gain_db"] = result[OURS]["psnr"] - result[INPUT]["psnr"]
     return result
 
@@ -129,6 +138,7 @@ def render_markdown(summary: dict, context: dict) -> str:
         if key in overall:
             lines.append(f"| {title} | {overall[key]['psnr']:.2f} | {overall[key]['ssim']:.3f} | {overall[key]['identity']:.3f} |")
     lines += ["", f"Gain of ours over the degraded input: **{overall['gain_db']:+.2f} dB**.", ""]
+    lines += _dlib_section(summary)
     lines += ["## Per UTK race group (all categories)", ""]
     if summary["races"]:
         lines += ["| race | faces | input PSNR | ours PSNR | gain (dB) | input identity | ours identity |",
@@ -140,6 +150,30 @@ def render_markdown(summary: dict, context: dict) -> str:
         lines.append("No UTK faces in this run (their names carry the race group).")
     lines += ["", "comparison.png: a few faces per category; columns clean, degraded, best classical, ours.", ""]
     return "\n".join(lines)
+
+
+def _dlib_cell(values: dict) -> str:
+    return f"{values['dlib_match'] * 100:.1f} % ({values['dlib_distance']:.3f})"
+
+
+def _dlib_section(summary: dict) -> list[str]:
+    """Identity by the independent judge, per category and per tier: input -> ours."""
+    overall = summary["overall"]
+    if "dlib_match" not in overall[OURS]:
+        return ["## Identity by an independent recogniser", "",
+                "Not measured: dlib is not installed (pip install 'facedeblur[eval]').", ""]
+    lines = ["## Identity by an independent recogniser (dlib ResNet)", "",
+             f"Share of faces dlib still recognises as the same person (distance below {SAME_PERSON_DISTANCE}), and "
+             "the mean distance in brackets. dlib is not the network the trainer's identity loss uses (SFace), so "
+             "the model cannot have learnt to please it. A restorer must not be below the input in any row.", "",
+             "| case | input | ours | change (points) |", "|---|---|---|---|"]
+    rows = {**{c: row["methods"] for c, row in summary["categories"].items()}, **summary["severities"],
+            "all": overall}
+    for name, row in rows.items():
+        if "dlib_match" in row.get(OURS, {}):
+            change = (row[OURS]["dlib_match"] - row[INPUT]["dlib_match"]) * 100
+            lines.append(f"| {name} | {_dlib_cell(row[INPUT])} | {_dlib_cell(row[OURS])} | {change:+.1f} |")
+    return lines + [""]
 
 
 def write_reports(output: Path, summary: dict, context: dict) -> None:

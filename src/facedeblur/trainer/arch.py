@@ -1,6 +1,7 @@
-"""The restorer: a small residual U-Net (a denoising autoencoder with skip connections).
+"""The restorer: a small residual U-Net (a denoising autoencoder with skip connections), and its
+kernel-aware form, which also sees the face deconvolved by a blur kernel it estimates itself.
 
-Fully convolutional, plain Conv/ReLU/Add/Resize operations only, so the ONNX export runs fast in
+Fully convolutional, plain Conv/ReLU/Add/Resize/MatMul operations only, so the ONNX export runs fast in
 onnxruntime on a CPU. The last convolution starts at zero: an untrained model returns its input
 unchanged, and training only learns the correction.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .deconvolution import regularised_deconvolution
 
 
 class ResidualBlock(nn.Module):
@@ -35,13 +38,14 @@ class FaceRestorerNet(nn.Module):
     """
 
     def __init__(self, width: int = 16, levels: int = 3, blocks_per_level: int = 1, middle_blocks: int = 2,
-                 unshuffle: int = 1):
+                 unshuffle: int = 1, in_channels: int = 3):
         super().__init__()
         self.config = dict(width=width, levels=levels, blocks_per_level=blocks_per_level, middle_blocks=middle_blocks,
                            unshuffle=unshuffle)
         widths = [width * 2 ** i for i in range(levels + 1)]
         self.unshuffle = unshuffle
-        self.head = nn.Conv2d(3 * unshuffle ** 2, width, 3, padding=1)
+        # Channels past the first three are guidance (the deconvolved face); the output corrects the first three.
+        self.head = nn.Conv2d(in_channels * unshuffle ** 2, width, 3, padding=1)
         self.encoders = nn.ModuleList(_stage(widths[i], blocks_per_level) for i in range(levels))
         self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(levels))
         self.middle = _stage(widths[levels], middle_blocks)
@@ -66,11 +70,83 @@ class FaceRestorerNet(nn.Module):
         correction = self.tail(features)
         if self.unshuffle > 1:
             correction = F.pixel_shuffle(correction, self.unshuffle)
-        return x + correction
+        return x[:, :3] + correction
 
 
-def build_model(config: dict | None = None) -> FaceRestorerNet:
-    return FaceRestorerNet(**(config or {}))
+class KernelEstimator(nn.Module):
+    """Estimates the blur kernel of a face crop (a kernel_size^2 map that sums to 1, through a softmax, so
+    it can be exactly a delta when there is no blur) and how strongly to regularise its inverse.
+
+    Blur is the same over the whole crop, so local evidence (edge profiles) is pooled globally (mean and
+    standard deviation of the features) before a small MLP maps it to the kernel: any input size works."""
+
+    def __init__(self, kernel_size: int = 33, width: int = 32):
+        super().__init__()
+        self.kernel_size = kernel_size
+        widths = [width, width, width * 2, width * 3, width * 4]
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
+        for before, after in zip(widths[:-1], widths[1:]):
+            layers += [nn.Conv2d(before, after, 3, stride=2, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                       nn.Conv2d(after, after, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
+        self.features = nn.Sequential(*layers)
+        # LayerNorm on the pooled evidence: without it the pooled statistics grow with training until the
+        # softmax saturates and the estimate freezes at one kernel for every face
+        self.mlp = nn.Sequential(nn.LayerNorm(widths[-1] * 2), nn.Linear(widths[-1] * 2, 256), nn.LeakyReLU(0.1, inplace=True),
+                                 nn.Linear(256, kernel_size * kernel_size + 1))
+        with torch.no_grad():
+            # Start at a small Gaussian blur (sigma 2 px) with mild regularisation: far from a saturated
+            # softmax, so every kernel weight can still learn (a near-delta start would barely move). The
+            # U-Net's weights for the deconvolved channels start at zero, so this start changes no output.
+            self.mlp[-1].weight.mul_(0.01)
+            offsets = torch.arange(kernel_size, dtype=torch.float32) - kernel_size // 2
+            squared_radius = offsets[:, None] ** 2 + offsets[None, :] ** 2
+            self.mlp[-1].bias[:-1] = (-squared_radius / (2 * 2.0 ** 2)).flatten()
+            self.mlp[-1].bias[-1] = -4.0
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(x * 2 - 1)
+        pooled = torch.cat([features.mean(dim=(2, 3)), features.std(dim=(2, 3))], dim=1)
+        out = self.mlp(pooled)
+        kernel = torch.softmax(out[:, :-1].float(), dim=1).view(-1, self.kernel_size, self.kernel_size)
+        regularisation = torch.exp(out[:, -1].float().clamp(-12, 2))
+        return kernel, regularisation
+
+
+class KernelAwareRestorer(nn.Module):
+    """The U-Net given both the damaged face and the face deconvolved with the estimated kernel.
+
+    `forward(x)` is what ships (one ONNX graph, input and output as before). Training and evaluation can
+    pass `kernel` to deconvolve with another kernel instead of the estimate (the true kernel measures the
+    ceiling; a perturbed true kernel teaches the network to distrust a wrong one)."""
+
+    def __init__(self, kernel_size: int = 33, estimator_width: int = 32, **unet: int):
+        super().__init__()
+        self.config = dict(unet, kernel_size=kernel_size, estimator_width=estimator_width)
+        self.estimator = KernelEstimator(kernel_size, estimator_width)
+        self.restorer = FaceRestorerNet(**unet, in_channels=6)
+        self.multiple = self.restorer.multiple
+
+    def deconvolve(self, x: torch.Tensor, kernel: torch.Tensor, regularisation: torch.Tensor) -> torch.Tensor:
+        return regularised_deconvolution(x, kernel, regularisation).clamp(-0.5, 1.5).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, kernel: torch.Tensor | None = None, use_given: torch.Tensor | None = None,
+                return_estimate: bool = False):
+        """`kernel` (N, K, K) replaces the estimate for every face, or only where `use_given` (N,) is set.
+        With `return_estimate`, returns (restored, estimated kernel): training needs the estimate for its
+        own loss (keyword arguments, so DistributedDataParallel passes them through)."""
+        estimated, regularisation = self.estimator(x)
+        chosen = estimated
+        if kernel is not None:
+            chosen = kernel if use_given is None else torch.where(use_given[:, None, None], kernel, estimated)
+        restored = self.restorer(torch.cat([x, self.deconvolve(x, chosen, regularisation)], dim=1))
+        return (restored, estimated) if return_estimate else restored
+
+
+def build_model(config: dict | None = None) -> nn.Module:
+    config = dict(config or {})
+    if "kernel_size" in config:
+        return KernelAwareRestorer(**config)
+    return FaceRestorerNet(**config)
 
 
 def exported_weights(checkpoint: dict) -> dict[str, torch.Tensor]:

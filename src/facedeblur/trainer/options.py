@@ -16,6 +16,11 @@ import argparse
 MODEL_SIZES = {
     "default": dict(width=24, levels=3, blocks_per_level=2, middle_blocks=4, unshuffle=2),
     "quality": dict(width=32, levels=3, blocks_per_level=2, middle_blocks=2, unshuffle=1),
+    # 0.2.0's U-Net given the face deconvolved with its own kernel estimate as three more input channels
+    # (arch.KernelAwareRestorer); `--init` from 0.2.0 starts it exactly where 0.2.0 is (the new inputs'
+    # weights start at zero). Kernels up to 33 px cover the severe tier's camera shake (24 px).
+    "kernel-aware": dict(width=24, levels=3, blocks_per_level=1, middle_blocks=2, unshuffle=2, kernel_size=33,
+                         estimator_width=32),
 }
 
 
@@ -40,6 +45,19 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--grad-clip", type=float, default=0.5)
     parser.add_argument("--ema", type=float, default=0.999, help="EMA decay of the weights used for validation/export")
     parser.add_argument("--frequency-weight", type=float, default=0.05)
+    parser.add_argument("--kernel-weight", type=float, default=1.0,
+                        help="weight of the kernel estimator's own loss (the face blurred by the estimate against "
+                             "it blurred by the true kernel, RMS), kernel-aware models")
+    parser.add_argument("--kernel-substitute", type=float, default=0.3,
+                        help="share of faces with a known kernel deconvolved with a perturbed true kernel instead "
+                             "of the estimate, so the network learns how far to trust the deconvolution")
+    parser.add_argument("--identity-weight", type=float, default=0.0,
+                        help="weight of the SFace identity loss (1 - cosine similarity); 0 = off")
+    parser.add_argument("--identity-faces", type=int, default=2,
+                        help="faces of each batch that get the identity loss (it costs about 0.2 s a face on a CPU)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="bf16 autocast with channels-last: auto = on a GPU, and on a CPU with native bf16 "
+                             "(AVX512-BF16 or AMX)")
     parser.add_argument("--val-every", type=int, default=500)
     parser.add_argument("--val-count", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="DataLoader workers making degradations")

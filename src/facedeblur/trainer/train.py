@@ -20,12 +20,13 @@ import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from tqdm import tqdm
 
 from .. import __version__
 from ..errors import FacedeblurError
-from ..degradations import CATEGORIES, SEVERITIES, degrade, training_degradation
+from ..degradations import CATEGORIES, NO_BLUR, SEVERITIES, degrade, training_degradation
 from .arch import build_model, count_parameters, exported_weights
 from .dataset import load_split
 from .losses import psnr, restoration_loss
@@ -35,11 +36,42 @@ TRAINING_DATA_NOTE = ("All-Age-Faces (AAF) and UTKFace photos from ../shared/dat
                       "use only; see MODEL_CARD.md")
 
 
-class DegradedFaces(Dataset):
-    """Endless stream of (degraded patch, clean patch) pairs; `length` only sets the epoch size."""
+def fit_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
+    """A blur kernel centred in a size x size grid (cropped if larger, then renormalised)."""
+    kernel = np.asarray(kernel, np.float32)
+    if kernel.shape[0] > size:
+        cut = (kernel.shape[0] - size) // 2
+        kernel = kernel[cut:cut + size, cut:cut + size]
+    grid = np.zeros((size, size), np.float32)
+    start = (size - kernel.shape[0]) // 2
+    grid[start:start + kernel.shape[0], start:start + kernel.shape[1]] = kernel
+    return grid / max(float(grid.sum()), 1e-8)
 
-    def __init__(self, crops: np.ndarray, patch: int, seed: int, length: int = 10 ** 7):
+
+def perturb_kernel(kernel: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausibly wrong estimate of a true kernel: resized by up to 25 %, shifted by up to a pixel, and
+    with multiplicative noise on its weights."""
+    side = kernel.shape[0]
+    new_side = max(1, int(round(side * rng.uniform(0.75, 1.3)))) | 1
+    if new_side != side:
+        kernel = cv2.resize(kernel, (new_side, new_side), interpolation=cv2.INTER_LINEAR)
+    kernel = np.pad(kernel, 1)
+    kernel = np.roll(kernel, tuple(rng.integers(-1, 2, size=2)), axis=(0, 1))
+    kernel = np.clip(kernel * rng.uniform(0.7, 1.3, size=kernel.shape), 0, None).astype(np.float32)
+    return kernel / max(float(kernel.sum()), 1e-8)
+
+
+class DegradedFaces(Dataset):
+    """Endless stream of (degraded patch, clean patch) pairs; `length` only sets the epoch size.
+
+    For a kernel-aware model (`kernel_size` > 0) each pair also carries the true blur kernel where the
+    damage has one (and whether it does), and a perturbed copy of it that the model is given instead of
+    its own estimate for a `substitute` share of the faces."""
+
+    def __init__(self, crops: np.ndarray, patch: int, seed: int, length: int = 10 ** 7, kernel_size: int = 0,
+                 substitute: float = 0.0):
         self.crops, self.patch, self.seed, self.length = crops, patch, seed, length
+        self.kernel_size, self.substitute = kernel_size, substitute
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -51,7 +83,8 @@ class DegradedFaces(Dataset):
         if rng.random() < 0.5:
             clean = clean[:, ::-1]
         clean = np.ascontiguousarray(clean)
-        degraded = training_degradation(clean, rng).image  # damage the whole crop: blur needs its context
+        damage = training_degradation(clean, rng)  # damage the whole crop: blur needs its context
+        degraded = damage.image
         size = clean.shape[0]
         if self.patch < size:
             y, x = rng.integers(0, size - self.patch + 1, size=2)
@@ -59,7 +92,14 @@ class DegradedFaces(Dataset):
             degraded = degraded[y:y + self.patch, x:x + self.patch]
         # uint8 across the worker pipes and to the device (a quarter of float32's bytes); made float there
         to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1)))
-        return to_tensor(degraded), to_tensor(clean)
+        if not self.kernel_size:
+            return to_tensor(degraded), to_tensor(clean)
+        known = damage.psf is not None
+        true_kernel = fit_kernel(damage.psf if known else NO_BLUR, self.kernel_size)
+        use_given = known and rng.random() < self.substitute
+        given = fit_kernel(perturb_kernel(damage.psf, rng), self.kernel_size) if use_given else true_kernel
+        return (to_tensor(degraded), to_tensor(clean), torch.from_numpy(true_kernel), torch.tensor(known),
+                torch.from_numpy(given), torch.tensor(use_given))
 
 
 def _seed_worker(_: int) -> None:
@@ -69,31 +109,67 @@ def _seed_worker(_: int) -> None:
     info.dataset.rng = np.random.default_rng([info.dataset.seed, info.id, int(os.environ.get("RANK", 0))])
 
 
-def make_validation_set(crops: np.ndarray, count: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Fixed degraded/clean pairs, cycling through every category at every severity, identical across runs."""
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(crops), size=min(count, len(crops)), replace=False)
-    pairs = [(category, severity) for severity in SEVERITIES for category in CATEGORIES]
-    degraded, clean, categories = [], [], []
-    for i, index in enumerate(chosen):
-        category, severity = pairs[i % len(pairs)]
-        degraded.append(degrade(crops[index], category, rng, severity).image)
-        clean.append(crops[index])
-        categories.append(f"{category}/{severity}")
-    stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, :, :, ::-1].transpose(0, 3, 1, 2).copy()).float() / 255
-    return stack(degraded), stack(clean), categories
+class ValidationSet:
+    """Fixed degraded/clean pairs, cycling through every category at every severity, identical across runs,
+    with each pair's category and true blur kernel (where one kernel describes the damage)."""
+
+    def __init__(self, crops: np.ndarray, count: int, seed: int = 1234):
+        rng = np.random.default_rng(seed)
+        chosen = rng.choice(len(crops), size=min(count, len(crops)), replace=False)
+        pairs = [(category, severity) for severity in SEVERITIES for category in CATEGORIES]
+        degraded, clean, self.categories, self.kernels = [], [], [], []
+        for i, index in enumerate(chosen):
+            category, severity = pairs[i % len(pairs)]
+            damage = degrade(crops[index], category, rng, severity)
+            degraded.append(damage.image)
+            clean.append(crops[index])
+            self.categories.append(f"{category}/{severity}")
+            self.kernels.append(damage.psf)
+        stack = lambda arrays: torch.from_numpy(np.stack(arrays)[:, :, :, ::-1].transpose(0, 3, 1, 2).copy()).float() / 255
+        self.degraded, self.clean = stack(degraded), stack(clean)
+
+    def true_kernels(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(kernels, known): the true kernels on a size x size grid, and which pairs have one."""
+        known = torch.tensor([kernel is not None for kernel in self.kernels])
+        kernels = np.stack([fit_kernel(NO_BLUR if k is None else k, size) for k in self.kernels])
+        return torch.from_numpy(kernels), known
+
+
+def _gain_by_category(gains: torch.Tensor, categories: list[str]) -> dict[str, float]:
+    by_category: dict[str, list[float]] = {}
+    for gain, label in zip(gains.tolist(), categories):
+        by_category.setdefault(label.split("/")[0], []).append(gain)
+    return {name: round(float(np.mean(values)), 3) for name, values in by_category.items()}
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, degraded: torch.Tensor, clean: torch.Tensor, device: torch.device,
+def validate(model: torch.nn.Module, validation: ValidationSet, device: torch.device,
              grid_path: Path | None = None) -> dict:
-    model.eval()
-    outputs = torch.cat([model(degraded[i:i + 32].to(device)).float().clamp(0, 1).cpu()
-                         for i in range(0, len(degraded), 32)])
-    model.train()
-    gain = (psnr(outputs, clean) - psnr(degraded, clean)).mean().item()
-    result = {"psnr_input": psnr(degraded, clean).mean().item(), "psnr_output": psnr(outputs, clean).mean().item(),
-              "psnr_gain": gain}
+    """Mean PSNR gain, and per category; for a kernel-aware model also the gain when it is given the TRUE
+    kernel instead of its own estimate (the ceiling the estimator is measured against)."""
+    degraded, clean = validation.degraded, validation.clean
+
+    def run(kernels: torch.Tensor | None = None) -> torch.Tensor:
+        model.eval()
+        parts = []
+        for i in range(0, len(degraded), 32):
+            extra = {} if kernels is None else {"kernel": kernels[i:i + 32].to(device)}
+            parts.append(model(degraded[i:i + 32].to(device), **extra).float().clamp(0, 1).cpu())
+        model.train()
+        return torch.cat(parts)
+
+    outputs = run()
+    input_psnr = psnr(degraded, clean)
+    gains = psnr(outputs, clean) - input_psnr
+    result = {"psnr_input": input_psnr.mean().item(), "psnr_output": psnr(outputs, clean).mean().item(),
+              "psnr_gain": gains.mean().item(), "gain_by_category": _gain_by_category(gains, validation.categories)}
+    kernel_size = getattr(model, "config", {}).get("kernel_size")
+    if kernel_size:
+        kernels, known = validation.true_kernels(kernel_size)
+        oracle_gains = psnr(run(kernels), clean) - input_psnr
+        labels = [label for label, has in zip(validation.categories, known.tolist()) if has]
+        result["oracle_gain_by_category"] = _gain_by_category(oracle_gains[known], labels)
+        result["estimate_gain_by_category"] = _gain_by_category(gains[known], labels)
     if grid_path is not None:
         rows = [torch.cat([degraded[i], outputs[i], clean[i]], dim=2) for i in range(min(10, len(clean)))]
         grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)
@@ -116,8 +192,21 @@ def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
     else:
         weights = exported_weights(torch.load(str(source), map_location="cpu", weights_only=False))
     state = model.state_dict()
-    copied = {name: weights[name] for name, value in state.items()
-              if name in weights and tuple(weights[name].shape) == tuple(value.shape)}
+    copied = {}
+    for name, value in state.items():
+        # A kernel-aware model holds the plain U-Net as `restorer.`: a plain model's weights fit it there
+        source_name = name if name in weights else name.removeprefix("restorer.")
+        if source_name not in weights:
+            continue
+        source_value = weights[source_name]
+        if tuple(source_value.shape) == tuple(value.shape):
+            copied[name] = source_value
+        elif _widened_input(source_value.shape, value.shape):
+            # the head given more input channels: the old ones keep their weights, the new ones start at
+            # zero, so the network starts exactly where the source model was
+            widened = torch.zeros_like(value)
+            widened[:, :source_value.shape[1]] = source_value
+            copied[name] = widened
     if not copied:
         raise FacedeblurError(f"--init {source}: no weights match this model's shape; use the same --width, "
                               "--levels and --unshuffle as the source model")
@@ -128,6 +217,11 @@ def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
             if name.endswith(("conv2.weight", "conv2.bias")):
                 model.get_parameter(name).zero_()
     return len(copied), len(added)
+
+
+def _widened_input(source: torch.Size, target: torch.Size) -> bool:
+    return (len(source) == 4 and len(target) == 4 and source[0] == target[0] and source[2:] == target[2:]
+            and source[1] < target[1])
 
 
 def model_config_from(args: argparse.Namespace) -> dict:
@@ -161,7 +255,18 @@ def lr_at(step: int, total: int, peak: float, warmup: int, time_fraction: float 
     return ramp * peak * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def train(args: argparse.Namespace) -> dict:
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 autocast with channels-last
+    about halves a training step; elsewhere it emulates bf16 and is slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def setup_device(args: argparse.Namespace) -> tuple[torch.device, int, bool]:
+    """(device, rank, distributed), with the process group joined when torchrun started several ranks."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
@@ -175,24 +280,21 @@ def train(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed + rank)
-    is_main = rank == 0
-    train_crops, _ = load_split(Path(args.data), "train")  # first: bad --data leaves no empty run folder
-    val_crops, _ = load_split(Path(args.data), "val")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model_config = model_config_from(args)
-    # On a GPU: channels-last lets cuDNN use the tensor cores for bf16 convolutions without transposes
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     torch.backends.cudnn.benchmark = device.type == "cuda"
-    model = build_model(model_config).to(device, memory_format=memory_format)
-    ema = build_model(model_config).to(device, memory_format=memory_format)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4,
-                                  fused=device.type == "cuda")  # one kernel for all tensors on a GPU
-    start_step, history, warm_from = 0, [], 0
-    checkpoint_path, carry_path = out / "last.pt", out / "carry.pt"
-    resume_from = next((path for path in (checkpoint_path, carry_path) if args.resume and path.exists()), None)
+    return device, rank, distributed
+
+
+def use_bf16(args: argparse.Namespace, device: torch.device) -> bool:
+    if args.precision != "auto":
+        return args.precision == "bf16"
+    return device.type == "cuda" or native_bf16_cpu()
+
+
+def start_state(args: argparse.Namespace, model: torch.nn.Module, ema: torch.nn.Module,
+                optimizer: torch.optim.Optimizer, model_config: dict, out: Path) -> tuple[int, list, int, str]:
+    """Resume (a full last.pt, else the compact carry.pt), or initialise from --init, or start fresh.
+    Returns (start step, history, the step the optimiser became new at, what was done)."""
+    resume_from = next((path for path in (out / "last.pt", out / "carry.pt") if args.resume and path.exists()), None)
     if resume_from:
         checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False)
         if checkpoint["model_config"] != model_config:
@@ -203,46 +305,135 @@ def train(args: argparse.Namespace) -> dict:
             weights = exported_weights(checkpoint)
             model.load_state_dict(weights)
             ema.load_state_dict(weights)
-            warm_from = start_step
-            note = f"the compact {resume_from} at step {start_step} (fresh optimiser, {args.warmup} warm-up steps)"
-        else:
-            model.load_state_dict(checkpoint["model"])
-            ema.load_state_dict(checkpoint["ema"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            note = f"{resume_from} at step {start_step}"
-        if is_main:
-            print(f"resumed from {note}", file=sys.stderr)
-    elif args.init:
+            return (start_step, history, start_step, f"resumed from the compact {resume_from} at step {start_step} "
+                    f"(fresh optimiser, {args.warmup} warm-up steps)")
+        model.load_state_dict(checkpoint["model"])
+        ema.load_state_dict(checkpoint["ema"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        return start_step, history, 0, f"resumed from {resume_from} at step {start_step}"
+    if args.init:
         loaded, added = initialise_from(model, Path(args.init))
         ema.load_state_dict(model.state_dict())
-        if is_main:
-            print(f"initialised {loaded} tensors from {args.init}; {added} new tensors start as the identity",
-                  file=sys.stderr)
+        return 0, [], 0, f"initialised {loaded} tensors from {args.init}; {added} new tensors start fresh"
+    return 0, [], 0, ""
+
+
+def save_checkpoint(out: Path, state: dict) -> None:
+    """last.pt (everything, to resume on this machine) and the compact carry.pt, each written atomically."""
+    tmp = out / ".last.pt.part"
+    torch.save(state, tmp)
+    os.replace(tmp, out / "last.pt")
+    save_carry(out / "carry.pt", state)
+
+
+def kernel_estimate_loss(estimated: torch.Tensor, true_kernel: torch.Tensor, known: torch.Tensor,
+                         clean: torch.Tensor) -> torch.Tensor:
+    """How far the clean face blurred by the estimated kernel is from it blurred by the true one (root mean
+    square, computed by Parseval as sum |K_est - K_true|^2 |X|^2), over the faces whose damage has a kernel.
+
+    Measured on the face, not on the kernel map: an error counts as much as it changes this face, which is
+    what the deconvolution feels; and as an L2 its best guess under doubt is the mean kernel, where an L1 on
+    the map collapses to "no blur" (the median of a training mix with many unblurred faces)."""
+    if not bool(known.any()):
+        return estimated.sum() * 0
+    with torch.autocast(clean.device.type, enabled=False):
+        grey = clean[known].float().mean(dim=1)
+        height, width = grey.shape[-2:]
+        difference = F.pad((estimated[known] - true_kernel[known]).float(),
+                           (0, width - true_kernel.shape[-1], 0, height - true_kernel.shape[-2]))
+        image_power = torch.fft.rfft2(grey).abs() ** 2
+        kernel_power = torch.fft.rfft2(difference).abs() ** 2
+        # rfft2 keeps half the spectrum: count the columns that stand for two (all but the first and last)
+        weights = torch.full((width // 2 + 1,), 2.0, device=clean.device)
+        weights[0] = 1.0
+        if width % 2 == 0:
+            weights[-1] = 1.0
+        mse = (kernel_power * image_power * weights).sum(dim=(1, 2)) / (height * width) ** 2
+        return torch.sqrt(mse + 1e-10).mean()
+
+
+class Losses:
+    """The training objective: fidelity (restoration_loss), plus the kernel estimator's own loss for a
+    kernel-aware model, plus the SFace identity loss on a few faces of each batch when asked for."""
+
+    def __init__(self, args: argparse.Namespace, crop_size: int, device: torch.device):
+        self.args = args
+        self.identity = None
+        if args.identity_weight > 0:
+            from .identity_loss import IdentityLoss
+            self.identity = IdentityLoss(crop_size).to(device)
+
+    def __call__(self, model: torch.nn.Module, batch: list[torch.Tensor], kernel_aware: bool) -> torch.Tensor:
+        degraded, clean = batch[0], batch[1]
+        if kernel_aware:
+            true_kernel, known, given, use_given = batch[2:]
+            output, estimated = model(degraded, kernel=given, use_given=use_given, return_estimate=True)
+            loss = self.args.kernel_weight * kernel_estimate_loss(estimated, true_kernel, known, clean)
+        else:
+            output, loss = model(degraded), 0.0
+        output = output.float()
+        loss = loss + restoration_loss(output, clean, self.args.frequency_weight)
+        if self.identity is not None:
+            faces = slice(0, self.args.identity_faces)
+            loss = loss + self.args.identity_weight * self.identity(output[faces], clean[faces])
+        return loss
+
+
+def _to_device(batch: list[torch.Tensor], device: torch.device, memory_format: torch.memory_format) -> list[torch.Tensor]:
+    images = [b.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format) for b in batch[:2]]
+    return images + [b.to(device, non_blocking=True) for b in batch[2:]]
+
+
+def train(args: argparse.Namespace) -> dict:
+    device, rank, distributed = setup_device(args)
+    is_main = rank == 0
+    train_crops, _ = load_split(Path(args.data), "train")  # first: bad --data leaves no empty run folder
+    val_crops, _ = load_split(Path(args.data), "val")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_config = model_config_from(args)
+    kernel_size = int(model_config.get("kernel_size", 0))
+    bf16 = use_bf16(args, device)
+    # channels-last lets cuDNN (tensor cores) and oneDNN (AVX512-BF16) run bf16 convolutions without transposes
+    memory_format = torch.channels_last if bf16 else torch.contiguous_format
+    model = build_model(model_config).to(device, memory_format=memory_format)
+    ema = build_model(model_config).to(device, memory_format=memory_format)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4,
+                                  fused=device.type == "cuda")  # one kernel for all tensors on a GPU
+    start_step, history, warm_from, note = start_state(args, model, ema, optimizer, model_config, out)
+    if is_main and note:
+        print(note, file=sys.stderr)
     trained_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
-    loader = DataLoader(DegradedFaces(train_crops, args.patch, args.seed * 1000 + rank + start_step),
+    loader = DataLoader(DegradedFaces(train_crops, args.patch, args.seed * 1000 + rank + start_step,
+                                      kernel_size=kernel_size, substitute=args.kernel_substitute),
                         batch_size=args.batch, num_workers=args.workers, worker_init_fn=_seed_worker,
                         persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
-    val_degraded, val_clean, _ = make_validation_set(val_crops, args.val_count)
-    use_amp = device.type == "cuda"
+    validation = ValidationSet(val_crops, args.val_count)
+    losses = Losses(args, int(train_crops.shape[1]), device)
     command = "facedeblur train run " + shlex.join(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else sys.argv[1:])
     if is_main:
         (out / "command.txt").write_text(command + "\n")
         print(f"model {count_parameters(model):,} parameters, {len(train_crops):,} training faces, "
-              f"device {device}{' x' + str(dist.get_world_size()) if distributed else ''}", file=sys.stderr)
+              f"device {device}{' x' + str(dist.get_world_size()) if distributed else ''}, "
+              f"{'bf16' if bf16 else 'fp32'}", file=sys.stderr)
+    processes = dist.get_world_size() if distributed else 1
+    previous_minutes = history[-1].get("minutes", 0.0) if history else 0.0
+    previous_samples = history[-1].get("samples", 0) if history else 0
 
     def save(step: int, metrics: dict) -> None:
-        state = {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-                 "step": step, "history": history, "model_config": model_config, "crop_size": int(train_crops.shape[1]),
-                 "metrics": metrics, "version": __version__, "training_data": TRAINING_DATA_NOTE,
-                 "training_summary": {"command": command, "steps": step, "patch": args.patch, "batch": args.batch,
-                                      "processes": dist.get_world_size() if distributed else 1,
-                                      "device": str(device), "lr": args.lr,
-                                      "minutes": round(history[-1].get("minutes", 0.0), 1) if history else 0.0}}
-        tmp = out / ".last.pt.part"
-        torch.save(state, tmp)
-        os.replace(tmp, checkpoint_path)
-        save_carry(carry_path, state)
+        save_checkpoint(out, {
+            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
+            "step": step, "history": history, "model_config": model_config, "crop_size": int(train_crops.shape[1]),
+            "metrics": metrics, "version": __version__, "training_data": TRAINING_DATA_NOTE,
+            "training_summary": {"command": command, "steps": step, "patch": args.patch, "batch": args.batch,
+                                 "processes": processes, "device": str(device), "lr": args.lr,
+                                 "precision": "bf16" if bf16 else "fp32",
+                                 "minutes": round(history[-1].get("minutes", 0.0), 1) if history else 0.0,
+                                 "hours": round(history[-1].get("minutes", 0.0) / 60, 2) if history else 0.0,
+                                 "samples": history[-1].get("samples", 0) if history else 0}})
 
     ema_parameters, model_parameters = list(ema.parameters()), list(model.parameters())
     started = time.time()
@@ -251,10 +442,8 @@ def train(args: argparse.Namespace) -> dict:
                     dynamic_ncols=True)
     step = start_step
     data_iter = iter(loader)
-    previous_minutes = history[-1].get("minutes", 0.0) if history else 0.0
     while step < args.steps:
-        degraded, clean = (batch.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format)
-                           for batch in next(data_iter))
+        batch = _to_device(next(data_iter), device, memory_format)
         elapsed_minutes = (time.time() - started) / 60
         if distributed and args.max_minutes:
             # Each rank has its own clock: agree on one (the slowest), so every rank uses the same learning
@@ -269,9 +458,8 @@ def train(args: argparse.Namespace) -> dict:
         rate = lr_at(step, args.steps, args.lr, args.warmup, schedule_fraction, warm_from)
         for group in optimizer.param_groups:
             group["lr"] = rate
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            output = trained_model(degraded)
-        loss = restoration_loss(output.float(), clean, args.frequency_weight)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = losses(trained_model, batch, bool(kernel_size))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -283,8 +471,9 @@ def train(args: argparse.Namespace) -> dict:
         progress.update(1)
         out_of_time = bool(args.max_minutes) and elapsed_minutes >= args.max_minutes  # the agreed clock
         if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time):
-            metrics = validate(ema, val_degraded, val_clean, device, out / f"val-{step:07d}.png")
-            metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2))
+            metrics = validate(ema, validation, device, out / f"val-{step:07d}.png")
+            metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2),
+                           samples=previous_samples + (step - start_step) * args.batch * processes)
             history.append(metrics)
             with open(out / "log.jsonl", "a") as log:
                 log.write(json.dumps(metrics) + "\n")
@@ -298,8 +487,7 @@ def train(args: argparse.Namespace) -> dict:
     if is_main:
         seconds = max(time.time() - started, 1e-9)
         print(f"trained {step - start_step} steps in {seconds / 60:.1f} min: {(step - start_step) / seconds:.1f} steps/s, "
-              f"{(step - start_step) * args.batch * (dist.get_world_size() if distributed else 1) / seconds:.0f} "
-              "samples/s", file=sys.stderr)
+              f"{(step - start_step) * args.batch * processes / seconds:.0f} samples/s", file=sys.stderr)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()

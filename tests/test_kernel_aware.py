@@ -1,0 +1,144 @@
+"""The kernel-aware restorer on real faces: the in-graph deconvolution, the model started from the shipped
+one, its ONNX export through onnxruntime, training with the kernel estimator and the oracle comparison,
+and the SFace identity loss against the SFace the pipeline runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from facedeblur.degradations import apply_kernel, camera_shake_kernel, defocus_kernel, degrade  # noqa: E402
+from facedeblur.evaluation.metrics import psnr  # noqa: E402
+from facedeblur.pipeline.align import FACE_TEMPLATE, estimate_alignment, warp_to_crop  # noqa: E402
+from facedeblur.pipeline.restore import FaceRestorer, default_model_path  # noqa: E402
+from facedeblur.trainer.arch import KernelAwareRestorer, build_model  # noqa: E402
+from facedeblur.trainer.deconvolution import regularised_deconvolution  # noqa: E402
+from facedeblur.trainer.export import export_onnx  # noqa: E402
+from facedeblur.trainer.options import MODEL_SIZES  # noqa: E402
+from facedeblur.trainer.train import fit_kernel, initialise_from  # noqa: E402
+from test_trainer import cache, photo_folders  # noqa: E402,F401  (module fixtures: tiny real face crops)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def face_crop(astronaut_bgr, shipped_pipeline_models) -> np.ndarray:
+    detector = shipped_pipeline_models.detector
+    face = max(detector.detect(astronaut_bgr), key=lambda f: f.width * f.height)
+    return warp_to_crop(astronaut_bgr, estimate_alignment(face.landmarks, 128), 128)
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image[:, :, ::-1].astype(np.float32).transpose(2, 0, 1).copy())[None] / 255
+
+
+def to_image(tensor: torch.Tensor) -> np.ndarray:
+    return np.clip(np.rint(tensor[0].numpy().transpose(1, 2, 0)[:, :, ::-1] * 255), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kernel", [defocus_kernel(3.0), camera_shake_kernel(np.random.default_rng(3), 12, 8)],
+                         ids=["defocus", "camera-shake"])
+def test_deconvolution_with_the_true_kernel_sharpens_a_real_face(face_crop, kernel):
+    blurred = np.clip(np.rint(apply_kernel(face_crop, kernel)), 0, 255).astype(np.uint8)
+    true_kernel = torch.from_numpy(fit_kernel(kernel, 33))[None]
+    restored = to_image(regularised_deconvolution(to_tensor(blurred), true_kernel, torch.tensor([2e-3])))
+    assert psnr(face_crop, restored) > psnr(face_crop, blurred) + 2.0
+    # a wrong kernel (a delta) gives back the blurred face, not a sharper one
+    delta = torch.from_numpy(fit_kernel(np.ones((1, 1), np.float32), 33))[None]
+    unchanged = to_image(regularised_deconvolution(to_tensor(blurred), delta, torch.tensor([1e-5])))
+    assert np.abs(unchanged.astype(int) - blurred.astype(int)).max() <= 1
+
+
+def test_kernel_aware_model_starts_as_the_shipped_one_and_exports_with_dynamic_sizes(face_crop, tmp_path):
+    model = build_model(MODEL_SIZES["kernel-aware"])
+    assert isinstance(model, KernelAwareRestorer)
+    copied, added = initialise_from(model, default_model_path())
+    assert copied > 0 and added > 0  # the U-Net comes from 0.2.0, the kernel estimator is new
+    onnx_path = tmp_path / "kernel-aware.onnx"
+    difference = export_onnx(model.eval(), onnx_path, {"name": "kernel-aware-test", "version": "test"}, crop_size=128)
+    assert difference < 1e-3  # parity at 128x128 and at 160x96 (export_onnx checks both)
+    shipped = FaceRestorer(default_model_path(), provider="cpu", colour_lock=False)
+    ours = FaceRestorer(onnx_path, provider="cpu", colour_lock=False)
+    damaged = degrade(face_crop, "defocus", np.random.default_rng(0), "moderate").image
+    before, after = shipped.restore_batch([damaged])[0], ours.restore_batch([damaged])[0]
+    assert np.abs(before.astype(int) - after.astype(int)).max() <= 1
+
+
+def test_training_learns_the_kernel_and_reports_the_oracle_beside_the_estimate(cache, tmp_path):
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run),
+            "--size", "kernel-aware", "--width", "8", "--batch", "4", "--patch", "64", "--val-every", "12",
+            "--val-count", "33", "--workers", "0", "--lr", "1e-3", "--warmup", "1"]
+    subprocess.run(base + ["--steps", "12"], check=True, cwd=REPO, timeout=600)
+    first = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    # the two validation faces get motion blur and defocus: both have a true kernel to compare with
+    for key in ("oracle_gain_by_category", "estimate_gain_by_category"):
+        assert set(first[key]) == {"motion_blur", "defocus"}, first
+    assert first["samples"] == 48
+    subprocess.run(base + ["--steps", "24", "--resume"], check=True, cwd=REPO, timeout=600)
+    checkpoint = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert checkpoint["step"] == 24 and checkpoint["training_summary"]["samples"] == 96
+    assert checkpoint["model_config"]["kernel_size"] == 33
+
+    # the estimator trained on these faces now tells a blurred face from a sharp one
+    model = build_model(checkpoint["model_config"])
+    model.load_state_dict(checkpoint["model"])
+    model.eval()
+    from facedeblur.trainer.dataset import load_split
+    crops, _ = load_split(cache, "train")
+    sharp = torch.cat([to_tensor(c) for c in crops])
+    blurred = torch.cat([to_tensor(np.clip(apply_kernel(c, defocus_kernel(2.5)), 0, 255).astype(np.uint8))
+                         for c in crops])
+    with torch.no_grad():
+        centre = lambda k: k[:, 16, 16].mean().item()
+        assert centre(model.estimator(blurred)[0]) < centre(model.estimator(sharp)[0])
+
+
+def test_validation_knows_which_damage_one_kernel_describes(cache):
+    from facedeblur.trainer.dataset import load_split
+    from facedeblur.trainer.train import ValidationSet
+    crops, _ = load_split(cache, "train")
+    validation = ValidationSet(crops, 6)
+    kernels, known = validation.true_kernels(33)
+    by_category = dict(zip((label.split("/")[0] for label in validation.categories), known.tolist()))
+    # blurs and noise have one (a delta for noise); a mosaic or a downscale has none
+    assert by_category == {"motion_blur": True, "defocus": True, "gaussian_blur": True, "pixelate": False,
+                           "low_resolution": False, "noise": True}
+    assert torch.allclose(kernels.sum(dim=(1, 2)), torch.ones(6))
+    assert kernels[5, 16, 16] == 1.0
+
+
+def test_identity_loss_runs_the_shipped_sface_and_sees_the_damage(face_crop, shipped_pipeline_models):
+    from facedeblur.pipeline.identity import IdentityEmbedder
+    from facedeblur.trainer.identity_loss import IdentityLoss
+    loss = IdentityLoss(128)
+    embedder = IdentityEmbedder(provider="cpu")
+    # our template -> SFace's layout inside torch agrees with the pipeline's warp + onnxruntime SFace
+    expected = embedder.embed_aligned([face_crop], FACE_TEMPLATE)[0]
+    got = loss.embed(to_tensor(face_crop))[0].detach().numpy()
+    assert float(expected @ got) > 0.97
+    clean = to_tensor(face_crop)
+    damaged = to_tensor(degrade(face_crop, "pixelate", np.random.default_rng(0), "severe").image).requires_grad_(True)
+    assert loss(clean, clean).item() < 1e-5
+    value = loss(damaged, clean)
+    assert value.item() > 0.2
+    value.backward()
+    assert damaged.grad is not None and damaged.grad.abs().sum() > 0
+    # the mirrored face is the same person, a face from another crop position is not the same image
+    assert loss(torch.flip(clean, dims=[3]), clean).item() < value.item()
+
+
+def test_identity_loss_trains_through_the_cli(cache, tmp_path):
+    run = tmp_path / "run"
+    subprocess.run([sys.executable, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run),
+                    "--width", "8", "--batch", "2", "--patch", "64", "--val-every", "2", "--val-count", "2",
+                    "--workers", "0", "--steps", "2", "--identity-weight", "0.1", "--identity-faces", "1"],
+                   check=True, cwd=REPO, timeout=600)
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
