@@ -26,8 +26,9 @@ recipe=(--patch 128 --batch 64 --warmup 500 --grad-clip 0.5 --ema 0.999 --val-ev
         --steps 100000000)
 # The default size fine-tunes the shipped weights, at half the rate of the quality size, which starts from
 # scratch (its dip when the rate warms up again: docs/gpu-training.md).
-declare -A learning_rate=([default]=${LR_DEFAULT:-5e-4} [quality]=${LR_QUALITY:-1e-3})
-sizes=(default quality)  # MODEL_SIZES in src/facedeblur/trainer/options.py
+# The kernel-aware size (the CPU campaign's design, scripts/campaign) also starts from the shipped weights.
+declare -A learning_rate=([default]=${LR_DEFAULT:-5e-4} [quality]=${LR_QUALITY:-1e-3} [kernel-aware]=${LR_KERNEL_AWARE:-5e-4})
+read -r -a sizes <<<"${SIZES:-default quality}"  # MODEL_SIZES in src/facedeblur/trainer/options.py
 [ -f "$pack" ] || { echo "gpu_train: $pack not found; make it with 'facedeblur train pack' and carry it" >&2; exit 2; }
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} OMP_NUM_THREADS=2
 cores=$(nproc)
@@ -48,7 +49,7 @@ pids=()
 for size in "${sizes[@]}"; do
     mkdir -p "$runs/$size"
     start=(--resume)
-    if [ "$size" = default ] && [ ! -f "$runs/$size/last.pt" ] && [ ! -f "$runs/$size/carry.pt" ]; then
+    if [ "$size" != quality ] && [ ! -f "$runs/$size/last.pt" ] && [ ! -f "$runs/$size/carry.pt" ]; then
         start+=(--init src/facedeblur/models/facedeblur-default.onnx)
     fi
     # shellcheck disable=SC2086  # EXTRA_ARGS is a list of options on purpose

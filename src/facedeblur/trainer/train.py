@@ -318,6 +318,25 @@ def start_state(args: argparse.Namespace, model: torch.nn.Module, ema: torch.nn.
     return 0, [], 0, ""
 
 
+def build_training(args: argparse.Namespace, model_config: dict, device: torch.device,
+                   memory_format: torch.memory_format) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer]:
+    """(model, its EMA copy for validation and export, the optimiser)."""
+    model = build_model(model_config).to(device, memory_format=memory_format)
+    ema = build_model(model_config).to(device, memory_format=memory_format)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4,
+                                  fused=device.type == "cuda")  # one kernel for all tensors on a GPU
+    return model, ema, optimizer
+
+
+def training_totals(history: list[dict]) -> dict:
+    """Training time and samples seen over every call of the run so far: what the exported model records."""
+    last = history[-1] if history else {}
+    minutes = last.get("minutes", 0.0)
+    return {"minutes": round(minutes, 2), "hours": round(minutes / 60, 2), "samples": last.get("samples", 0)}
+
+
 def save_checkpoint(out: Path, state: dict) -> None:
     """last.pt (everything, to resume on this machine) and the compact carry.pt, each written atomically."""
     tmp = out / ".last.pt.part"
@@ -379,6 +398,44 @@ class Losses:
         return loss
 
 
+def schedule_fraction(args: argparse.Namespace, previous_minutes: float, elapsed_minutes: float) -> float:
+    """How far through its time budget the run is: over all calls of a run planned with --schedule-minutes,
+    else over this call's --max-minutes (0 without a time budget: the steps alone set the schedule)."""
+    if args.schedule_minutes:
+        return (previous_minutes + elapsed_minutes) / args.schedule_minutes
+    return elapsed_minutes / args.max_minutes if args.max_minutes else 0.0
+
+
+def report_speed(steps: int, samples_per_step: int, seconds: float) -> None:
+    seconds = max(seconds, 1e-9)
+    print(f"trained {steps} steps in {seconds / 60:.1f} min: {steps / seconds:.1f} steps/s, "
+          f"{steps * samples_per_step / seconds:.0f} samples/s", file=sys.stderr)
+
+
+def agreed_minutes(started: float, device: torch.device, across_ranks: bool) -> float:
+    """Minutes since `started`. Across ranks each has its own clock: agree on one (the slowest), so every
+    rank uses the same learning rate and all stop at the same step (one rank leaving alone would block the
+    others for ever)."""
+    minutes = (time.time() - started) / 60
+    if not across_ranks:
+        return minutes
+    clock = torch.tensor([minutes], device=device, dtype=torch.float64)
+    dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+    return float(clock.item())
+
+
+@torch.no_grad()
+def update_ema(ema_parameters: list[torch.Tensor], model_parameters: list[torch.Tensor], ema: float, step: int) -> None:
+    decay = min(ema, (1 + step) / (10 + step))
+    torch._foreach_lerp_(ema_parameters, model_parameters, 1 - decay)  # one launch, not one per tensor
+
+
+def log_metrics(out: Path, history: list[dict], metrics: dict) -> None:
+    history.append(metrics)
+    with open(out / "log.jsonl", "a") as log:
+        log.write(json.dumps(metrics) + "\n")
+
+
 def _to_device(batch: list[torch.Tensor], device: torch.device, memory_format: torch.memory_format) -> list[torch.Tensor]:
     images = [b.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=memory_format) for b in batch[:2]]
     return images + [b.to(device, non_blocking=True) for b in batch[2:]]
@@ -389,84 +446,61 @@ def train(args: argparse.Namespace) -> dict:
     is_main = rank == 0
     train_crops, _ = load_split(Path(args.data), "train")  # first: bad --data leaves no empty run folder
     val_crops, _ = load_split(Path(args.data), "val")
-    out = Path(args.out)
+    out, model_config, bf16 = Path(args.out), model_config_from(args), use_bf16(args, device)
     out.mkdir(parents=True, exist_ok=True)
-    model_config = model_config_from(args)
     kernel_size = int(model_config.get("kernel_size", 0))
-    bf16 = use_bf16(args, device)
     # channels-last lets cuDNN (tensor cores) and oneDNN (AVX512-BF16) run bf16 convolutions without transposes
     memory_format = torch.channels_last if bf16 else torch.contiguous_format
-    model = build_model(model_config).to(device, memory_format=memory_format)
-    ema = build_model(model_config).to(device, memory_format=memory_format)
-    ema.load_state_dict(model.state_dict())
-    ema.requires_grad_(False)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=1e-4,
-                                  fused=device.type == "cuda")  # one kernel for all tensors on a GPU
+    model, ema, optimizer = build_training(args, model_config, device, memory_format)
     start_step, history, warm_from, note = start_state(args, model, ema, optimizer, model_config, out)
     if is_main and note:
         print(note, file=sys.stderr)
     trained_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
 
+    # the stream's seed moves on with the step, so a resumed run sees new damage, not a replay
     loader = DataLoader(DegradedFaces(train_crops, args.patch, args.seed * 1000 + rank + start_step,
                                       kernel_size=kernel_size, substitute=args.kernel_substitute),
                         batch_size=args.batch, num_workers=args.workers, worker_init_fn=_seed_worker,
                         persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
     validation = ValidationSet(val_crops, args.val_count)
     losses = Losses(args, int(train_crops.shape[1]), device)
+    processes = dist.get_world_size() if distributed else 1
     command = "facedeblur train run " + shlex.join(sys.argv[sys.argv.index("run") + 1:] if "run" in sys.argv else sys.argv[1:])
     if is_main:
         (out / "command.txt").write_text(command + "\n")
-        print(f"model {count_parameters(model):,} parameters, {len(train_crops):,} training faces, "
-              f"device {device}{' x' + str(dist.get_world_size()) if distributed else ''}, "
-              f"{'bf16' if bf16 else 'fp32'}", file=sys.stderr)
-    processes = dist.get_world_size() if distributed else 1
-    previous_minutes = history[-1].get("minutes", 0.0) if history else 0.0
-    previous_samples = history[-1].get("samples", 0) if history else 0
+        print(f"model {count_parameters(model):,} parameters, {len(train_crops):,} training faces, device {device} x"
+              f"{processes}, {'bf16' if bf16 else 'fp32'}", file=sys.stderr)
+    previous = training_totals(history)
+    previous_minutes, previous_samples = previous["minutes"], previous["samples"]
+
+    summary = dict(command=command, patch=args.patch, batch=args.batch, processes=processes, device=str(device),
+                   lr=args.lr, precision="bf16" if bf16 else "fp32")
 
     def save(step: int, metrics: dict) -> None:
         save_checkpoint(out, {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "history": history, "model_config": model_config, "crop_size": int(train_crops.shape[1]),
             "metrics": metrics, "version": __version__, "training_data": TRAINING_DATA_NOTE,
-            "training_summary": {"command": command, "steps": step, "patch": args.patch, "batch": args.batch,
-                                 "processes": processes, "device": str(device), "lr": args.lr,
-                                 "precision": "bf16" if bf16 else "fp32",
-                                 "minutes": round(history[-1].get("minutes", 0.0), 1) if history else 0.0,
-                                 "hours": round(history[-1].get("minutes", 0.0) / 60, 2) if history else 0.0,
-                                 "samples": history[-1].get("samples", 0) if history else 0}})
+            "training_summary": {**summary, "steps": step, **training_totals(history)}})
 
     ema_parameters, model_parameters = list(ema.parameters()), list(model.parameters())
-    started = time.time()
+    started, step, data_iter = time.time(), start_step, iter(loader)
     metrics: dict = history[-1] if history else {}
     progress = tqdm(total=args.steps, initial=start_step, disable=not is_main, desc="training", unit="step",
                     dynamic_ncols=True)
-    step = start_step
-    data_iter = iter(loader)
     while step < args.steps:
         batch = _to_device(next(data_iter), device, memory_format)
-        elapsed_minutes = (time.time() - started) / 60
-        if distributed and args.max_minutes:
-            # Each rank has its own clock: agree on one (the slowest), so every rank uses the same learning
-            # rate and all stop at the same step (one rank leaving alone would block the others for ever).
-            clock = torch.tensor([elapsed_minutes], device=device, dtype=torch.float64)
-            dist.all_reduce(clock, op=dist.ReduceOp.MAX)
-            elapsed_minutes = float(clock.item())
-        if args.schedule_minutes:  # a run planned over several calls: the schedule spans all of them
-            schedule_fraction = (previous_minutes + elapsed_minutes) / args.schedule_minutes
-        else:
-            schedule_fraction = elapsed_minutes / args.max_minutes if args.max_minutes else 0.0
-        rate = lr_at(step, args.steps, args.lr, args.warmup, schedule_fraction, warm_from)
+        elapsed_minutes = agreed_minutes(started, device, distributed and bool(args.max_minutes))
+        fraction = schedule_fraction(args, previous_minutes, elapsed_minutes)
         for group in optimizer.param_groups:
-            group["lr"] = rate
+            group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, fraction, warm_from)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = losses(trained_model, batch, bool(kernel_size))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
         optimizer.step()
-        with torch.no_grad():
-            decay = min(args.ema, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema_parameters, model_parameters, 1 - decay)  # one launch, not one per tensor
+        update_ema(ema_parameters, model_parameters, args.ema, step)
         step += 1
         progress.update(1)
         out_of_time = bool(args.max_minutes) and elapsed_minutes >= args.max_minutes  # the agreed clock
@@ -474,20 +508,15 @@ def train(args: argparse.Namespace) -> dict:
             metrics = validate(ema, validation, device, out / f"val-{step:07d}.png")
             metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2),
                            samples=previous_samples + (step - start_step) * args.batch * processes)
-            history.append(metrics)
-            with open(out / "log.jsonl", "a") as log:
-                log.write(json.dumps(metrics) + "\n")
+            log_metrics(out, history, metrics)
             save(step, metrics)
-        if is_main and step % 50 == 0:  # .item() waits for the GPU: not every step
-            progress.set_postfix(loss=f"{loss.item():.4f}", val_gain=f"{metrics.get('psnr_gain', float('nan')):+.2f}dB",
-                                 refresh=False)  # the bar redraws at its own interval (TQDM_MININTERVAL)
+        if is_main and step % 50 == 0:  # .item() waits for the GPU: not every step; the bar redraws at its own pace
+            progress.set_postfix(loss=f"{loss.item():.4f}", val_gain=f"{metrics.get('psnr_gain', math.nan):+.2f}dB", refresh=False)
         if out_of_time:
             break
     progress.close()
     if is_main:
-        seconds = max(time.time() - started, 1e-9)
-        print(f"trained {step - start_step} steps in {seconds / 60:.1f} min: {(step - start_step) / seconds:.1f} steps/s, "
-              f"{(step - start_step) * args.batch * processes / seconds:.0f} samples/s", file=sys.stderr)
+        report_speed(step - start_step, args.batch * processes, time.time() - started)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
