@@ -12,7 +12,8 @@ import pytest
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from facedeblur.pipeline.detect import SFACE_FILE, YUNET_FILE, FaceDetector, bundled_model_path  # noqa: E402
+from facedeblur.defaults import SFACE_FILE, YUNET_FILE, bundled_model_path  # noqa: E402
+from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
 from facedeblur.pipeline.restore import PACKAGED_MODELS, FaceRestorer, default_model_path, resolve_model  # noqa: E402
 from cli_support import one_error_line  # noqa: E402
 from facedeblur.errors import FacedeblurError  # noqa: E402

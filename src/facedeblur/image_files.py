@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .defaults import DEFAULT_MAX_IMAGE_PIXELS  # noqa: F401 - harvest/settings.py reads it from here
 from .errors import FacedeblurError, UnusableInputError
 
 from .inputs import IMAGE_EXTENSIONS, is_image_name  # noqa: F401 - one home for the extensions (inputs.py)
@@ -19,9 +20,7 @@ from .inputs import IMAGE_EXTENSIONS, is_image_name  # noqa: F401 - one home for
 _refuse_symlinks = False
 
 
-# Images above this many pixels are refused from their header, before decoding: a 20000x20000 PNG would
-# take 1.2 GB as BGR and more while decoding. pipeline.max_image_pixels sets it for `process` and the daemon.
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+# pipeline.max_image_pixels sets it for `process` and the daemon.
 _max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
 
 

@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+from .defaults import PROVIDER_CHOICES  # noqa: F401 - the device names users give, defined without onnxruntime
 from .errors import FacedeblurError
 
 try:
@@ -32,7 +33,6 @@ if len(_installed_onnxruntimes()) > 1:  # both write onnxruntime/: which one run
     log.warning("both %s are installed; keep one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
                 "'facedeblur[gpu]' (or [cpu])", " and ".join(_installed_onnxruntimes()))
 
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_providers(provider: str = "auto") -> list[str]:

@@ -7,11 +7,9 @@ import sys
 import time
 from pathlib import Path
 
+from .defaults import DEFAULT_LARGE_FACES, DEFAULT_SCORE_THRESHOLD, LARGE_FACE_MODES, PROVIDER_CHOICES
 from .errors import FacedeblurError
-from .onnx_session import PROVIDER_CHOICES
-from .pipeline.detect import DEFAULT_SCORE_THRESHOLD
 from .image_files import is_image_path, prepare_output_dir
-from .pipeline.face_crops import DEFAULT_LARGE_FACES, LARGE_FACE_MODES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,7 +75,7 @@ def check_no_overwrite(inputs: list[str], images: list[Path], output: Path) -> N
 
 
 def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
-                 provider: str = "auto", score_threshold: float = 0.6, large_faces: str = DEFAULT_LARGE_FACES) -> int:
+                 provider: str = "auto", score_threshold: float = DEFAULT_SCORE_THRESHOLD, large_faces: str = DEFAULT_LARGE_FACES) -> int:
     """The restore command as a function (used by `facedeblur demo`)."""
     return run(argparse.Namespace(inputs=inputs, output=str(output), aligned=aligned, model=model, provider=provider,
                                   score_threshold=score_threshold, large_faces=large_faces))

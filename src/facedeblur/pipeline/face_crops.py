@@ -22,23 +22,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from ..defaults import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LARGE_FACE_MODES, LargeFaceMode  # noqa: F401
 from .align import estimate_alignment, warp_to_crop
 from .paste import feather_mask, paste_back
 
 if TYPE_CHECKING:
     from .restore import FaceRestorer
-
-LargeFaceMode = Literal["adaptive", "correction", "native", "resize"]
-LARGE_FACE_MODES: tuple[str, ...] = ("adaptive", "correction", "native", "resize")
-DEFAULT_LARGE_FACES: LargeFaceMode = "adaptive"
-# Frames merged before and after each face in video (`pipeline/temporal_fusion.py`); chosen by the video
-# benchmark (docs/BENCHMARKS.md).
-DEFAULT_TEMPORAL_WINDOW = 0
 # Native crops are capped (a 4K close-up would otherwise cost a 2000 px network pass): beyond this side
 # the face is restored at this size, still far above the working size.
 MAX_NATIVE_SIDE = 512
