@@ -204,12 +204,14 @@ def test_damaged_whole_photos_are_found(detector, single_pass, category, severit
     assert new.false <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_LQ.exists(), reason=f"{REAL_LQ} not present (shared evaluation data)")
 def test_real_blurred_photos_are_found_at_the_default_threshold(detector):
     results = bench.run_real(detector.detect, REAL_LQ, ("WebPhoto-Test", "Wider-Test"))
     assert sum(t.found for t in results.values()) >= 19, {k: t.missed for k, t in results.items()}
 
 
+@pytest.mark.slow
 def test_process_keeps_one_track_through_a_pixelated_stretch(tmp_path):
     """A clip whose face is mosaicked for 12 of 30 frames (a redacted stretch), then H.264-encoded: the
     face is found inside the mosaic on every one of those frames, so `process` keeps one track through it
@@ -235,6 +237,7 @@ def test_process_keeps_one_track_through_a_pixelated_stretch(tmp_path):
     assert all(e["detected"] for e in entries[9:21]), [e["frame"] for e in entries if not e["detected"]]
 
 
+@pytest.mark.slow
 def test_weak_candidates_carry_a_track_through_blurred_frames():
     """The detector side of issue 14's footage case: frames 10-15 of a clip are blurred so the face scores
     under the threshold (a strict 0.86 stands in for 0.6, so that the margins are wide and fixed). Without

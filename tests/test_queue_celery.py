@@ -164,6 +164,7 @@ def redis_server(tmp_path: Path):
     server.kill()
 
 
+@pytest.mark.slow
 @needs_redis
 def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_once(tmp_path: Path,
                                                                                     redis_server: RedisServer) -> None:
@@ -211,6 +212,7 @@ def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_o
         assert all(worker.process.poll() is None for worker in workers), "a worker died with the broker"
 
 
+@pytest.mark.slow
 @needs_redis
 def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_on(tmp_path: Path,
                                                                                   redis_server: RedisServer) -> None:
@@ -242,6 +244,7 @@ def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_
         run.wait_for(lambda: len(heartbeats(redis_server)) == 2, 90, "both workers live again")
 
 
+@pytest.mark.slow
 @needs_redis
 def test_a_coordinator_killed_mid_job_adopts_the_remote_result_at_its_restart(tmp_path: Path,
                                                                              redis_server: RedisServer) -> None:
@@ -267,6 +270,7 @@ def test_a_coordinator_killed_mid_job_adopts_the_remote_result_at_its_restart(tm
         run.stop()
 
 
+@pytest.mark.slow
 @needs_redis
 def test_a_worker_with_the_wrong_broker_password_refuses_to_start_with_one_line(tmp_path: Path,
                                                                                redis_server: RedisServer) -> None:

@@ -70,6 +70,7 @@ def inverting_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_input_written_at_its_size_and_faceless_image_unchanged(images, tmp_path):
     out = tmp_path / "out"
     result = run_restore(images["png"], images["jpg"], images["webp"], images["noface"], images["folder"], "-o", out)
@@ -117,6 +118,7 @@ def inverted_astronaut(images, inverting_model, tmp_path_factory) -> tuple[np.nd
     return original, restored, faces[0].box
 
 
+@pytest.mark.slow
 def test_default_mode_leaves_pixels_away_from_the_face_bit_identical(inverted_astronaut):
     original, restored, box = inverted_astronaut
     centre = (box[:2] + box[2:]) / 2
@@ -129,6 +131,7 @@ def test_default_mode_leaves_pixels_away_from_the_face_bit_identical(inverted_as
     assert changed[~far].max() > 60  # the model really did change the face
 
 
+@pytest.mark.slow
 def test_paste_back_has_no_seam(inverted_astronaut):
     """Where the changed region meets untouched pixels the change must be small (feathered), while it is
     large inside: a hard-edged paste would show the full change right next to unchanged pixels."""

@@ -17,6 +17,8 @@ torch = pytest.importorskip("torch")
 
 from test_trainer import cache, photo_folders  # noqa: E402,F401  (module fixtures: tiny real face crops)
 
+pytestmark = pytest.mark.slow   # real training runs in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 
 FAST_CLOCK = '''

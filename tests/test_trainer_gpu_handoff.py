@@ -22,6 +22,8 @@ from facedeblur.pipeline.restore import FaceRestorer  # noqa: E402
 from facedeblur.trainer.dataset import load_split, pack_dataset  # noqa: E402
 from test_trainer import cache, photo_folders  # noqa: E402,F401  (module fixtures: tiny real face crops)
 
+pytestmark = pytest.mark.slow   # real training runs in subprocesses
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--width", "8", "--batch", "2", "--val-count", "2", "--workers", "0", "--patch", "32"]
 
