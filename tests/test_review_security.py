@@ -15,7 +15,7 @@ import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
-from test_review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, password_hash,
+from review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, password_hash,
                                  processed_outbox, session_cookie, write_serve_config)
 
 

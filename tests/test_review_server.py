@@ -18,7 +18,7 @@ import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
-from test_review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
+from review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
                                  processed_outbox, session_cookie, write_serve_config)
 
 

@@ -74,9 +74,10 @@ def test_prepared_crops_are_aligned_faces(cache):
 
 
 def test_degradations_are_reproducible_and_damage_the_image():
-    clean = cv2.resize(cv2.imread(str(REPO / "src/facedeblur/sample/sample-photo.png")) if
-                       (REPO / "src/facedeblur/sample/sample-photo.png").exists() else
-                       np.random.default_rng(3).integers(0, 255, (128, 128, 3), np.uint8), (128, 128))
+    sample_photo = REPO / "src/facedeblur/sample/sample-photo.png"
+    photo = cv2.imread(str(sample_photo))
+    assert photo is not None, f"{sample_photo} is missing or unreadable: the package ships it (scripts/make_sample.py)"
+    clean = cv2.resize(photo, (128, 128))
     for category in CATEGORIES:
         first = degrade(clean, category, np.random.default_rng(7))
         second = degrade(clean, category, np.random.default_rng(7))
