@@ -1,4 +1,4 @@
-"""Issue 10: hostile inputs and broken surroundings (names, symlinks, permanent errors, journal failures).
+"""Hostile inputs and broken surroundings (names, symlinks, permanent errors, journal failures).
 
 Each test drives the real thing: a real `facedeblur watch` or `facedeblur process` process, real files,
 the real SQLite journal. The hostile-input table in docs/RELIABILITY.md lists what each one shows.

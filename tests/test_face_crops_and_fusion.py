@@ -57,7 +57,7 @@ def test_a_sharp_large_face_comes_back_at_least_as_sharp(astronaut, models, unch
         return sharpness(restored[region])
 
     # The pipeline itself: with a model that changes nothing, the native-scale paths give the face back
-    # exactly as sharp; the old shrink-and-enlarge path is what lost the detail.
+    # exactly as sharp; shrinking and enlarging (large_faces: resize) is what loses the detail.
     assert after(unchanged_model, "correction") >= 0.98 * before
     assert after(unchanged_model, "adaptive") >= 0.98 * before
     assert after(unchanged_model, "native") >= 0.95 * before  # resampled twice (cut, paste), at native size

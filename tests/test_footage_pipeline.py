@@ -148,10 +148,10 @@ def test_detector_stride_fills_frames_between_detections_and_smoothing_steadies_
 @pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare one with several")
 def test_synthetic_clips_are_the_same_bytes_whatever_the_cpus(tmp_path):
-    """The stride test above once found 2 tracks in a full run on a fresh machine: x264 takes its thread
-    count from the CPUs the process may use, and its output depends on it, so the test clip itself differed
-    from machine to machine (the detector and tracker give the same result for the same pixels whatever the
-    onnxruntime/OpenCV thread counts). Clips are now encoded with one thread: the same bytes everywhere."""
+    """x264 takes its thread count from the CPUs the process may use, and its output depends on it, so a test
+    clip encoded with the default would differ from machine to machine (and the stride test above could find
+    two tracks on one of them; the detector and tracker give the same result for the same pixels whatever the
+    onnxruntime/OpenCV thread counts). Test clips are encoded with one thread: the same bytes everywhere."""
     script = ("import sys; sys.path.insert(0, sys.argv[2]); from footage_support import make_sample\n"
               "frames = [f for f, _ in make_sample.synthesize_frames(320, 240, frames=FRAMES, face_height=120, seed=5)]\n"
               "make_sample.write_clip(sys.argv[1], frames, fps=FPS, crf=20, audio=True)\n"

@@ -1,4 +1,4 @@
-"""Issue 10 for the commands (`restore`, `process`): hostile inputs end in one clear line, never in lost data.
+"""Hostile inputs to the commands (`restore`, `process`): hostile inputs end in one clear line, never in lost data.
 
 Real files and real `facedeblur` processes; docs/RELIABILITY.md (hostile-input table) lists the cases.
 """

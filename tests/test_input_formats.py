@@ -1,4 +1,4 @@
-"""Issue 10: clip timing (dropped frames, repeated timestamps) and the formats NVRs export.
+"""Clip timing (dropped frames, repeated timestamps) and the formats NVRs export.
 
 Every clip here is a real file written with PyAV, run through the real `facedeblur process` command.
 The hostile-input table in docs/RELIABILITY.md lists what each test shows.

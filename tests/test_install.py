@@ -1,4 +1,4 @@
-"""The installed environment runs on a minimal server (issue 15): one headless OpenCV, one onnxruntime, no GUI
+"""The installed environment runs on a minimal server: one headless OpenCV, one onnxruntime, no GUI
 libraries needed, no caches written into $HOME."""
 from __future__ import annotations
 

@@ -345,7 +345,7 @@ def test_an_older_journal_gains_the_attempt_column_once(tmp_path: Path) -> None:
     from facedeblur.daemon.journal import Journal
     journal = Journal(tmp_path)
     journal.close()
-    with sqlite3.connect(tmp_path / "journal.sqlite3") as raw:   # as written before issue 12
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as raw:   # as an older facedeblur wrote it
         raw.execute("ALTER TABLE jobs DROP COLUMN dispatches")
     journal = Journal(tmp_path)
     job = journal.add(path="/in/a.mp4", inbox="/in", rel_path="a.mp4", kind="file", size=1, mtime_ns=1, sha256="h")

@@ -215,7 +215,7 @@ def test_unwritable_output_folder_is_a_one_line_error(images, tmp_path):
 
 
 def test_packaged_models_are_chosen_by_name_and_a_missing_one_is_named(tmp_path):
-    """`--model quality` / `restorer.model: quality` (issue 9): names map to files in the package's models
+    """`--model quality` / `restorer.model: quality`: names map to files in the package's models
     folder, anything else is a path, and a size this package does not ship is a clear error."""
     assert resolve_model(None) == resolve_model("default") == default_model_path()
     assert resolve_model(str(tmp_path / "mine.onnx")) == tmp_path / "mine.onnx"

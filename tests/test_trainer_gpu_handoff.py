@@ -1,4 +1,4 @@
-"""Issue 9: what a lent GPU machine needs from us, checked here on the CPU before a GPU minute is spent.
+"""What a lent GPU machine needs from us, checked here on the CPU before a GPU minute is spent.
 
 The pack (one archive of WebP crops within a byte budget), training from it in an environment that has
 none of the daemon's packages (as the device machine), the compact checkpoint carried between calls

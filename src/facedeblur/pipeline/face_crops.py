@@ -9,7 +9,8 @@ back. How a large face is handled is `restorer.large_faces`:
 - ``correction``: the model restores the face at its working size; only its *correction*
   (restored minus input, a smooth image) is warped back and added to the frame's own pixels, which are
   never resampled, so every native detail survives and the model's deblurring and cleaning still apply.
-- ``resize``: the old way: restore at the working size and enlarge the result (loses detail).
+- ``resize``: restore at the working size and enlarge the result (loses detail; kept as the plain baseline
+  the other modes are measured against).
 - ``adaptive`` (default; best or equal on every video case, second on photos): between the two: the correction is added, and the face's own detail finer than the
   working size (what ``resize`` drops and ``correction`` keeps) is kept in the proportion in which the
   model kept the finest detail it can see: a sharp face keeps it, a noisy or blocky face (where that
@@ -124,7 +125,7 @@ def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
         fine = crop_f - cv2.resize(shrunk, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
         enlarged -= (1.0 - finest_detail_kept(shrunk, restored_working) ** DETAIL_KEPT_EXPONENT) * fine
         restored = np.clip(np.rint(crop_f + enlarged), 0, 255).astype(np.uint8)
-        # Pasted at native resolution: the correction now holds native-resolution detail.
+        # Pasted at native resolution: after the detail step the correction holds native-resolution detail.
         return RestoredCrop(face, restored, enlarged)
     restored = np.clip(np.rint(face.crop.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
     return RestoredCrop(face, restored, correction)
