@@ -18,6 +18,7 @@ import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
+from facedeblur.review.command import SERVE_EXTRA_MISSING
 from review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
                                  processed_outbox, session_cookie, write_serve_config)
 
@@ -388,7 +389,10 @@ def test_serve_without_the_extra_is_one_line_and_other_commands_still_work(tmp_p
     result = subprocess.run([sys.executable, "-c", WITHOUT_SERVE_EXTRA, "serve"], capture_output=True, text=True,
                             timeout=60)
     line = one_error_line(result)
-    assert line == "facedeblur: error: the review server needs the serve extra: pip install 'facedeblur[serve]'"
+    assert line == f"facedeblur: error: {SERVE_EXTRA_MISSING}"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for command in ("./scripts/setup-venv serve", "pip install -e '.[cpu,serve]'", "pip install 'facedeblur[serve]'"):
+        assert command in line and command in readme, command     # the message and the README agree
     assert result.returncode == 2
     for other in (["--help"], ["serve", "--help"], ["watch", "--help"]):
         assert subprocess.run([sys.executable, "-c", WITHOUT_SERVE_EXTRA, *other], capture_output=True, text=True,

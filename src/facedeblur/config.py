@@ -15,7 +15,8 @@ from .errors import FacedeblurError
 from .inputs import default_include
 from .defaults import (DEFAULT_LARGE_FACES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD,
                        DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID, DEFAULT_SCORE_THRESHOLD, DEFAULT_TEMPORAL_WINDOW,
-                       DEFAULT_WEAK_THRESHOLD, PACKAGED_MODELS, PROVIDER_CHOICES, LargeFaceMode)
+                       DEFAULT_WEAK_THRESHOLD, PACKAGED_MODELS, PROVIDER_CHOICES, LargeFaceMode,
+                       packaged_models_help)
 
 
 class StrictModel(BaseModel):
@@ -83,8 +84,8 @@ class TrackerSettings(StrictModel):
 
 class RestorerSettings(StrictModel):
     model: Literal[tuple(PACKAGED_MODELS)] | Path | None = Field(
-        None, description="restorer: 'default' or 'quality' (shipped in the package) or the path of an .onnx file; "
-                          "unset = default")
+        None, description=f"restorer: a model of the package ({packaged_models_help()}) or the path of an .onnx "
+                          "file; unset = default")
     batch_size: int = Field(16, ge=1, le=512)
     colour_lock: bool = True
     large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "

@@ -52,3 +52,9 @@ def bundled_model_path(filename: str) -> Path:
 def packaged_models_dir() -> Path:
     """The folder of the restorers shipped inside facedeblur."""
     return Path(str(resources.files("facedeblur") / "models"))
+
+
+def packaged_models_help() -> str:
+    """The packaged restorers for --help, each marked by whether this package ships its file."""
+    return ", ".join(f"{name}" if (packaged_models_dir() / filename).is_file() else f"{name} (not shipped yet)"
+                     for name, filename in PACKAGED_MODELS.items())
