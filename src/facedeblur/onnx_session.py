@@ -34,7 +34,6 @@ if len(_installed_onnxruntimes()) > 1:  # both write onnxruntime/: which one run
                 "'facedeblur[gpu]' (or [cpu])", " and ".join(_installed_onnxruntimes()))
 
 
-
 def resolve_providers(provider: str = "auto") -> list[str]:
     """Map a user setting to onnxruntime providers, CUDA first with the CPU as fallback."""
     available = ort.get_available_providers()
