@@ -135,7 +135,7 @@ def markdown(result: dict, command: str) -> str:
     lines = [SECTION, "",
              "Whether the faces that most need restoring are found at all. The whole photo is damaged (not the "
              "face crop), after shrinking it so the face is 64-96 px wide; the damage is scaled to that width "
-             "(`degrade(..., scale=face_width / 64)`). *Today*: one YuNet pass (the detector before issue 14); "
+             "(`degrade(..., scale=face_width / 64)`). *Today*: one YuNet pass at full size, no mosaic search (the baseline); "
              "*new*: the default `detector` settings (image pyramid at 1, 1/2, 1/4 and 1/8 of the input "
              "size, fused; mosaic search). Found: detections matching the reference face (IoU >= 0.4 with the box "
              "found on the clean full-size photo); false: every other detection; NME: mean landmark distance "
@@ -185,7 +185,7 @@ def markdown(result: dict, command: str) -> str:
         if timing.get(label):
             t = timing[label]
             lines.append(f"| {label} | {t['today']} | {t['new']} | {t['new'] / t['today']:.2f} |")
-    lines += ["", "### Against issue 14's targets", "", "| target | measured | met? |", "|---|---|---|"]
+    lines += ["", "### Against the detection targets", "", "| target | measured | met? |", "|---|---|---|"]
     for target, measured, met in targets(result):
         lines.append(f"| {target} | {measured} | {'yes' if met else '**no**'} |")
     lines += ["", NOTES]

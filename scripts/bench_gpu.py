@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Restorer throughput on a GPU, measured with PyTorch as a proxy for onnxruntime-gpu (issue 9).
+"""Restorer throughput on a GPU, measured with PyTorch as a proxy for onnxruntime-gpu.
 
     python3 scripts/bench_gpu.py [--checkpoints runs/gpu] [--device cuda] [--seconds 3] [--out FILE]
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train both shipped model sizes side by side on one lent GPU machine (issue 9; docs/gpu-training.md).
+# Train both shipped model sizes side by side on one lent GPU machine (docs/gpu-training.md).
 #
 #   scripts/gpu_train.sh TRAIN_MINUTES SCHEDULE_MINUTES [bench]
 #

@@ -66,6 +66,7 @@ def test_a_folder_of_the_same_name_from_another_journal_is_never_taken_for_this_
     assert find_published(outbox, "clip.mp4-j1", ("this-journal", 1, "aaa")) == final
 
 
+@pytest.mark.slow
 def test_a_moved_journal_and_a_second_daemon_on_the_same_outbox_each_publish_their_own(tmp_path: Path) -> None:
     first = DaemonRun(tmp_path / "a").start()
     make_clip(first.inbox / "clip.mp4", frames=6, seed=1)
@@ -96,6 +97,7 @@ def test_a_moved_journal_and_a_second_daemon_on_the_same_outbox_each_publish_the
         assert job["state"] == "done" and Path(job["output"]) == folder
 
 
+@pytest.mark.slow
 def test_a_writer_that_pauses_past_stable_seconds_supersedes_its_half_written_job(tmp_path: Path) -> None:
     run = DaemonRun(tmp_path, workers=1).start()
     # A long clip keeps the only worker busy, so the half-written one waits in the queue.

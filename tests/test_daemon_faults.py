@@ -61,6 +61,7 @@ def tiny_outbox(tmp_path: Path):
         yield mount_point
 
 
+@pytest.mark.slow
 def test_full_output_disk_fails_cleanly_and_retries_until_space_returns(tmp_path: Path, tiny_outbox: Path) -> None:
     run = DaemonRun(tmp_path, max_attempts=2)
     (run.outbox / "failed").mkdir()
@@ -88,6 +89,7 @@ def test_full_output_disk_fails_cleanly_and_retries_until_space_returns(tmp_path
     assert run.stop() == 0
 
 
+@pytest.mark.slow
 def test_unreadable_input_goes_to_failed_with_its_reason(tmp_path: Path) -> None:
     """chmod 000 means nothing to root (CAP_DAC_OVERRIDE), so as root the daemon runs without the two
     capabilities that bypass file permissions, exactly as the unprivileged service user would."""

@@ -1,4 +1,4 @@
-"""Issue 10: hostile inputs and broken surroundings (names, symlinks, permanent errors, journal failures).
+"""Hostile inputs and broken surroundings (names, symlinks, permanent errors, journal failures).
 
 Each test drives the real thing: a real `facedeblur watch` or `facedeblur process` process, real files,
 the real SQLite journal. The hostile-input table in docs/RELIABILITY.md lists what each one shows.
@@ -47,6 +47,7 @@ def test_journal_keeps_a_non_utf8_path_exactly(tmp_path: Path) -> None:
     journal.close()
 
 
+@pytest.mark.slow
 def test_non_utf8_file_name_is_processed_by_the_daemon_and_by_process(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", frames=4).read_bytes()
     run = DaemonRun(tmp_path / "d").start()
@@ -96,6 +97,7 @@ def _png(path: Path, value: int = 0, size: int = 96) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_symlinks_are_never_read_inside_a_frame_folder_or_after_a_swap(tmp_path: Path) -> None:
     secret_png = _png(tmp_path / "secret" / "secret.png", value=77)
     secret_clip = make_clip(tmp_path / "secret" / "secret.mp4", frames=4, seed=3)
@@ -124,6 +126,7 @@ def test_symlinks_are_never_read_inside_a_frame_folder_or_after_a_swap(tmp_path:
         run.stop()
 
 
+@pytest.mark.slow
 def test_permanent_input_errors_fail_at_once_and_a_hung_job_times_out_and_retries(tmp_path: Path) -> None:
     # retry_seconds is long: a permanent error that were retried would still be queued at the end. The
     # timeout is generous here: on a loaded machine even a failing decode must not be cut short by it.
@@ -162,6 +165,7 @@ def test_permanent_input_errors_fail_at_once_and_a_hung_job_times_out_and_retrie
         run.stop()
 
 
+@pytest.mark.slow
 def test_a_damaged_journal_stops_with_one_line_and_status_says_the_same(tmp_path: Path) -> None:
     run = DaemonRun(tmp_path / "d")
     (run.state / "journal.sqlite3").write_bytes(b"this is not a database, a disk error wrote over it\n" * 200)
@@ -184,6 +188,7 @@ def tiny_state(tmp_path: Path):
         yield mount_point
 
 
+@pytest.mark.slow
 def test_a_full_state_disk_pauses_intake_and_recovers(tmp_path: Path, tiny_state: Path) -> None:
     run = DaemonRun(tmp_path / "d")
     assert run.state == tiny_state
@@ -209,6 +214,7 @@ def test_a_full_state_disk_pauses_intake_and_recovers(tmp_path: Path, tiny_state
         run.stop()
 
 
+@pytest.mark.slow
 def test_a_reload_naming_a_bad_model_keeps_the_running_config(tmp_path: Path) -> None:
     run = DaemonRun(tmp_path / "d")
     base = run.config.read_text(encoding="utf-8")

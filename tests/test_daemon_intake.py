@@ -16,8 +16,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from test_daemon_support import DaemonRun, assert_processed_exactly_once, clip_bytes, make_clip
+
+pytestmark = pytest.mark.slow   # a real daemon
 
 MANY = 12   # dropped at once here; scripts/soak_daemon.py drops hundreds
 

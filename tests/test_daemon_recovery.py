@@ -6,7 +6,11 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from test_daemon_support import DaemonRun, assert_processed_exactly_once, make_clip, write_config
+
+pytestmark = pytest.mark.slow   # a real daemon
 
 LONG_FRAMES = 120  # a face clip that takes several seconds to process, even with a fast model: time to interrupt it
 
@@ -99,5 +103,5 @@ def test_sighup_reloads_config_and_sigterm_lets_the_running_job_finish(tmp_path:
 
     make_clip(run.inbox / "finish_me.mp4", frames=LONG_FRAMES, face=True, seed=4)
     run.wait_for(lambda: _running_job(run) is not None, 60, "the job to start")
-    assert run.stop(timeout=180) == 0     # shutdown_timeout is now 120 s: it waits for the job
+    assert run.stop(timeout=180) == 0     # shutdown_timeout is 120 s: it waits for the job
     assert_processed_exactly_once(run, ["later.mov", "finish_me.mp4"])

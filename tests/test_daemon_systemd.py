@@ -67,6 +67,7 @@ def test_unit_has_the_required_settings() -> None:
     assert "watch" in settings["ExecStart"][0]
 
 
+@pytest.mark.slow
 def test_daemon_speaks_the_sd_notify_protocol(tmp_path: Path) -> None:
     """READY=1 once the models are loaded, WATCHDOG=1 at half WatchdogSec, STATUS=, STOPPING=1 on SIGTERM,
     received on a real notify socket as systemd would provide it."""

@@ -1,4 +1,4 @@
-"""Face detection on damaged faces (issue 14): mosaics, blur via the image pyramid, false faces, weak
+"""Face detection on damaged faces: mosaics, blur via the image pyramid, false faces, weak
 candidates for tracking, and the benchmark helpers. Real images throughout (scikit-image's samples, the
 shared AAF and real-lq photos when present); the detector and the mosaic finder run for real."""
 from __future__ import annotations
@@ -31,7 +31,7 @@ def detector() -> FaceDetector:
 
 @pytest.fixture(scope="module")
 def single_pass() -> FaceDetector:
-    """The detector as it was before issue 14: one YuNet pass, no mosaic search."""
+    """The baseline the additions are measured against: one YuNet pass, no mosaic search."""
     return FaceDetector(provider="cpu", pyramid=(1.0,), find_mosaics=False)
 
 
@@ -75,7 +75,7 @@ def test_the_interface_is_unchanged_and_a_clean_face_is_found_as_before(detector
 def test_a_mosaicked_astronaut_is_found_with_landmarks_close_to_the_clean_ones(detector, single_pass, astronaut,
                                                                                  clean_face, block):
     image = mosaicked(astronaut, block)
-    assert not single_pass.detect(image), "the single pass used to miss this; the case no longer tests anything"
+    assert not single_pass.detect(image), "the single pass finds this too; the case tests nothing about the mosaic search"
     face = the_face(detector.detect(image), clean_face)
     assert face.mosaic
     assert bench.landmark_error(face.landmarks, clean_face.landmarks) < LANDMARK_TOLERANCE + 0.05 * (block > 10)
@@ -204,12 +204,14 @@ def test_damaged_whole_photos_are_found(detector, single_pass, category, severit
     assert new.false <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not REAL_LQ.exists(), reason=f"{REAL_LQ} not present (shared evaluation data)")
 def test_real_blurred_photos_are_found_at_the_default_threshold(detector):
     results = bench.run_real(detector.detect, REAL_LQ, ("WebPhoto-Test", "Wider-Test"))
     assert sum(t.found for t in results.values()) >= 19, {k: t.missed for k, t in results.items()}
 
 
+@pytest.mark.slow
 def test_process_keeps_one_track_through_a_pixelated_stretch(tmp_path):
     """A clip whose face is mosaicked for 12 of 30 frames (a redacted stretch), then H.264-encoded: the
     face is found inside the mosaic on every one of those frames, so `process` keeps one track through it
@@ -235,8 +237,9 @@ def test_process_keeps_one_track_through_a_pixelated_stretch(tmp_path):
     assert all(e["detected"] for e in entries[9:21]), [e["frame"] for e in entries if not e["detected"]]
 
 
+@pytest.mark.slow
 def test_weak_candidates_carry_a_track_through_blurred_frames():
-    """The detector side of issue 14's footage case: frames 10-15 of a clip are blurred so the face scores
+    """The detector side of a blurred stretch in footage: frames 10-15 of a clip are blurred so the face scores
     under the threshold (a strict 0.86 stands in for 0.6, so that the margins are wide and fixed). Without
     weak candidates those frames have no detection and the track is bridged by guessing; with them the
     tracker (which lets a weak candidate extend a track, never start one) has a detection on every frame."""

@@ -63,6 +63,7 @@ def assert_sane(metrics: dict) -> None:
     assert -1.0 <= metrics["identity"] <= 1.0 + 1e-5, metrics
 
 
+@pytest.mark.slow
 def test_report_files_cover_every_category_with_sane_metrics(astronaut_report):
     out, report, result = astronaut_report
     assert sorted(p.name for p in out.iterdir()) == ["comparison.png", "report.json", "report.md"]
@@ -99,6 +100,7 @@ def test_report_files_cover_every_category_with_sane_metrics(astronaut_report):
     assert "severe tier" in result.stdout
 
 
+@pytest.mark.slow
 def test_identity_is_judged_by_dlib_beside_sface(astronaut_report):
     """The independent judge (dlib ResNet) scores the input and ours in every case and tier, and the
     console compares like with like: the severe tier's classical figure is the severe tier's own."""
@@ -122,6 +124,7 @@ def test_identity_is_judged_by_dlib_beside_sface(astronaut_report):
     assert "dlib same person" in result.stdout
 
 
+@pytest.mark.slow
 def test_dlib_judge_tells_the_same_face_from_another_person(astronaut_folder):
     pytest.importorskip("dlib")
     if not AAF_VAL.exists():
@@ -140,6 +143,7 @@ def test_dlib_judge_tells_the_same_face_from_another_person(astronaut_folder):
     assert (other_distances > SAME_PERSON_DISTANCE).all(), other_distances
 
 
+@pytest.mark.slow
 def test_wiener_with_the_true_kernel_beats_the_blurred_input(astronaut_report):
     _, report, _ = astronaut_report
     methods = report["categories"]["gaussian_blur/moderate"]["methods"]
@@ -147,6 +151,7 @@ def test_wiener_with_the_true_kernel_beats_the_blurred_input(astronaut_report):
     assert methods["wiener"]["ssim"] > methods["input"]["ssim"]
 
 
+@pytest.mark.slow
 def test_comparison_image_has_a_row_per_severe_case_and_four_columns(astronaut_report):
     out, _, _ = astronaut_report
     grid = cv2.imread(str(out / "comparison.png"))
@@ -170,6 +175,7 @@ def quality_gate_failures(report: dict) -> dict[str, float]:
     return {tier: round(gain, 2) for tier, gain in gains.items() if gain < MIN_TIER_GAIN_DB[tier]}
 
 
+@pytest.mark.slow
 def test_quality_gate_passes_the_shipped_model_and_catches_a_worse_one(astronaut_report, astronaut_folder,
                                                                        blurring_model_path, tmp_path):
     _, shipped, _ = astronaut_report
@@ -199,6 +205,7 @@ def identity_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not AAF_VAL.exists(), reason=f"{AAF_VAL} not present (shared evaluation data)")
 def test_aaf_faces_with_a_model_of_known_behaviour(identity_model, tmp_path):
     out = tmp_path / "aaf"
@@ -316,6 +323,7 @@ def test_bad_sources_are_one_line_errors(case, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_evaluate_runs_without_pytorch(astronaut_folder, tmp_path):
     """A runtime-only install has no PyTorch: make importing it fail, and evaluate must still work."""
     out = tmp_path / "out"

@@ -57,7 +57,7 @@ def test_a_sharp_large_face_comes_back_at_least_as_sharp(astronaut, models, unch
         return sharpness(restored[region])
 
     # The pipeline itself: with a model that changes nothing, the native-scale paths give the face back
-    # exactly as sharp; the old shrink-and-enlarge path is what lost the detail.
+    # exactly as sharp; shrinking and enlarging (large_faces: resize) is what loses the detail.
     assert after(unchanged_model, "correction") >= 0.98 * before
     assert after(unchanged_model, "adaptive") >= 0.98 * before
     assert after(unchanged_model, "native") >= 0.95 * before  # resampled twice (cut, paste), at native size
@@ -154,3 +154,27 @@ def test_temporal_window_is_a_validated_setting():
         PipelineSettings.model_validate({"restorer": {"temporal_window": -1}})
     with pytest.raises(Exception):
         PipelineSettings.model_validate({"restorer": {"large_faces": "bigger"}})
+
+
+def test_a_clean_photo_gives_its_largest_face_aligned_unless_it_is_too_small(astronaut_bgr):
+    """The rule training and evaluation share (pipeline/align.align_largest_face): the largest face, refused
+    when its eyes are too close for the crop (enlarging it would make a soft reference)."""
+    from facedeblur.pipeline.align import FACE_TOO_SMALL, NO_FACE, align_largest_face, largest_face
+
+    detector = FaceDetector(pyramid=(1.0,), find_mosaics=False)
+    small = cv2.resize(astronaut_bgr, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    both = np.zeros((512, 768, 3), np.uint8)
+    both[:, :512] = astronaut_bgr
+    both[:256, 512:] = small
+    faces = detector.detect(both)
+    assert len(faces) == 2
+    assert largest_face(faces).box[2] <= 512          # the full-size face, not the smaller one beside it
+    crop, reason = align_largest_face(both, faces, 128)
+    assert reason == "ok" and crop.shape == (128, 128, 3)
+    alone = detector.detect(astronaut_bgr)[0]
+    assert np.abs(largest_face(faces).box - alone.box).max() < 6   # the same face as in the photo alone
+
+    # Half size: its eyes are closer than 0.8 x the 128 px template's, so it is refused; at 64 px it is fine.
+    assert align_largest_face(small, detector.detect(small), 128) == (None, FACE_TOO_SMALL)
+    assert align_largest_face(small, detector.detect(small), 64)[1] == "ok"
+    assert align_largest_face(both, [], 128) == (None, NO_FACE)

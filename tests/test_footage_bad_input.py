@@ -120,6 +120,7 @@ def test_foreign_outdir_is_never_overwritten(tmp_path, settings, models, good_cl
     assert sorted(p.name for p in outdir.iterdir()) == ["thesis.docx"]
 
 
+@pytest.mark.slow
 def test_rerun_replaces_a_previous_result_atomically(tmp_path, settings, models, good_clip):
     outdir = tmp_path / "out"
     first = process_input(good_clip, outdir, settings, models, progress=False)
@@ -128,6 +129,7 @@ def test_rerun_replaces_a_previous_result_atomically(tmp_path, settings, models,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or old folders left beside it
 
 
+@pytest.mark.slow
 def test_cli_reports_one_line_without_traceback(tmp_path, good_clip):
     empty = tmp_path / "empty.mp4"
     empty.touch()
@@ -145,6 +147,7 @@ def test_cli_reports_one_line_without_traceback(tmp_path, good_clip):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_processes_the_built_in_sample(tmp_path):
     sample = Path(__file__).resolve().parent.parent / "src" / "facedeblur" / "sample" / "sample-clip.mp4"
     result = run_cli(str(sample), "-o", str(tmp_path / "out"), "--max-frames", "6")

@@ -10,7 +10,7 @@ from facedeblur.config import PipelineSettings
 from facedeblur.footage.process import process_input
 from footage_support import build_sharpening_model, make_sample
 
-pytestmark = needs_chromium
+pytestmark = [needs_chromium, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

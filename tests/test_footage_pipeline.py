@@ -52,6 +52,7 @@ def clip_result(synthetic_clip, sharpening_settings, sharpening_models, tmp_path
     return outdir, manifest
 
 
+@pytest.mark.slow
 def test_video_outputs_keep_frame_count_size_fps_and_audio(synthetic_clip, clip_result):
     outdir, manifest = clip_result
     source_frames, source_info = decode_video(synthetic_clip[0])
@@ -66,6 +67,7 @@ def test_video_outputs_keep_frame_count_size_fps_and_audio(synthetic_clip, clip_
                                                         "restored.mp4"]
 
 
+@pytest.mark.slow
 def test_one_track_through_the_shaky_clip_with_every_frame_restored(clip_result):
     outdir, manifest = clip_result
     assert manifest["summary"]["tracks"] == 1
@@ -79,6 +81,7 @@ def test_one_track_through_the_shaky_clip_with_every_frame_restored(clip_result)
     assert sorted(p.name for p in (outdir / "faces").iterdir()) == ["1"]
 
 
+@pytest.mark.slow
 def test_restored_faces_are_sharper_than_the_input(synthetic_clip, clip_result):
     outdir, manifest = clip_result
     track = manifest["tracks"][0]
@@ -94,6 +97,7 @@ def test_restored_faces_are_sharper_than_the_input(synthetic_clip, clip_result):
         assert after > 1.3 * before, (index, before, after)
 
 
+@pytest.mark.slow
 def test_manifest_schema(clip_result, synthetic_clip, sharpening_settings):
     outdir, manifest = clip_result
     on_disk = json.loads((outdir / "manifest.json").read_text())
@@ -115,6 +119,7 @@ def test_manifest_schema(clip_result, synthetic_clip, sharpening_settings):
     assert set(best) >= {"frame", "quality", "original", "restored", "side_by_side"}
 
 
+@pytest.mark.slow
 def test_gallery_page_is_offline_and_links_exist(clip_result):
     outdir, _ = clip_result
     page = (outdir / "index.html").read_text()
@@ -140,12 +145,13 @@ def test_detector_stride_fills_frames_between_detections_and_smoothing_steadies_
     assert jitter(smoothed) < jitter(detected)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to compare one with several")
 def test_synthetic_clips_are_the_same_bytes_whatever_the_cpus(tmp_path):
-    """The stride test above once found 2 tracks in a full run on a fresh machine: x264 takes its thread
-    count from the CPUs the process may use, and its output depends on it, so the test clip itself differed
-    from machine to machine (the detector and tracker give the same result for the same pixels whatever the
-    onnxruntime/OpenCV thread counts). Clips are now encoded with one thread: the same bytes everywhere."""
+    """x264 takes its thread count from the CPUs the process may use, and its output depends on it, so a test
+    clip encoded with the default would differ from machine to machine (and the stride test above could find
+    two tracks on one of them; the detector and tracker give the same result for the same pixels whatever the
+    onnxruntime/OpenCV thread counts). Test clips are encoded with one thread: the same bytes everywhere."""
     script = ("import sys; sys.path.insert(0, sys.argv[2]); from footage_support import make_sample\n"
               "frames = [f for f, _ in make_sample.synthesize_frames(320, 240, frames=FRAMES, face_height=120, seed=5)]\n"
               "make_sample.write_clip(sys.argv[1], frames, fps=FPS, crf=20, audio=True)\n"
@@ -211,6 +217,7 @@ def test_clip_without_faces_gives_a_valid_empty_gallery(tmp_path, sharpening_set
     assert not (tmp_path / "out" / "faces").exists() or not any((tmp_path / "out" / "faces").iterdir())
 
 
+@pytest.mark.slow
 def test_fifty_faces_in_one_frame(tmp_path, sharpening_settings, sharpening_models):
     image = grid_of_faces(10, 5)
     path = tmp_path / "crowd.png"
@@ -220,6 +227,7 @@ def test_fifty_faces_in_one_frame(tmp_path, sharpening_settings, sharpening_mode
     assert len(list((tmp_path / "out" / "faces").iterdir())) == 50
 
 
+@pytest.mark.slow
 def test_4k_clip(tmp_path, sharpening_settings, sharpening_models):
     frames = [cv2.resize(frame, (3840, 2160), interpolation=cv2.INTER_LINEAR)
               for frame, _ in make_sample.synthesize_frames(320, 180, frames=3, face_height=100, seed=4)]

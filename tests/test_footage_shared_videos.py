@@ -9,7 +9,8 @@ from facedeblur.config import PipelineSettings
 from facedeblur.footage.process import process_input
 from footage_support import SHARED_VIDEOS, decode_video
 
-pytestmark = pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason=f"{SHARED_VIDEOS} not present (team footage)")
+pytestmark = [pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason=f"{SHARED_VIDEOS} not present (team footage)"),
+              pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

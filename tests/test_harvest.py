@@ -198,6 +198,7 @@ def read_provenance(outdir: Path) -> list[dict]:
     return [json.loads(line) for line in (outdir / "provenance.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_website_harvest_counts_robots_provenance_and_prepare(website, tmp_path):
     pytest.importorskip("selenium", reason="pip install selenium (the train extra)")
@@ -260,6 +261,7 @@ def test_website_harvest_counts_robots_provenance_and_prepare(website, tmp_path)
     assert index["summary"]["counts"] == {"train": 3, "val": 0}, prepared.stdout
 
 
+@pytest.mark.slow
 def test_url_list_checks_every_hop_and_robots_without_a_browser(website, tmp_path):
     """A text file of image URLs: fetched directly, with the same checks (robots, redirects, content)."""
     base, requests = website
@@ -298,6 +300,7 @@ def write_photo_folder(folder: Path) -> dict[str, bytes]:
     return photos
 
 
+@pytest.mark.slow
 def test_photo_folder_harvest_runs_through_prepare_and_a_rerun_adds_nothing(tmp_path):
     photos = tmp_path / "photos"
     write_photo_folder(photos)
@@ -323,6 +326,7 @@ def test_photo_folder_harvest_runs_through_prepare_and_a_rerun_adds_nothing(tmp_
     assert len(read_provenance(out)) == 3
 
 
+@pytest.mark.slow
 def test_sample_clip_and_its_frame_folder_give_the_best_frames_of_the_track(tmp_path):
     """The built-in sample clip (one person, 42 blurred CCTV-like frames, a 48 px face): at the defaults no
     frame is a clean training face; with the thresholds lowered to the clip's own quality it gives the best
@@ -359,6 +363,7 @@ def test_sample_clip_and_its_frame_folder_give_the_best_frames_of_the_track(tmp_
     assert index["summary"]["counts"] == {"train": 3, "val": 0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source, needle", [
     ("ftp://example.invalid/gallery", "only http:// and https://"),
     ("file:///etc/passwd", "only http:// and https://"),
@@ -371,6 +376,7 @@ def test_unusable_sources_fail_in_one_line_before_anything_is_written(tmp_path, 
     assert not (tmp_path / "out" / "provenance.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_a_binary_file_is_not_taken_for_a_url_list(tmp_path):
     blob = tmp_path / "data.bin"
     blob.write_bytes(b"\xff\xfe\x00binary")
@@ -378,6 +384,7 @@ def test_a_binary_file_is_not_taken_for_a_url_list(tmp_path):
                    "not a UTF-8 text file of URLs")
 
 
+@pytest.mark.slow
 def test_max_images_stops_the_harvest_and_nothing_more_is_fetched(website, tmp_path):
     base, requests = website
     requests.clear()
@@ -403,6 +410,7 @@ def test_robots_rules_for_the_harvester():
     assert not SiteRules(None, deny_all=True).allowed("http://h/a.jpg")
 
 
+@pytest.mark.slow
 def test_a_server_error_on_robots_txt_keeps_the_harvester_off_the_host(tmp_path):
     """RFC 9309: robots.txt unreachable (5xx) means disallow everything, so not even the image is requested."""
     from facedeblur.harvest.checks import Skipped

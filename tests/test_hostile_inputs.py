@@ -1,4 +1,4 @@
-"""Issue 10 for the commands (`restore`, `process`): hostile inputs end in one clear line, never in lost data.
+"""Hostile inputs to the commands (`restore`, `process`): hostile inputs end in one clear line, never in lost data.
 
 Real files and real `facedeblur` processes; docs/RELIABILITY.md (hostile-input table) lists the cases.
 """
@@ -11,8 +11,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 from skimage import data as skimage_data
 from cli_support import one_error_line  # noqa: E402
+
+pytestmark = pytest.mark.slow   # the real CLI on videos and large images
 
 TIMEOUT = 180
 

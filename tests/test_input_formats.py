@@ -1,4 +1,4 @@
-"""Issue 10: clip timing (dropped frames, repeated timestamps) and the formats NVRs export.
+"""Clip timing (dropped frames, repeated timestamps) and the formats NVRs export.
 
 Every clip here is a real file written with PyAV, run through the real `facedeblur process` command.
 The hostile-input table in docs/RELIABILITY.md lists what each test shows.
@@ -62,6 +62,7 @@ def write_clip_with_times(path: Path, times_ms: list[int], fmt: str = "mp4", cod
     return path
 
 
+@pytest.mark.slow
 def test_a_dropped_frame_gap_keeps_its_timing(tmp_path: Path) -> None:
     # 25 fps with one 200 ms gap (four frames dropped), as CCTV recorders and phones produce.
     times = [40 * i for i in range(10)] + [360 + 200 + 40 * i for i in range(10)]
@@ -76,6 +77,7 @@ def test_a_dropped_frame_gap_keeps_its_timing(tmp_path: Path) -> None:
     assert manifest["input"]["frames"] == 20
 
 
+@pytest.mark.slow
 def test_repeated_timestamps_are_retimed_monotonically_and_recorded(tmp_path: Path) -> None:
     times = [0, 40, 80, 80, 120, 140, 160, 200, 240, 280]   # frame 3 repeats frame 2's time
     clip = write_clip_with_times(tmp_path / "repeat.mkv", times, fmt="matroska", codec="mjpeg")
@@ -162,6 +164,7 @@ NVR_EXPORTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(NVR_EXPORTS))
 def test_nvr_exports_are_processed(tmp_path: Path, name: str) -> None:
     clip = NVR_EXPORTS[name](tmp_path / name)
@@ -199,6 +202,7 @@ def test_one_home_for_the_extensions(tmp_path: Path) -> None:
     assert not rules.included_file("notes.txt")
 
 
+@pytest.mark.slow
 def test_manifest_and_journal_agree_on_the_hash_through_the_daemon(tmp_path: Path) -> None:
     import cv2
 

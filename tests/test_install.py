@@ -1,4 +1,4 @@
-"""The installed environment runs on a minimal server (issue 15): one headless OpenCV, one onnxruntime, no GUI
+"""The installed environment runs on a minimal server: one headless OpenCV, one onnxruntime, no GUI
 libraries needed, no caches written into $HOME."""
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def gui_library_files() -> list[str]:
     return sorted(files)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="hiding libraries needs root (unshare -m)")
 def test_process_runs_without_gui_libraries(tmp_path):
     if shutil.which("unshare") is None:
@@ -90,6 +91,7 @@ def test_process_runs_without_gui_libraries(tmp_path):
     assert manifest["summary"]["tracks"] == 1 and (out / "restored.mp4").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_process_writes_no_cache_into_home_and_imports_no_plotting(tmp_path):
     """What the systemd unit relies on: with XDG_CACHE_HOME set (the unit points it into the state folder),
     nothing lands in $HOME; and nothing imports matplotlib (which writes its own cache) or supervision."""

@@ -71,6 +71,7 @@ def test_kernel_aware_model_starts_as_the_shipped_one_and_exports_with_dynamic_s
     assert np.abs(before.astype(int) - after.astype(int)).max() <= 1
 
 
+@pytest.mark.slow
 def test_training_learns_the_kernel_and_reports_the_oracle_beside_the_estimate(cache, tmp_path):
     run = tmp_path / "run"
     base = [sys.executable, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run),
@@ -135,6 +136,7 @@ def test_identity_loss_runs_the_shipped_sface_and_sees_the_damage(face_crop, shi
     assert loss(torch.flip(clean, dims=[3]), clean).item() < value.item()
 
 
+@pytest.mark.slow
 def test_identity_loss_trains_through_the_cli(cache, tmp_path):
     run = tmp_path / "run"
     subprocess.run([sys.executable, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run),

@@ -164,6 +164,7 @@ def redis_server(tmp_path: Path):
     server.kill()
 
 
+@pytest.mark.slow
 @needs_redis
 def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_once(tmp_path: Path,
                                                                                     redis_server: RedisServer) -> None:
@@ -211,6 +212,7 @@ def test_workers_killed_and_redis_restarted_lose_nothing_and_publish_each_clip_o
         assert all(worker.process.poll() is None for worker in workers), "a worker died with the broker"
 
 
+@pytest.mark.slow
 @needs_redis
 def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_on(tmp_path: Path,
                                                                                   redis_server: RedisServer) -> None:
@@ -242,6 +244,7 @@ def test_a_job_whose_worker_dies_every_time_ends_in_failed_and_the_cluster_goes_
         run.wait_for(lambda: len(heartbeats(redis_server)) == 2, 90, "both workers live again")
 
 
+@pytest.mark.slow
 @needs_redis
 def test_a_coordinator_killed_mid_job_adopts_the_remote_result_at_its_restart(tmp_path: Path,
                                                                              redis_server: RedisServer) -> None:
@@ -267,6 +270,7 @@ def test_a_coordinator_killed_mid_job_adopts_the_remote_result_at_its_restart(tm
         run.stop()
 
 
+@pytest.mark.slow
 @needs_redis
 def test_a_worker_with_the_wrong_broker_password_refuses_to_start_with_one_line(tmp_path: Path,
                                                                                redis_server: RedisServer) -> None:
@@ -341,7 +345,7 @@ def test_an_older_journal_gains_the_attempt_column_once(tmp_path: Path) -> None:
     from facedeblur.daemon.journal import Journal
     journal = Journal(tmp_path)
     journal.close()
-    with sqlite3.connect(tmp_path / "journal.sqlite3") as raw:   # as written before issue 12
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as raw:   # as an older facedeblur wrote it
         raw.execute("ALTER TABLE jobs DROP COLUMN dispatches")
     journal = Journal(tmp_path)
     job = journal.add(path="/in/a.mp4", inbox="/in", rel_path="a.mp4", kind="file", size=1, mtime_ns=1, sha256="h")

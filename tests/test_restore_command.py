@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import pytest
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from facedeblur.pipeline.detect import SFACE_FILE, YUNET_FILE, FaceDetector, bundled_model_path  # noqa: E402
+from facedeblur.defaults import SFACE_FILE, YUNET_FILE, bundled_model_path  # noqa: E402
+from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
 from facedeblur.pipeline.restore import PACKAGED_MODELS, FaceRestorer, default_model_path, resolve_model  # noqa: E402
 from cli_support import one_error_line  # noqa: E402
 from facedeblur.errors import FacedeblurError  # noqa: E402
@@ -69,6 +71,7 @@ def inverting_model(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_input_written_at_its_size_and_faceless_image_unchanged(images, tmp_path):
     out = tmp_path / "out"
     result = run_restore(images["png"], images["jpg"], images["webp"], images["noface"], images["folder"], "-o", out)
@@ -116,6 +119,7 @@ def inverted_astronaut(images, inverting_model, tmp_path_factory) -> tuple[np.nd
     return original, restored, faces[0].box
 
 
+@pytest.mark.slow
 def test_default_mode_leaves_pixels_away_from_the_face_bit_identical(inverted_astronaut):
     original, restored, box = inverted_astronaut
     centre = (box[:2] + box[2:]) / 2
@@ -128,6 +132,7 @@ def test_default_mode_leaves_pixels_away_from_the_face_bit_identical(inverted_as
     assert changed[~far].max() > 60  # the model really did change the face
 
 
+@pytest.mark.slow
 def test_paste_back_has_no_seam(inverted_astronaut):
     """Where the changed region meets untouched pixels the change must be small (feathered), while it is
     large inside: a hard-edged paste would show the full change right next to unchanged pixels."""
@@ -211,7 +216,7 @@ def test_unwritable_output_folder_is_a_one_line_error(images, tmp_path):
 
 
 def test_packaged_models_are_chosen_by_name_and_a_missing_one_is_named(tmp_path):
-    """`--model quality` / `restorer.model: quality` (issue 9): names map to files in the package's models
+    """`--model quality` / `restorer.model: quality`: names map to files in the package's models
     folder, anything else is a path, and a size this package does not ship is a clear error."""
     assert resolve_model(None) == resolve_model("default") == default_model_path()
     assert resolve_model(str(tmp_path / "mine.onnx")) == tmp_path / "mine.onnx"
@@ -225,3 +230,105 @@ def test_packaged_models_are_chosen_by_name_and_a_missing_one_is_named(tmp_path)
     from facedeblur.config import RestorerSettings
     assert RestorerSettings(model="quality").model == "quality"
     assert RestorerSettings(model="models/x.onnx").model == Path("models/x.onnx")
+
+
+@pytest.mark.slow
+def test_recursive_restores_subfolders_into_a_mirrored_tree_and_never_leaves_it(images, tmp_path):
+    astronaut = cv2.imread(str(images["png"]))
+    root = tmp_path / "photos"
+    (root / "2024" / "june").mkdir(parents=True)
+    (root / ".thumbnails").mkdir()
+    cv2.imwrite(str(root / "2024" / "portrait.jpg"), astronaut[::2, ::2])
+    shutil.copy(images["noface"], root / "2024" / "june" / "mug.png")
+    cv2.imwrite(str(root / ".thumbnails" / "small.png"), astronaut[::4, ::4])      # hidden: not entered
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    cv2.imwrite(str(outside / "stranger.png"), astronaut)
+    (root / "link").symlink_to(outside, target_is_directory=True)                  # not followed out of the tree
+    out = root / "restored"                                                        # inside the input: skipped
+
+    flat = run_restore(root, "-o", out)
+    one_error_line(flat, str(root), "folder has no images", "--recursive")
+    for _ in range(2):                                  # the second run must not read the first run's outputs
+        result = run_restore(root, "--recursive", "-o", out)
+        assert result.returncode == 0, result.stderr
+        assert files_in(out) == ["mug.png", "portrait.png"]
+        assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["2024/june/mug.png",
+                                                                              "2024/portrait.png"]
+        assert "restored 1 face(s) in 2 image(s), 1 without a face, 0 failed" in result.stdout
+        assert "restoring" not in result.stderr         # no progress bar without a terminal
+    assert cv2.imread(str(out / "2024" / "portrait.png")).shape == astronaut[::2, ::2].shape
+
+
+def test_recursive_output_never_goes_through_a_planted_link(images, tmp_path):
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(images["png"], root / "sub" / "astronaut.png")
+    out, victim = tmp_path / "out", tmp_path / "victim"
+    out.mkdir()
+    victim.mkdir()
+    (out / "sub").symlink_to(victim, target_is_directory=True)
+    result = run_restore(root, "-r", "-o", out)
+    assert result.returncode == 1
+    assert f"{out / 'sub'} is a symbolic link" in result.stderr and "Traceback" not in result.stderr
+    assert list(victim.iterdir()) == []
+
+
+def test_restored_images_carry_the_ai_label_with_the_model_in_their_metadata(images, tmp_path):
+    Image = pytest.importorskip("PIL.Image")
+    from facedeblur.ai_label import RESTORED_NOTICE
+    info = FaceRestorer(provider="cpu").info
+    out = tmp_path / "out"
+    result = run_restore(images["png"], images["noface"], "-o", out)
+    assert result.returncode == 0, result.stderr
+    with Image.open(out / "astronaut.png") as restored:                 # read back by an independent reader
+        restored.load()
+        for description in (restored.text["Description"], restored.getexif()[0x010E],
+                            restored.getxmp()["xmpmeta"]["RDF"]["Description"]["description"]["Alt"]["li"]["text"]):
+            assert description.startswith(RESTORED_NOTICE), description
+            assert f"Model: {info.name} {info.version}" in description, description
+        assert restored.text["Software"].startswith("facedeblur ")
+    assert cv2.imread(str(out / "astronaut.png")).shape == cv2.imread(str(images["png"])).shape
+    with Image.open(out / "coffee.png") as unchanged:                   # no face restored: no label
+        unchanged.load()
+        assert "Description" not in unchanged.text
+
+
+def test_a_long_run_on_a_terminal_shows_a_progress_bar(images, tmp_path):
+    """On a terminal (a real pseudo-terminal here) restore shows tqdm's bar over the images."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    out = tmp_path / "out"
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # 24 rows, 100 columns
+    process = subprocess.Popen([sys.executable, "-m", "facedeblur", "restore", str(images["png"]),
+                                str(images["noface"]), str(images["folder"]), "-o", str(out)],
+                               stdin=terminal, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:                                 # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    assert process.wait(timeout=CLI_TIMEOUT_S) == 0, shown.decode(errors="replace")
+    os.close(controller)
+    text = shown.decode(errors="replace")
+    assert "restoring: 100%" in text and "4/4" in text, text
+    assert "restored 2 face(s) in 4 image(s)" in text
+
+
+def test_help_says_which_packaged_models_are_shipped():
+    from facedeblur.defaults import packaged_models_dir
+    result = subprocess.run([sys.executable, "-m", "facedeblur", "restore", "--help"], capture_output=True,
+                            text=True, timeout=CLI_TIMEOUT_S)
+    help_text = " ".join(result.stdout.split())
+    for name, filename in PACKAGED_MODELS.items():
+        shipped = (packaged_models_dir() / filename).is_file()
+        assert (f"{name} (not shipped yet)" in help_text) == (not shipped), (name, help_text)
+    assert (packaged_models_dir() / PACKAGED_MODELS["default"]).is_file() and "default," in help_text

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from browser_support import headless_chromium, needs_chromium
-from test_review_support import HOSTILE_NAME, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
+from review_support import HOSTILE_NAME, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
 
-pytestmark = needs_chromium
+pytestmark = [needs_chromium, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
-from test_review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, password_hash,
+from review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, password_hash,
                                  processed_outbox, session_cookie, write_serve_config)
 
 
@@ -58,6 +58,7 @@ def serve_command(*args: str, env: dict[str, str] | None = None) -> subprocess.C
 
 
 # ---- escaping ----------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_hostile_names_and_notes_render_as_text(open_server: Server, box) -> None:
     job = box.job_by_input(f"cam2/{HOSTILE_NAME}")["id"]
     listing = open_server.request("GET", "/")[2].decode()
@@ -76,6 +77,7 @@ def test_hostile_names_and_notes_render_as_text(open_server: Server, box) -> Non
     assert html.unescape(textarea) == note                            # shown back exactly, as text
 
 
+@pytest.mark.slow
 def test_security_headers_forbid_inline_scripts(open_server: Server) -> None:
     for path in ("/", "/jobs/1", "/jobs/1/files/manifest.json", "/healthz"):
         _, headers, _ = open_server.request("GET", path)
@@ -92,6 +94,7 @@ def test_security_headers_forbid_inline_scripts(open_server: Server) -> None:
     assert "sandbox" in open_server.request("GET", "/jobs/1/files/index.html")[1]["content-security-policy"]
 
 
+@pytest.mark.slow
 def test_without_credentials_only_loopback_host_names_are_answered(open_server: Server,
                                                                    locked_server: Server) -> None:
     """DNS rebinding: a page on evil.example re-pointed at 127.0.0.1 must not read or change anything."""
@@ -114,6 +117,7 @@ TRAVERSALS = ["/jobs/1/files/../../state/journal.sqlite3", "/jobs/1/files/..%2F.
               "/static/../review/app.py", "/static/..%2fapp.py"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_no_traversal_out_of_a_job_folder(open_server: Server, path: str) -> None:
     status, _, body = open_server.request("GET", path)
@@ -121,6 +125,7 @@ def test_no_traversal_out_of_a_job_folder(open_server: Server, path: str) -> Non
     assert b"SQLite format" not in body and b"root:" not in body and b"def create_app" not in body
 
 
+@pytest.mark.slow
 def test_symlinks_inside_the_outbox_are_never_followed(open_server: Server, box, tmp_path: Path) -> None:
     secret = tmp_path / "secret.png"
     secret.write_bytes(b"\x89PNG secret outside the outbox")
@@ -137,6 +142,7 @@ def test_symlinks_inside_the_outbox_are_never_followed(open_server: Server, box,
             link.unlink()
 
 
+@pytest.mark.slow
 def test_a_journal_pointing_outside_the_outbox_is_not_followed(tmp_path: Path) -> None:
     outbox, state, elsewhere = tmp_path / "outbox", tmp_path / "state", tmp_path / "elsewhere"
     for folder in (outbox, state, elsewhere):
@@ -158,6 +164,7 @@ def test_a_journal_pointing_outside_the_outbox_is_not_followed(tmp_path: Path) -
 
 
 # ---- CSRF ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_state_changes_need_the_csrf_token_of_the_session(open_server: Server, box) -> None:
     _, headers, page = open_server.request("GET", "/jobs/1")
     cookie, csrf = session_cookie(headers), csrf_of(page)
@@ -178,6 +185,7 @@ def test_state_changes_need_the_csrf_token_of_the_session(open_server: Server, b
 
 
 # ---- authentication ------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_wrong_or_missing_token_is_refused(locked_server: Server) -> None:
     assert locked_server.request("GET", "/healthz")[0] == 200          # for monitoring, without credentials
     assert locked_server.request("GET", "/")[0] == 401
@@ -192,6 +200,7 @@ def test_wrong_or_missing_token_is_refused(locked_server: Server) -> None:
     assert status == 200 and body.startswith(b"{")
 
 
+@pytest.mark.slow
 def test_a_script_with_the_token_marks_without_csrf_and_is_audited(locked_server: Server, box) -> None:
     bearer = {"Authorization": f"Bearer {TOKEN}"}
     job = box.job_by_input("cam1/sample-clip.mp4")["id"]
@@ -215,6 +224,7 @@ def login(server: Server, user: str, password: str) -> tuple[int, dict]:
     return status, headers
 
 
+@pytest.mark.slow
 def test_login_works_and_failed_logins_are_limited(locked_server: Server) -> None:
     status, headers = login(locked_server, "alice", PASSWORD)
     assert status == 302 and headers["location"] == "/"                 # never an open redirect
@@ -227,6 +237,7 @@ def test_login_works_and_failed_logins_are_limited(locked_server: Server) -> Non
     assert login(locked_server, "bob", "anything at all")[0] == 429      # the address is limited too
 
 
+@pytest.mark.slow
 def test_plain_text_passwords_and_bad_token_sources_are_refused(tmp_path: Path, box) -> None:
     config = write_serve_config(tmp_path / "plain.yaml", box, users=[{"name": "alice", "password_hash": "hunter22"}])
     line = one_error_line(serve_command("--config", str(config)), "password_hash", "--hash-password")
@@ -239,6 +250,7 @@ def test_plain_text_passwords_and_bad_token_sources_are_refused(tmp_path: Path, 
     one_error_line(serve_command("--config", str(config)), "serve.tokn_file", "unknown key")
 
 
+@pytest.mark.slow
 def test_a_token_from_the_environment_works(tmp_path: Path, box) -> None:
     config = write_serve_config(tmp_path / "env.yaml", box, token_env="FACEDEBLUR_REVIEW_TOKEN")
     running = Server(config, env={"FACEDEBLUR_REVIEW_TOKEN": TOKEN})
@@ -250,6 +262,7 @@ def test_a_token_from_the_environment_works(tmp_path: Path, box) -> None:
 
 
 # ---- binding ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "review.example"])
 def test_binding_beyond_loopback_without_auth_is_refused(tmp_path: Path, box, host: str) -> None:
     config = write_serve_config(tmp_path / "serve.yaml", box)
@@ -258,6 +271,7 @@ def test_binding_beyond_loopback_without_auth_is_refused(tmp_path: Path, box, ho
     one_error_line(result, f"refusing to serve on {host} without authentication", "serve.users")
 
 
+@pytest.mark.slow
 def test_binding_beyond_loopback_with_a_token_starts(tmp_path: Path, box, token_file: Path) -> None:
     config = write_serve_config(tmp_path / "serve.yaml", box, token_file=str(token_file))
     running = Server(config, "--host", "0.0.0.0")

@@ -18,7 +18,8 @@ import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
-from test_review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
+from facedeblur.review.command import SERVE_EXTRA_MISSING
+from review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
                                  processed_outbox, session_cookie, write_serve_config)
 
 
@@ -47,6 +48,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.slow
 def test_healthz_and_the_list_shows_every_job_with_its_status(server: Server, box) -> None:
     assert server.request("GET", "/healthz")[0] == 200
     status, _, body = server.request("GET", "/")
@@ -63,6 +65,7 @@ def test_healthz_and_the_list_shows_every_job_with_its_status(server: Server, bo
     assert f'<td class="n">{done["frames"]}</td>' in page
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query, expected", [
     ("status=failed", {3}),
     ("status=done", {1, 2}),
@@ -80,12 +83,14 @@ def test_filters_and_search(server: Server, query: str, expected: set[int]) -> N
     assert {int(i) for i in re.findall(r'data-job="(\d+)"', body.decode())} == expected
 
 
+@pytest.mark.slow
 def test_a_bad_filter_is_a_clear_error(server: Server) -> None:
     status, _, body = server.request("GET", "/?from=yesterday")
     assert status == 400
     assert "date from 'yesterday' is not YYYY-MM-DD" in html.unescape(body.decode())
 
 
+@pytest.mark.slow
 def test_pagination_over_many_jobs(tmp_path: Path) -> None:
     """120 jobs written through the daemon's own journal API, 30 a page."""
     (tmp_path / "outbox").mkdir()
@@ -115,6 +120,7 @@ def test_pagination_over_many_jobs(tmp_path: Path) -> None:
         running.stop()
 
 
+@pytest.mark.slow
 def test_job_page_shows_videos_tracks_slider_and_provenance(server: Server, box) -> None:
     job = box.job_by_input("cam1/sample-clip.mp4")
     manifest = json.loads((Path(job["output"]) / "manifest.json").read_text())
@@ -133,6 +139,7 @@ def test_job_page_shows_videos_tracks_slider_and_provenance(server: Server, box)
     assert "score_threshold" in page                          # the settings that drove each step
 
 
+@pytest.mark.slow
 def test_video_is_served_with_range_requests(server: Server, box) -> None:
     job = box.job_by_input("cam1/sample-clip.mp4")
     whole = (Path(job["output"]) / "restored.mp4").read_bytes()
@@ -173,6 +180,7 @@ def audit_rows(box, job: int, track: int) -> list[sqlite3.Row]:
         db.close()
 
 
+@pytest.mark.slow
 def test_marks_are_stored_with_an_append_only_audit_log(server: Server, box) -> None:
     job = box.job_by_input(f"cam2/{HOSTILE_NAME}")["id"]
     cookie, csrf = browser_session(server, f"/jobs/{job}")
@@ -194,6 +202,7 @@ def test_marks_are_stored_with_an_append_only_audit_log(server: Server, box) -> 
     assert mark(server, cookie, csrf, job, 1, "deleted", "", start + 2) == 400  # no such status
 
 
+@pytest.mark.slow
 def test_concurrent_reviewers_never_lose_a_mark(server: Server, box) -> None:
     job = box.job_by_input("cam1/sample-clip.mp4")["id"]
     before = len(audit_rows(box, job, 1))
@@ -249,6 +258,7 @@ def export(server: Server, cookie: str, csrf: str, items: list[tuple[int, int]])
     return headers["location"].rsplit("/", 1)[-1], cookie
 
 
+@pytest.mark.slow
 def test_case_export_is_complete_verifiable_and_reproducible(server: Server, box) -> None:
     jobs = [box.job_by_input(rel)["id"] for rel in CAMERA_INPUTS]
     cookie, csrf = browser_session(server)
@@ -291,6 +301,7 @@ def test_case_export_is_complete_verifiable_and_reproducible(server: Server, box
     assert sha256(first_zip) in page
 
 
+@pytest.mark.slow
 def test_exporting_a_failed_job_is_refused_clearly(server: Server, box) -> None:
     failed = box.job_by_input(FAILING_INPUT)["id"]
     cookie, csrf = browser_session(server)
@@ -302,6 +313,7 @@ def test_exporting_a_failed_job_is_refused_clearly(server: Server, box) -> None:
     assert f"job {failed} has no published output" in body.decode()
 
 
+@pytest.mark.slow
 def test_an_input_over_the_size_limit_is_exported_as_its_hash(box, tmp_path: Path) -> None:
     running = Server(write_serve_config(tmp_path / "serve.yaml", box, exports=str(tmp_path / "exports"),
                                         export_max_input_mb=0))
@@ -324,6 +336,7 @@ def test_hash_password_refuses_a_short_password() -> None:
     one_error_line(result, "shorter than 8 characters")
 
 
+@pytest.mark.slow
 def test_files_answer_head_conditional_and_multi_range_requests(server: Server, box) -> None:
     job = box.job_by_input("cam1/sample-clip.mp4")
     path = f"/jobs/{job['id']}/files/restored.mp4"
@@ -340,6 +353,7 @@ def test_files_answer_head_conditional_and_multi_range_requests(server: Server, 
     assert status in (400, 416)
 
 
+@pytest.mark.slow
 def test_a_form_larger_than_any_of_ours_is_refused_unread(server: Server, box) -> None:
     job = box.job_by_input("cam1/sample-clip.mp4")
     status, _, _ = server.request("POST", f"/jobs/{job['id']}/tracks/1/mark",
@@ -375,7 +389,10 @@ def test_serve_without_the_extra_is_one_line_and_other_commands_still_work(tmp_p
     result = subprocess.run([sys.executable, "-c", WITHOUT_SERVE_EXTRA, "serve"], capture_output=True, text=True,
                             timeout=60)
     line = one_error_line(result)
-    assert line == "facedeblur: error: the review server needs the serve extra: pip install 'facedeblur[serve]'"
+    assert line == f"facedeblur: error: {SERVE_EXTRA_MISSING}"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for command in ("./scripts/setup-venv serve", "pip install -e '.[cpu,serve]'", "pip install 'facedeblur[serve]'"):
+        assert command in line and command in readme, command     # the message and the README agree
     assert result.returncode == 2
     for other in (["--help"], ["serve", "--help"], ["watch", "--help"]):
         assert subprocess.run([sys.executable, "-c", WITHOUT_SERVE_EXTRA, *other], capture_output=True, text=True,

@@ -31,7 +31,7 @@ def process(clip: Path, outdir: Path) -> dict:
 
 
 def test_talking_head_is_one_track(tmp_path):
-    """Issue 8: one person talking to a webcam for 53 s; one-frame false detections must not become tracks."""
+    """One person talking to a webcam for 53 s; one-frame false detections must not become tracks."""
     manifest = process(SHARED_VIDEOS / "webcam-single-face.mp4", tmp_path / "out")
     assert manifest["input"]["frames"] == 1337
     assert manifest["summary"]["tracks"] == 1, [(t["first_frame"], t["detections"]) for t in manifest["tracks"]]

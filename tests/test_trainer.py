@@ -59,6 +59,7 @@ def cache(photo_folders, tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.slow
 def test_prepared_crops_are_aligned_faces(cache):
     crops, index = load_split(cache, "train")
     assert crops.shape == (6, 64, 64, 3) and crops.dtype == np.uint8
@@ -73,9 +74,10 @@ def test_prepared_crops_are_aligned_faces(cache):
 
 
 def test_degradations_are_reproducible_and_damage_the_image():
-    clean = cv2.resize(cv2.imread(str(REPO / "src/facedeblur/sample/sample-photo.png")) if
-                       (REPO / "src/facedeblur/sample/sample-photo.png").exists() else
-                       np.random.default_rng(3).integers(0, 255, (128, 128, 3), np.uint8), (128, 128))
+    sample_photo = REPO / "src/facedeblur/sample/sample-photo.png"
+    photo = cv2.imread(str(sample_photo))
+    assert photo is not None, f"{sample_photo} is missing or unreadable: the package ships it (scripts/make_sample.py)"
+    clean = cv2.resize(photo, (128, 128))
     for category in CATEGORIES:
         first = degrade(clean, category, np.random.default_rng(7))
         second = degrade(clean, category, np.random.default_rng(7))
@@ -88,6 +90,7 @@ def test_degradations_are_reproducible_and_damage_the_image():
     assert len(mixtures) > 10
 
 
+@pytest.mark.slow
 def test_train_resume_export_and_run_through_onnxruntime(cache, tmp_path):
     run = tmp_path / "run"
     base = [PYTHON, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run), "--width", "8",
@@ -127,6 +130,7 @@ def test_export_parity_on_a_model_with_random_weights(tmp_path):
         assert (model(x) - x).abs().max() > 1e-3  # the check compared a model that really transforms
 
 
+@pytest.mark.slow
 def test_distributed_training_with_two_cpu_processes(cache, tmp_path):
     """torchrun with 2 processes on gloo: both ranks train in lockstep and rank 0 saves."""
     run = tmp_path / "ddp"
@@ -141,6 +145,7 @@ def test_distributed_training_with_two_cpu_processes(cache, tmp_path):
     assert checkpoint["step"] == 4 and checkpoint["training_summary"]["processes"] == 2
 
 
+@pytest.mark.slow
 def test_show_degradations_writes_a_grid(cache, tmp_path):
     output = tmp_path / "grid.png"
     subprocess.run([PYTHON, "-m", "facedeblur", "train", "show-degradations", str(cache), "-o", str(output),

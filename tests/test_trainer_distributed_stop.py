@@ -1,4 +1,4 @@
-"""Issue 10: with --max-minutes, every rank of a distributed run stops at the same step (no DDP hang).
+"""With --max-minutes, every rank of a distributed run stops at the same step (no DDP hang).
 
 Two real gloo processes on the CPU, as in tests/test_trainer.py. Rank 1's clock is made to run 60x fast
 (sitecustomize in the child processes only), so the ranks reach --max-minutes at different steps, as
@@ -16,6 +16,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from test_trainer import cache, photo_folders  # noqa: E402,F401  (module fixtures: tiny real face crops)
+
+pytestmark = pytest.mark.slow   # real training runs in subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
 

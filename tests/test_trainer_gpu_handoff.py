@@ -1,4 +1,4 @@
-"""Issue 9: what a lent GPU machine needs from us, checked here on the CPU before a GPU minute is spent.
+"""What a lent GPU machine needs from us, checked here on the CPU before a GPU minute is spent.
 
 The pack (one archive of WebP crops within a byte budget), training from it in an environment that has
 none of the daemon's packages (as the device machine), the compact checkpoint carried between calls
@@ -21,6 +21,8 @@ from facedeblur.errors import FacedeblurError  # noqa: E402
 from facedeblur.pipeline.restore import FaceRestorer  # noqa: E402
 from facedeblur.trainer.dataset import load_split, pack_dataset  # noqa: E402
 from test_trainer import cache, photo_folders  # noqa: E402,F401  (module fixtures: tiny real face crops)
+
+pytestmark = pytest.mark.slow   # real training runs in subprocesses
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--width", "8", "--batch", "2", "--val-count", "2", "--workers", "0", "--patch", "32"]

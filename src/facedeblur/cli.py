@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from . import __version__
@@ -46,7 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        sys.stdout.flush()   # here, not at exit, so a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        return _reader_went_away()
     except FacedeblurError as exc:
         # One line whatever a file name in it holds (CR, ESC, bytes that are not UTF-8 are shown escaped).
         print(f"facedeblur: error: {display_name(exc)}", file=sys.stderr)
@@ -54,6 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("facedeblur: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_went_away() -> int:
+    """`facedeblur status | head`: the reader closed the pipe, which is its right and no error of ours. Point
+    stdout at /dev/null so the interpreter's final flush cannot raise again, and exit as a program killed by
+    SIGPIPE would (128 + 13), so a shell pipeline sees what happened."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 141
 
 
 if __name__ == "__main__":

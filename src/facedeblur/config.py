@@ -13,11 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import FacedeblurError
 from .inputs import default_include
-from .onnx_session import PROVIDER_CHOICES
-from .pipeline.detect import (DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD, DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID,
-                              DEFAULT_SCORE_THRESHOLD, DEFAULT_WEAK_THRESHOLD)
-from .pipeline.restore import PACKAGED_MODELS
-from .pipeline.face_crops import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LargeFaceMode
+from .defaults import (DEFAULT_LARGE_FACES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD,
+                       DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID, DEFAULT_SCORE_THRESHOLD, DEFAULT_TEMPORAL_WINDOW,
+                       DEFAULT_WEAK_THRESHOLD, PACKAGED_MODELS, PROVIDER_CHOICES, LargeFaceMode,
+                       packaged_models_help)
 
 
 class StrictModel(BaseModel):
@@ -29,7 +28,6 @@ class DetectorSettings(StrictModel):
     nms_threshold: float = Field(DEFAULT_NMS_THRESHOLD, gt=0.0, le=1.0)
     min_face_size: int = Field(DEFAULT_MIN_FACE_SIZE, ge=4, description="smallest face (px, box side) that is kept")
     stride: int = Field(1, ge=1, le=30, description="detect on every k-th frame; tracks carry faces in between")
-    # Issue 14, measured in docs/BENCHMARKS.md ("Face detection on damaged faces").
     pyramid: list[float] = Field(list(DEFAULT_PYRAMID), min_length=1, max_length=5,
                                  description="search each frame at these fractions of the 640 px input; the smaller "
                                              "passes find blurred, dark and compressed faces (their blur shrinks "
@@ -86,8 +84,8 @@ class TrackerSettings(StrictModel):
 
 class RestorerSettings(StrictModel):
     model: Literal[tuple(PACKAGED_MODELS)] | Path | None = Field(
-        None, description="restorer: 'default' or 'quality' (shipped in the package) or the path of an .onnx file; "
-                          "unset = default")
+        None, description=f"restorer: a model of the package ({packaged_models_help()}) or the path of an .onnx "
+                          "file; unset = default")
     batch_size: int = Field(16, ge=1, le=512)
     colour_lock: bool = True
     large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "
@@ -112,7 +110,7 @@ class PipelineSettings(StrictModel):
     threads: int = Field(0, ge=0, description="onnxruntime threads per model; 0 = all cores")
     frame_folder_fps: float = Field(25.0, gt=0, le=1000, description="frame rate given to a folder of frames")
     max_frames: int | None = Field(None, ge=1, description="process only the first N frames; null = all")
-    max_image_pixels: int = Field(100_000_000, ge=1, description="refuse an image (photo or frame) larger than "
+    max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="refuse an image (photo or frame) larger than "
                                   "this many pixels, from its header, before decoding it")
     detector: DetectorSettings = DetectorSettings()
     tracker: TrackerSettings = TrackerSettings()

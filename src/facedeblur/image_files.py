@@ -4,12 +4,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
 import tempfile
+import zlib
 from pathlib import Path
+from xml.sax.saxutils import escape as xml_escape
 
 import cv2
 import numpy as np
 
+from .defaults import DEFAULT_MAX_IMAGE_PIXELS  # noqa: F401 - harvest/settings.py reads it from here
 from .errors import FacedeblurError, UnusableInputError
 
 from .inputs import IMAGE_EXTENSIONS, is_image_name  # noqa: F401 - one home for the extensions (inputs.py)
@@ -19,9 +23,7 @@ from .inputs import IMAGE_EXTENSIONS, is_image_name  # noqa: F401 - one home for
 _refuse_symlinks = False
 
 
-# Images above this many pixels are refused from their header, before decoding: a 20000x20000 PNG would
-# take 1.2 GB as BGR and more while decoding. pipeline.max_image_pixels sets it for `process` and the daemon.
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+# pipeline.max_image_pixels sets it for `process` and the daemon.
 _max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
 
 
@@ -32,7 +34,6 @@ def set_max_image_pixels(limit: int) -> None:
 
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of a PNG, JPEG, GIF, BMP, WebP or TIFF, without decoding; None if unknown."""
-    import struct
     try:
         if data[:8] == b"\x89PNG\r\n\x1a\n":
             return struct.unpack(">II", data[16:24])
@@ -144,14 +145,66 @@ def decode_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
     return image
 
 
-def write_image_atomic(path: str | Path, image: np.ndarray) -> None:
-    """Encode in memory, write to a temporary file beside the target, then rename over it."""
+def write_image_atomic(path: str | Path, image: np.ndarray, label: str | None = None) -> None:
+    """Encode in memory, write to a temporary file beside the target, then rename over it. `label` (PNG only)
+    goes into the file's metadata (labelled_png)."""
     path = Path(path)
     ext = path.suffix.lower() or ".png"
     ok, encoded = cv2.imencode(ext, image)
     if not ok:
         raise FacedeblurError(f"{path}: cannot encode image as {ext}")
-    write_bytes_atomic(path, encoded.tobytes())
+    data = encoded.tobytes()
+    if label is not None:
+        if ext != ".png":
+            raise ValueError(f"{path}: a label is written into PNG files only")
+        data = labelled_png(data, label)
+    write_bytes_atomic(path, data)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def _exif_description(description: str, software: str) -> bytes:
+    """A big-endian TIFF header with one IFD: ImageDescription (0x010E) and Software (0x0131), both ASCII."""
+    texts = [description.encode("ascii", "replace") + b"\0", software.encode("ascii", "replace") + b"\0"]
+    offset = 8 + 2 + 12 * len(texts) + 4
+    entries, data = b"", b""
+    for tag, text in zip((0x010E, 0x0131), texts):
+        entries += struct.pack(">HHII", tag, 2, len(text), offset + len(data))
+        data += text
+    return b"MM\x00\x2a" + struct.pack(">IH", 8, len(texts)) + entries + struct.pack(">I", 0) + data
+
+
+def _xmp_description(description: str, software: str) -> bytes:
+    packet = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
+              '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+              'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
+              f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{xml_escape(description)}</rdf:li></rdf:Alt>'
+              f'</dc:description><xmp:CreatorTool>{xml_escape(software)}</xmp:CreatorTool></rdf:Description>'
+              '</rdf:RDF></x:xmpmeta><?xpacket end="r"?>')
+    return packet.encode("utf-8")
+
+
+def labelled_png(png: bytes, description: str) -> bytes:
+    """The PNG with `description` in every place a viewer or forensic tool looks: the iTXt Description and
+    the tEXt Software keywords, an eXIf chunk (EXIF ImageDescription) and an XMP packet (dc:description).
+
+    Written by hand: OpenCV writes no metadata, and Pillow (which could) is not a runtime dependency; these
+    are four chunks whose layout the PNG specification fixes. They go right after IHDR (eXIf must precede
+    the image data)."""
+    from .ai_label import SOFTWARE
+
+    description = description.replace("\0", " ")
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG produced by the encoder")
+    header_end = 8 + 8 + struct.unpack(">I", png[8:12])[0] + 4
+    utf8 = description.encode("utf-8")
+    chunks = (_png_chunk(b"iTXt", b"Description\0\0\0\0\0" + utf8)
+              + _png_chunk(b"tEXt", b"Software\0" + SOFTWARE.encode("latin-1"))
+              + _png_chunk(b"eXIf", _exif_description(description, SOFTWARE))
+              + _png_chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + _xmp_description(description, SOFTWARE)))
+    return png[:header_end] + chunks + png[header_end:]
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -5,6 +5,7 @@ import logging
 import os
 from pathlib import Path
 
+from .defaults import PROVIDER_CHOICES  # noqa: F401 - the device names users give, defined without onnxruntime
 from .errors import FacedeblurError
 
 try:
@@ -31,8 +32,6 @@ def _installed_onnxruntimes() -> list[str]:
 if len(_installed_onnxruntimes()) > 1:  # both write onnxruntime/: which one runs depends on install order
     log.warning("both %s are installed; keep one: pip uninstall -y onnxruntime onnxruntime-gpu && pip install "
                 "'facedeblur[gpu]' (or [cpu])", " and ".join(_installed_onnxruntimes()))
-
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
 
 def resolve_providers(provider: str = "auto") -> list[str]:

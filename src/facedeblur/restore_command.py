@@ -1,28 +1,43 @@
-"""`facedeblur restore`: restore every face in photos (or whole aligned face crops) into OUTDIR/<stem>.png."""
+"""`facedeblur restore`: restore every face in photos (or whole aligned face crops) into OUTDIR/<stem>.png.
+
+With --recursive, folders are searched through their subfolders and the outputs mirror them:
+DIR/a/b/photo.jpg -> OUTDIR/a/b/photo.png. Each output carries the AI-restored label in its metadata.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from .defaults import (DEFAULT_LARGE_FACES, DEFAULT_SCORE_THRESHOLD, LARGE_FACE_MODES, PROVIDER_CHOICES,
+                       packaged_models_help)
 from .errors import FacedeblurError
-from .onnx_session import PROVIDER_CHOICES
-from .pipeline.detect import DEFAULT_SCORE_THRESHOLD
 from .image_files import is_image_path, prepare_output_dir
-from .pipeline.face_crops import DEFAULT_LARGE_FACES, LARGE_FACE_MODES
+
+IMAGE_KINDS = "png, jpg, webp, bmp, tiff"
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    source: Path
+    target: Path   # relative to OUTDIR: <stem>.png, or sub/folders/<stem>.png for an image found by --recursive
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("restore", help="restore faces in images",
-                                   description="Restore every face in each image; writes OUTDIR/<stem>.png at the input's size.")
+                                   description="Restore every face in each image; writes OUTDIR/<stem>.png at the "
+                                               "input's size, labelled as AI-restored in its metadata.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored images")
+    parser.add_argument("-r", "--recursive", action="store_true",
+                        help="also restore the images in the folders' subfolders; OUTDIR mirrors their layout "
+                             "(symbolic links to folders and hidden folders are not entered)")
     parser.add_argument("--aligned", action="store_true",
                         help="each input is one roughly centred face crop; restore the whole crop")
-    parser.add_argument("--model", metavar="MODEL",
-                        help="restorer: default or quality (shipped in the package), or an .onnx file")
+    parser.add_argument("--model", metavar="MODEL", help=f"restorer: {packaged_models_help()}, or an .onnx file")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="face detector confidence")
     parser.add_argument("--large-faces", choices=LARGE_FACE_MODES, default=DEFAULT_LARGE_FACES,
@@ -32,29 +47,62 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def collect_images(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Expand folders (sorted, not recursive); returns the images and the problems found."""
-    images: list[Path] = []
+def _images_below(folder: Path, skip: Path | None) -> list[ImageJob]:
+    """Every image under `folder`, sorted, with its output path mirroring its place below `folder`. Symbolic
+    links to folders are not entered (a loop, or a way out of the tree), nor hidden folders, nor `skip` (an
+    output folder inside the input would otherwise be read back on the next run)."""
+    jobs = []
+    for top, folders, files in os.walk(folder, followlinks=False):
+        here = Path(top)
+        folders[:] = sorted(name for name in folders
+                            if not name.startswith(".") and (skip is None or (here / name).resolve() != skip))
+        relative = here.relative_to(folder)
+        for name in sorted(files):
+            path = here / name
+            if not name.startswith(".") and path.is_file() and is_image_path(path):
+                jobs.append(ImageJob(path, relative / f"{path.stem}.png"))
+    return jobs
+
+
+def _images_in(folder: Path) -> list[ImageJob]:
+    return [ImageJob(p, Path(f"{p.stem}.png")) for p in sorted(folder.iterdir()) if p.is_file() and is_image_path(p)]
+
+
+def _has_subfolders(folder: Path) -> bool:
+    try:
+        return any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    except OSError:
+        return False
+
+
+def collect_images(inputs: list[str], recursive: bool = False,
+                   output: Path | None = None) -> tuple[list[ImageJob], list[str]]:
+    """Expand folders (sorted; into subfolders with `recursive`); returns the images and the problems found."""
+    jobs: list[ImageJob] = []
     problems: list[str] = []
+    skip = output.resolve() if output is not None else None
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
             try:
-                found = sorted(p for p in path.iterdir() if p.is_file() and is_image_path(p))
+                found = _images_below(path, skip) if recursive else _images_in(path)
             except PermissionError:
                 problems.append(f"{path}: folder not readable; fix its permissions")
                 continue
             if not found:
-                problems.append(f"{path}: folder has no images (png, jpg, webp, bmp, tiff)")
-            images.extend(found)
+                hint = ("; pass --recursive to look into its subfolders"
+                        if not recursive and _has_subfolders(path) else "")
+                where = "folder and its subfolders have" if recursive else "folder has"
+                problems.append(f"{path}: {where} no images ({IMAGE_KINDS}){hint}")
+            jobs.extend(found)
         elif path.exists():
-            images.append(path)
+            jobs.append(ImageJob(path, Path(f"{path.stem}.png")))
         else:
             problems.append(f"{path}: not found; check the path")
-    return images, problems
+    return jobs, problems
 
 
-def check_no_overwrite(inputs: list[str], images: list[Path], output: Path) -> None:
+def check_no_overwrite(inputs: list[str], jobs: list[ImageJob], output: Path) -> None:
     """`restore` never overwrites its input: refuse -o naming an input folder, or any output that is an input
     (same resolved path or the same file through a link), before anything is loaded or written."""
     resolved_output = output.resolve()
@@ -63,76 +111,114 @@ def check_no_overwrite(inputs: list[str], images: list[Path], output: Path) -> N
         if path.is_dir() and path.resolve() == resolved_output:
             raise FacedeblurError(f"-o {output} is the input folder {path}: the restored images would replace the "
                                   "originals; choose another output folder")
-    for path in images:
-        target = output / f"{path.stem}.png"
-        same = target.resolve() == path.resolve()
+    for job in jobs:
+        target = output / job.target
+        same = target.resolve() == job.source.resolve()
         if not same and os.path.lexists(target):
             try:
-                same = os.path.samefile(target, path)
+                same = os.path.samefile(target, job.source)
             except OSError:
                 same = False
         if same:
-            raise FacedeblurError(f"{target} is the input {path}: writing it would replace the original; "
+            raise FacedeblurError(f"{target} is the input {job.source}: writing it would replace the original; "
                                   "choose another output folder")
 
 
+def output_path(output: Path, relative: Path) -> Path:
+    """OUTDIR/relative, creating its subfolders; never through a symbolic link (one planted in OUTDIR must not
+    send a restored image outside it)."""
+    folder = output
+    for part in relative.parent.parts:
+        folder = folder / part
+        if folder.is_symlink():
+            raise FacedeblurError(f"{folder} is a symbolic link; restore writes only into real folders under -o")
+        try:
+            folder.mkdir(exist_ok=True)
+        except FileExistsError:
+            raise FacedeblurError(f"{folder} exists and is not a folder; move it or choose another -o") from None
+    return output / relative
+
+
 def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
-                 provider: str = "auto", score_threshold: float = 0.6, large_faces: str = DEFAULT_LARGE_FACES) -> int:
+                 provider: str = "auto", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                 large_faces: str = DEFAULT_LARGE_FACES, recursive: bool = False) -> int:
     """The restore command as a function (used by `facedeblur demo`)."""
     return run(argparse.Namespace(inputs=inputs, output=str(output), aligned=aligned, model=model, provider=provider,
-                                  score_threshold=score_threshold, large_faces=large_faces))
+                                  score_threshold=score_threshold, large_faces=large_faces, recursive=recursive))
+
+
+@dataclass
+class Tally:
+    written: int = 0
+    failed: int = 0
+    no_face: int = 0
+    faces: int = 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from .image_files import read_image, write_image_atomic
     from .pipeline.detect import FaceDetector
     from .pipeline.restore import FaceRestorer
-    from .pipeline.face_crops import restore_any_size_crop
-    from .pipeline.restore_image import restore_faces_in_image
     from .safe_text import display_name
 
-    images, problems = collect_images(args.inputs)
+    output = Path(args.output)
+    jobs, problems = collect_images(args.inputs, getattr(args, "recursive", False), output)
     for problem in problems:
         print(f"facedeblur: error: {display_name(problem)}", file=sys.stderr)
-    if not images and problems:
+    if not jobs and problems:
         return 2
-    output = Path(args.output)
-    check_no_overwrite(args.inputs, images, output)
+    check_no_overwrite(args.inputs, jobs, output)
     # Models first: a bad --model must fail before the output folder is created (no partial output).
     restorer = FaceRestorer(args.model, provider=args.provider)
     detector = None if args.aligned else FaceDetector(score_threshold=args.score_threshold, provider=args.provider)
     prepare_output_dir(output)
-    stems: dict[str, Path] = {}
-    written = failed = no_face = faces_total = 0
     started = time.perf_counter()
-    for path in images:
-        target = output / f"{path.stem}.png"
-        if path.stem in stems:
-            print(f"facedeblur: error: {path}: same name as {stems[path.stem]}; both would write {target.name}",
-                  file=sys.stderr)
-            failed += 1
+    tally = restore_all(jobs, output, restorer, detector, args)
+    tally.failed += len(problems)
+    elapsed = time.perf_counter() - started
+    print(f"restored {tally.faces} face(s) in {tally.written} image(s), {tally.no_face} without a face, "
+          f"{tally.failed} failed -> {display_name(output)} ({elapsed:.2f}s, model {restorer.info.name} "
+          f"{restorer.info.version}, {restorer.providers[0]})")
+    return 1 if tally.failed else 0
+
+
+def restore_all(jobs: list[ImageJob], output: Path, restorer, detector, args: argparse.Namespace) -> Tally:
+    """Restore and write each image; one image's failure is reported and counted, and the rest go on. A
+    progress bar shows on a terminal when there is more than one image (tqdm's messages keep it intact)."""
+    from tqdm import tqdm
+
+    from .ai_label import restored_label
+    from .image_files import read_image, write_image_atomic
+    from .pipeline.face_crops import restore_any_size_crop
+    from .pipeline.restore_image import restore_faces_in_image
+    from .safe_text import display_name
+
+    label = restored_label(restorer.info.name, restorer.info.version)
+    tally = Tally()
+    sources: dict[Path, Path] = {}
+    progress = tqdm(jobs, unit="image", desc="restoring", file=sys.stderr, disable=None if len(jobs) > 1 else True)
+    for job in progress:
+        if job.target in sources:
+            progress.write(f"facedeblur: error: {display_name(job.source)}: same output name as "
+                           f"{display_name(sources[job.target])}; both would write {display_name(job.target)}",
+                           file=sys.stderr)
+            tally.failed += 1
             continue
-        stems[path.stem] = path
+        sources[job.target] = job.source
         try:
-            image = read_image(path)
+            image = read_image(job.source)
             if args.aligned:
-                result = restore_any_size_crop(restorer, image, args.large_faces)
-                faces = 1
+                result, faces = restore_any_size_crop(restorer, image, args.large_faces), 1
             else:
                 result, restored = restore_faces_in_image(image, detector, restorer, large_faces=args.large_faces)
                 faces = len(restored)
                 if not faces:
-                    no_face += 1
-                    print(f"{display_name(path)}: no face found; written unchanged", file=sys.stderr)
-            write_image_atomic(target, result)
-            faces_total += faces
-            written += 1
+                    tally.no_face += 1
+                    progress.write(f"{display_name(job.source)}: no face found; written unchanged", file=sys.stderr)
+            write_image_atomic(output_path(output, job.target), result, label if faces else None)
+            tally.faces += faces
+            tally.written += 1
         except FacedeblurError as exc:
-            print(f"facedeblur: error: {display_name(exc)}", file=sys.stderr)
-            failed += 1
-    failed += len(problems)
-    elapsed = time.perf_counter() - started
-    print(f"restored {faces_total} face(s) in {written} image(s), {no_face} without a face, {failed} failed "
-          f"-> {display_name(output)} ({elapsed:.2f}s, model {restorer.info.name} {restorer.info.version}, "
-          f"{restorer.providers[0]})")
-    return 1 if failed else 0
+            progress.write(f"facedeblur: error: {display_name(exc)}", file=sys.stderr)
+            tally.failed += 1
+    progress.close()
+    return tally

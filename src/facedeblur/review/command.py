@@ -11,6 +11,10 @@ import socket
 import sys
 from pathlib import Path
 
+# The same two commands as README.md's install section: a checkout keeps its editable install.
+SERVE_EXTRA_MISSING = ("the review server needs the serve extra: ./scripts/setup-venv serve in a source checkout "
+                       "(or pip install -e '.[cpu,serve]'), pip install 'facedeblur[serve]' from a package index")
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
@@ -93,7 +97,7 @@ def _serve_extra():
             importlib.import_module(module)
         import uvicorn
     except ImportError:
-        raise FacedeblurError("the review server needs the serve extra: pip install 'facedeblur[serve]'") from None
+        raise FacedeblurError(SERVE_EXTRA_MISSING) from None
     return uvicorn
 
 

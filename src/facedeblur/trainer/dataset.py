@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..errors import FacedeblurError
 from ..face_sources import SourceImage, is_validation, iter_source_images, utk_race  # noqa: F401 - shared with evaluate
 from ..image_files import decode_image_bytes
-from ..pipeline.align import estimate_alignment, template_points, warp_to_crop
+from ..pipeline.align import MIN_EYE_RATIO, align_largest_face
 from ..pipeline.detect import DEFAULT_SCORE_THRESHOLD
 
 _detector = None
@@ -48,16 +48,8 @@ def align_one(item: tuple[str, bytes, int, float]) -> tuple[str, np.ndarray | No
         image = decode_image_bytes(data, name)
     except FacedeblurError:
         return name, None, "unreadable"
-    faces = _detector.detect(image)
-    if not faces:
-        return name, None, "no face"
-    face = max(faces, key=lambda f: f.width * f.height)
-    eye_distance = float(np.linalg.norm(face.landmarks[1] - face.landmarks[0]))
-    template_eyes = float(np.linalg.norm(np.diff(template_points(crop_size)[:2], axis=0)))
-    if eye_distance < template_eyes * min_eye_ratio:
-        return name, None, "face too small"
-    matrix = estimate_alignment(face.landmarks, crop_size)
-    return name, warp_to_crop(image, matrix, crop_size), "ok"
+    crop, reason = align_largest_face(image, _detector.detect(image), crop_size, min_eye_ratio=min_eye_ratio)
+    return name, crop, reason
 
 
 def average_hash(crop: np.ndarray) -> bytes:
@@ -66,7 +58,7 @@ def average_hash(crop: np.ndarray) -> bytes:
 
 
 def prepare_dataset(sources: list[Path], output: Path, crop_size: int = 128, workers: int = 0,
-                    min_eye_ratio: float = 0.8, score_threshold: float = DEFAULT_SCORE_THRESHOLD, limit: int = 0,
+                    min_eye_ratio: float = MIN_EYE_RATIO, score_threshold: float = DEFAULT_SCORE_THRESHOLD, limit: int = 0,
                     utk_val_count: int = 300) -> dict:
     output.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1

@@ -19,9 +19,9 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn import functional as F
 
+from ..defaults import SFACE_FILE, bundled_model_path
 from ..onnx_dequantize import float_model_bytes
 from ..pipeline.align import template_points
-from ..pipeline.detect import SFACE_FILE, bundled_model_path
 from ..pipeline.identity import SFACE_TEMPLATE_112
 
 
