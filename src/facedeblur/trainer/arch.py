@@ -107,7 +107,10 @@ class KernelEstimator(nn.Module):
         features = self.features(x * 2 - 1)
         pooled = torch.cat([features.mean(dim=(2, 3)), features.std(dim=(2, 3))], dim=1)
         out = self.mlp(pooled)
-        kernel = torch.softmax(out[:, :-1].float(), dim=1).view(-1, self.kernel_size, self.kernel_size)
+        # Bounded logits (a gap of at most 12): a delta stays reachable (99.3 % of the weight in the centre)
+        # but the gap cannot run away into a saturated softmax whose gradient has vanished.
+        logits = 6 * torch.tanh(out[:, :-1].float() / 6)
+        kernel = torch.softmax(logits, dim=1).view(-1, self.kernel_size, self.kernel_size)
         regularisation = torch.exp(out[:, -1].float().clamp(-12, 2))
         return kernel, regularisation
 

@@ -347,12 +347,15 @@ def save_checkpoint(out: Path, state: dict) -> None:
 
 def kernel_estimate_loss(estimated: torch.Tensor, true_kernel: torch.Tensor, known: torch.Tensor,
                          clean: torch.Tensor) -> torch.Tensor:
-    """How far the clean face blurred by the estimated kernel is from it blurred by the true one (root mean
-    square, computed by Parseval as sum |K_est - K_true|^2 |X|^2), over the faces whose damage has a kernel.
+    """How far the clean faces blurred by the estimated kernels are from them blurred by the true ones: the
+    root of the mean square over all pixels of all faces whose damage has a kernel (per face by Parseval,
+    sum |K_est - K_true|^2 |X|^2).
 
     Measured on the face, not on the kernel map: an error counts as much as it changes this face, which is
-    what the deconvolution feels; and as an L2 its best guess under doubt is the mean kernel, where an L1 on
-    the map collapses to "no blur" (the median of a training mix with many unblurred faces)."""
+    what the deconvolution feels. The root is taken of the batch's mean, not per face and then averaged:
+    a mean of per-face errors is an L1 across faces, whose best guess under doubt is the median kernel, and
+    in a training mix where most faces have no blur that median is "no blur" for every face (the estimator
+    collapses to a delta and stops learning). A mean square's best guess is the mean kernel."""
     if not bool(known.any()):
         return estimated.sum() * 0
     with torch.autocast(clean.device.type, enabled=False):
@@ -368,7 +371,7 @@ def kernel_estimate_loss(estimated: torch.Tensor, true_kernel: torch.Tensor, kno
         if width % 2 == 0:
             weights[-1] = 1.0
         mse = (kernel_power * image_power * weights).sum(dim=(1, 2)) / (height * width) ** 2
-        return torch.sqrt(mse + 1e-10).mean()
+        return torch.sqrt(mse.mean() + 1e-10)
 
 
 class Losses:
