@@ -167,6 +167,11 @@ class Intake:
         signature = self.signature(unit_of(job))
         return signature is not None and (signature.size, signature.mtime_ns) != (job.size, job.mtime_ns)
 
+    def unchanged_since_taken(self, job: Job) -> bool:
+        """True when the input is still there, exactly as it was taken (size and mtime)."""
+        signature = self.signature(unit_of(job))
+        return signature is not None and (signature.size, signature.mtime_ns) == (job.size, job.mtime_ns)
+
     def supersede_changed(self, job: Job, when: str) -> None:
         """The job's input changed: the job ends as superseded and the new content is watched until stable,
         then queued as a newer job."""
