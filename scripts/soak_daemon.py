@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facedeblur.daemon.journal import JournalReader
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -88,14 +90,11 @@ class Chaos:
 
 
 def journal_rows(state: Path) -> list[dict]:
-    db = sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True, timeout=30)
-    db.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY id")]
-    except sqlite3.OperationalError:
+        with JournalReader(state) as journal:
+            return journal.jobs()
+    except (FileNotFoundError, sqlite3.OperationalError):   # not created yet
         return []
-    finally:
-        db.close()
 
 
 def main() -> int:
@@ -254,8 +253,8 @@ def main() -> int:
     staging = outbox / ".staging"
     if staging.exists() and any(staging.iterdir()):
         problems.append(f"leftovers in {staging}")
-    with sqlite3.connect(state / "journal.sqlite3") as db:
-        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    with JournalReader(state) as journal:
+        integrity = journal.integrity()
     if integrity != "ok":
         problems.append(f"journal integrity_check: {integrity}")
     if chaos.bad_exits:

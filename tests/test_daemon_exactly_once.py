@@ -14,7 +14,7 @@ import pytest
 from facedeblur.daemon.journal import Journal
 from facedeblur.daemon.worker import find_published, publish, publish_identity
 
-from test_daemon_support import DaemonRun, clip_bytes, make_clip
+from daemon_support import DaemonRun, clip_bytes, make_clip
 
 OLD_SCHEMA = """
 CREATE TABLE jobs (

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import (PYTHON, DaemonRun, assert_processed_exactly_once, make_clip, small_tmpfs,
+from daemon_support import (PYTHON, DaemonRun, assert_processed_exactly_once, make_clip, small_tmpfs,
                                  write_config)
 
 

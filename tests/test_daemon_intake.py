@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from test_daemon_support import DaemonRun, assert_processed_exactly_once, clip_bytes, make_clip
+from daemon_support import DaemonRun, assert_processed_exactly_once, clip_bytes, make_clip
 
 MANY = 12   # dropped at once here; scripts/soak_daemon.py drops hundreds
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from test_daemon_support import DaemonRun, assert_processed_exactly_once, make_clip
+from daemon_support import DaemonRun, assert_processed_exactly_once, make_clip
 
 
 def test_polling_observer_takes_drops_and_moves_processed_inputs(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from test_daemon_support import DaemonRun, assert_processed_exactly_once, make_clip, write_config
+from daemon_support import DaemonRun, assert_processed_exactly_once, make_clip, write_config
 
 LONG_FRAMES = 120  # a face clip that takes several seconds to process, even with a fast model: time to interrupt it
 

@@ -72,7 +72,7 @@ def test_daemon_speaks_the_sd_notify_protocol(tmp_path: Path) -> None:
     received on a real notify socket as systemd would provide it."""
     import socket
     import time
-    from test_daemon_support import DaemonRun
+    from daemon_support import DaemonRun
     notify_path = tmp_path / "notify.sock"
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     server.bind(str(notify_path))

@@ -22,7 +22,7 @@ from facedeblur.config import load_config
 from facedeblur.daemon.broker import WORKER_KEY_PREFIX, map_path
 from facedeblur.errors import FacedeblurError
 
-from test_daemon_support import PYTHON, DaemonRun, assert_processed_exactly_once, make_clip
+from daemon_support import PYTHON, DaemonRun, assert_processed_exactly_once, make_clip
 
 REDIS_SERVER = shutil.which("redis-server")
 try:

@@ -27,7 +27,7 @@ from ..config import QueueSettings
 from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, make_celery_app, message_secret,
                      require_queue_extra, results_key)
 from .journal import Job, Journal
-from .logs import q
+from .logs import logfmt_value
 from .messages import JobResult, JobTicket, MessageRejected, Outcome, seal, unseal
 from .metrics import DaemonMetrics
 from .pool import PoolCallbacks
@@ -124,7 +124,8 @@ class CeleryWorkerPool:
             self.app.send_task(TASK_NAME, args=[seal(ticket, self.secret)], queue=TASK_QUEUE)
         except Exception as exc:  # noqa: BLE001 - kombu's errors vary by transport; the lease re-sends it
             log.warning("event=task_send_failed job=%d attempt=%d error=%s action=%s", ticket.id, ticket.attempt,
-                        q(exc), q(f"sent again when its lease runs out ({self.queue.lease_seconds:g} s)"))
+                        logfmt_value(exc),
+                        logfmt_value(f"sent again when its lease runs out ({self.queue.lease_seconds:g} s)"))
 
     def recover(self, journal: Journal) -> list[Job]:
         """At start-up: jobs the journal shows running may still be worked on remotely; each gets a fresh lease,
@@ -135,7 +136,7 @@ class CeleryWorkerPool:
             self.leases[job_id] = Lease(job_id, attempt, output_name(job.rel_path, job_id), job.sha256, now,
                                         now + self.queue.lease_seconds)
             log.info("event=job_adopted job=%d attempt=%d reason=%s", job_id, attempt,
-                     q("running when the coordinator stopped; waiting for its worker's result"))
+                     logfmt_value("running when the coordinator stopped; waiting for its worker's result"))
         self.sweep_staging()
         return []
 
@@ -155,8 +156,8 @@ class CeleryWorkerPool:
         except self._redis_errors as exc:
             if self.broker_down_since is None:
                 self.broker_down_since = time.monotonic()
-                log.error("event=broker_unreachable error=%s action=%s", q(exc),
-                          q("leases paused; results are collected when Redis is back"))
+                log.error("event=broker_unreachable error=%s action=%s", logfmt_value(exc),
+                          logfmt_value("leases paused; results are collected when Redis is back"))
             time.sleep(timeout)
             return
         if self.broker_down_since is not None:
@@ -174,7 +175,7 @@ class CeleryWorkerPool:
                     raise MessageRejected("unreadable result: not JSON") from None
                 result = unseal(envelope, JobResult, self.secret)
             except MessageRejected as exc:
-                log.error("event=result_rejected error=%s value=%s", q(exc), q(raw[:200]))
+                log.error("event=result_rejected error=%s value=%s", logfmt_value(exc), logfmt_value(raw[:200]))
                 continue
             self._take_result(result)
         self._expire_leases()
@@ -198,13 +199,13 @@ class CeleryWorkerPool:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             log.warning("event=stale_result_discarded job=%d attempt=%d live_attempt=%s worker=%s", job_id, attempt,
-                        live if live is not None else "-", q(result.worker or "-"))
+                        live if live is not None else "-", logfmt_value(result.worker or "-"))
             return
         problem = self._not_this_attempts(result, lease)
         if problem is not None:
             # Left running: the lease expires unless a worker really holds this attempt, and the job is sent again.
             log.error("event=result_rejected job=%d attempt=%d worker=%s reason=%s", job_id, attempt,
-                      q(result.worker or "-"), q(problem))
+                      logfmt_value(result.worker or "-"), logfmt_value(problem))
             return
         del self.leases[job_id]
         self._mark_live(job_id, 0)
@@ -255,13 +256,13 @@ class CeleryWorkerPool:
             self._mark_live(lease.job_id, 0)
             if lease.picked_up:
                 log.error("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
-                          q("its worker stopped sending heartbeats"))
+                          logfmt_value("its worker stopped sending heartbeats"))
                 self.on_lost(lease.job_id, f"the worker processing this input stopped reporting (no heartbeat for "
                              f"{self.queue.lease_seconds:g} s: it died, e.g. out of memory or a crash in a "
                              "decoder, or lost its network)", True, True)
             else:
                 log.warning("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
-                            q("no worker took the task (the broker restarted or no worker is running)"))
+                            logfmt_value("no worker took the task (the broker restarted or no worker is running)"))
                 self.on_lost(lease.job_id, "no worker took the task within queue.lease_seconds (the broker "
                              "restarted, or no worker was running); it is sent again", False, False)
 
@@ -301,7 +302,7 @@ class CeleryWorkerPool:
     # ---- reload -------------------------------------------------------------------------------------------
     def try_pipeline(self, pipeline_json: str, stop_requested: Callable[[], bool]) -> None:
         log.warning("event=reload_ignored key=pipeline reason=%s",
-                    q("with queue.backend: celery each `facedeblur worker` reads the pipeline settings at its "
+                    logfmt_value("with queue.backend: celery each `facedeblur worker` reads the pipeline settings at its "
                       "start; restart the workers (one at a time) to apply them"))
         return None
 

@@ -141,11 +141,12 @@ class WorkerRuntime:
 
     def process(self, envelope: Any) -> None:
         from .broker import live_key, results_key
-        from .logs import q
+        from .logs import logfmt_value
         try:
             ticket = self.confine(unseal(envelope, JobTicket, self.secret))
         except MessageRejected as exc:
-            log.error("event=task_rejected error=%s action=%s", q(exc), q("dropped; nothing was read or written"))
+            log.error("event=task_rejected error=%s action=%s", logfmt_value(exc),
+                      logfmt_value("dropped; nothing was read or written"))
             return
         job_id, attempt, journal_id = ticket.id, ticket.attempt, ticket.journal_id
         try:
@@ -160,10 +161,10 @@ class WorkerRuntime:
             self.holding[held] = {"journal_id": journal_id, "job_id": job_id, "attempt": attempt,
                                   "input": ticket.rel_path, "started_at": time.time()}
         self.beat()
-        log.info("event=job_started job=%d attempt=%d input=%s", job_id, attempt, q(ticket.rel_path))
+        log.info("event=job_started job=%d attempt=%d input=%s", job_id, attempt, logfmt_value(ticket.rel_path))
         result = self._run(ticket)
         log.info("event=job_finished job=%d attempt=%d outcome=%s error=%s", job_id, attempt, result.outcome.value,
-                 q(result.error or "-"))
+                 logfmt_value(result.error or "-"))
         self._hand_back(results_key(journal_id), result)
         self.beat()
 

@@ -23,7 +23,7 @@ from ..config import DaemonSettings
 from ..image_files import write_bytes_atomic
 from ..safe_text import display_name, encodable
 from .journal import Job
-from .logs import q
+from .logs import logfmt_value
 from .worker import output_name
 
 log = logging.getLogger("facedeblur.daemon")
@@ -90,10 +90,11 @@ class FailedFolder:
         except (OSError, CopyRefused) as exc:
             shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
             if isinstance(exc, CopyRefused):
-                log.warning("event=failed_copy_skipped job=%d input=%s reason=%s", job.id, q(job.rel_path), q(exc))
+                log.warning("event=failed_copy_skipped job=%d input=%s reason=%s", job.id,
+                            logfmt_value(job.rel_path), logfmt_value(exc))
                 raise
-            log.warning("event=failed_copy_error job=%d input=%s error=%s", job.id, q(job.rel_path),
-                        q(exc.strerror or exc))
+            log.warning("event=failed_copy_error job=%d input=%s error=%s", job.id, logfmt_value(job.rel_path),
+                        logfmt_value(exc.strerror or exc))
             return None
 
     def write_note(self, job: Job, error: str, copy: Path | None, why_not: str | None = None) -> None:
@@ -104,7 +105,7 @@ class FailedFolder:
         try:
             write_bytes_atomic(self.folder / (failed_name(job) + ".error.txt"), note.encode("utf-8"))
         except OSError as exc:
-            log.warning("event=error_note_failed job=%d error=%s", job.id, q(exc.strerror or exc))
+            log.warning("event=error_note_failed job=%d error=%s", job.id, logfmt_value(exc.strerror or exc))
 
     def remove_quiet_originals(self, unchanged) -> None:
         """`after: move|delete`: remove failed originals (copied into failed/) that stayed unchanged since they
@@ -121,13 +122,13 @@ class FailedFolder:
             source = Path(job.path)
             try:
                 shutil.rmtree(source) if source.is_dir() and not source.is_symlink() else source.unlink()
-                log.info("event=failed_original_removed job=%d input=%s copy=%s", job.id, q(job.rel_path),
-                         q(self.folder / failed_name(job)))
+                log.info("event=failed_original_removed job=%d input=%s copy=%s", job.id, logfmt_value(job.rel_path),
+                         logfmt_value(self.folder / failed_name(job)))
             except FileNotFoundError:
                 pass
             except OSError as exc:
                 log.warning("event=after_action_failed job=%d action=%s error=%s", job.id, self.settings.after,
-                            q(exc.strerror or exc))
+                            logfmt_value(exc.strerror or exc))
 
 
 def _above_cap(size: int, limit: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import FacedeblurError
 from .journal import Job, Journal
-from .logs import q
+from .logs import logfmt_value
 from .messages import JobTicket
 from .metrics import DaemonMetrics
 from .pool import PoolCallbacks
@@ -103,7 +103,8 @@ class LocalWorkerPool:
                 # Not in a tight loop (a GPU that vanished, a model file removed): back off, up to 5 minutes.
                 self.respawn_delay = min(max(self.respawn_delay * 2, 5.0), 300.0)
                 self.respawn_at = time.monotonic() + self.respawn_delay
-                log.error("event=model_load_failed worker=%d error=%s retry_in=%.0fs", worker.index, q(payload),
+                log.error("event=model_load_failed worker=%d error=%s retry_in=%.0fs", worker.index,
+                          logfmt_value(payload),
                           self.respawn_delay)
             elif kind == "result":
                 worker.job_id = None

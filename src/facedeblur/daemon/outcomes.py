@@ -13,7 +13,7 @@ from ..config import DaemonSettings
 from .failed import FailedFolder, failed_name
 from .intake import Intake
 from .journal import Job, Journal
-from .logs import q
+from .logs import logfmt_value
 from .messages import JobResult, Outcome
 from .metrics import DaemonMetrics
 from .worker import publish_identity
@@ -46,7 +46,8 @@ class Outcomes:
         if outcome in (Outcome.DONE, Outcome.ALREADY_PUBLISHED):
             problem = self.not_this_jobs_output(job, result.output)
             if problem is not None:
-                log.error("event=result_rejected job=%d output=%s reason=%s", job.id, q(result.output), q(problem))
+                log.error("event=result_rejected job=%d output=%s reason=%s", job.id, logfmt_value(result.output),
+                          logfmt_value(problem))
                 self.failed_run(job, f"a worker reported an output that is not this job's ({problem}); the job is "
                                 "retried", input_fault=False)
                 return
@@ -57,7 +58,8 @@ class Outcomes:
             self.journal.mark_failed(job.id, result.error, None)
             self.metrics.jobs_failed.inc()
             self.failed.write_note(job, result.error, None, "the input had vanished")
-            log.warning("event=job_failed job=%d input=%s error=%s", job.id, q(job.rel_path), q(result.error))
+            log.warning("event=job_failed job=%d input=%s error=%s", job.id, logfmt_value(job.rel_path),
+                        logfmt_value(result.error))
             self.settle_duplicates(job, result.error)
         elif outcome is Outcome.STAGED:
             raise ValueError(f"job {job.id}: a staged result must be published by its pool before it is handled")
@@ -85,7 +87,8 @@ class Outcomes:
         self.metrics.job_done(seconds, frames, faces, tracks)
         self.on_published()
         log.info("event=job_done job=%d input=%s output=%s seconds=%s frames=%s tracks=%s faces=%s%s", job.id,
-                 q(job.rel_path), q(result.output), f"{seconds:.2f}" if seconds else "-", frames, tracks,
+                 logfmt_value(job.rel_path), logfmt_value(result.output), f"{seconds:.2f}" if seconds else "-",
+                 frames, tracks,
                  faces, " already_published=true" if result.outcome is Outcome.ALREADY_PUBLISHED else "")
         self.after_done(self.journal.get(job.id))
         self.settle_duplicates(job, None)
@@ -106,15 +109,17 @@ class Outcomes:
         self.journal.mark_retry(job.id, error, min(delay, 3600), count_attempt=input_fault)
         self.metrics.jobs_retried.inc()
         log.warning("event=job_retry job=%d input=%s attempt=%d of=%d retry_in=%.0fs counted=%s error=%s", job.id,
-                    q(job.rel_path), job.attempts, self.settings.max_attempts, delay, input_fault, q(error))
+                    logfmt_value(job.rel_path), job.attempts, self.settings.max_attempts, delay, input_fault,
+                    logfmt_value(error))
 
     # ---- giving up ----------------------------------------------------------------------------------------
     def give_up(self, job: Job, error: str) -> None:
         copy = self.failed.take(job, error)
         self.journal.mark_failed(job.id, error, str(copy) if copy else None)
         self.metrics.jobs_failed.inc()
-        log.error("event=job_failed job=%d input=%s attempts=%d failed_copy=%s error=%s", job.id, q(job.rel_path),
-                  job.attempts, q(copy or "-"), q(error))
+        log.error("event=job_failed job=%d input=%s attempts=%d failed_copy=%s error=%s", job.id,
+                  logfmt_value(job.rel_path),
+                  job.attempts, logfmt_value(copy or "-"), logfmt_value(error))
         self.settle_duplicates(job, error)
 
     def settle_duplicates(self, job: Job, error: str | None) -> None:
@@ -135,8 +140,8 @@ class Outcomes:
         if self.settings.after == "keep":
             return
         if self.intake is not None and self.intake.changed_since_taken(job):
-            log.warning("event=after_action_skipped job=%d input=%s reason=%s", job.id, q(job.rel_path),
-                        q("the input changed after it was taken; its new content is processed as a new job"))
+            log.warning("event=after_action_skipped job=%d input=%s reason=%s", job.id, logfmt_value(job.rel_path),
+                        logfmt_value("the input changed after it was taken; its new content is processed as a new job"))
             return
         try:
             if self.settings.after == "delete":
@@ -151,4 +156,4 @@ class Outcomes:
             pass
         except OSError as exc:
             log.warning("event=after_action_failed job=%d action=%s error=%s", job.id, self.settings.after,
-                        q(exc.strerror or exc))
+                        logfmt_value(exc.strerror or exc))

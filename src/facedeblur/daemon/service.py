@@ -25,7 +25,7 @@ from ..errors import FacedeblurError, NotYetAvailableError
 from ..pipeline.restore import resolve_model
 from .intake import Intake
 from .journal import Journal, JournalUnwritable, damaged_message, is_damaged
-from .logs import q
+from .logs import logfmt_value
 from .messages import JobTicket
 from .metrics import DaemonMetrics
 from .outcomes import Outcomes
@@ -136,8 +136,8 @@ class Daemon:
         requeued = self.pool.recover(self.journal)
         self.pool.sweep_staging()
         for job in requeued:
-            log.info("event=job_requeued job=%d input=%s reason=%s", job.id, q(job.rel_path),
-                     q("it was running when the daemon stopped"))
+            log.info("event=job_requeued job=%d input=%s reason=%s", job.id, logfmt_value(job.rel_path),
+                     logfmt_value("it was running when the daemon stopped"))
             if job.interruptions + 1 >= MAX_INTERRUPTIONS:
                 self.outcomes.give_up(self.journal.get(job.id), f"the daemon stopped {MAX_INTERRUPTIONS} times while "
                                       "processing this input (crash, power loss or out of memory); check it by hand")
@@ -151,8 +151,8 @@ class Daemon:
             raise
         except JournalUnwritable as exc:
             # At start-up (re-queueing interrupted jobs): exit 1, so systemd starts it again a little later.
-            log.error("event=journal_unwritable error=%s action=%s", q(exc),
-                      q("stopped; free space in the state folder, systemd restarts the daemon"))
+            log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),
+                      logfmt_value("stopped; free space in the state folder, systemd restarts the daemon"))
             return 1
 
     def _run(self) -> int:
@@ -177,7 +177,8 @@ class Daemon:
         self.intake = Intake(self.settings, self.journal, self.metrics, self.outcomes.after_done)
         self.outcomes.intake = self.intake
         log.info("event=started inbox=%s outbox=%s state=%s workers=%d polling=%s journal=%s",
-                 q(",".join(map(str, self.settings.inbox))), q(self.outbox), q(self.state_dir), self.settings.workers,
+                 logfmt_value(",".join(map(str, self.settings.inbox))), logfmt_value(self.outbox),
+                 logfmt_value(self.state_dir), self.settings.workers,
                  self.settings.polling, self.journal.journal_id)
         self.intake.rescan()
         try:
@@ -231,8 +232,8 @@ class Daemon:
                 self.pool.collect(timeout=TICK_SECONDS)
             except JournalUnwritable as exc:
                 self.journal_paused = True
-                log.error("event=journal_unwritable error=%s action=%s", q(exc),
-                          q("intake and new jobs paused until the state folder takes writes again"))
+                log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),
+                          logfmt_value("intake and new jobs paused until the state folder takes writes again"))
         return 0
 
     def _try_resume(self) -> None:
@@ -243,7 +244,7 @@ class Daemon:
         except JournalUnwritable:
             return
         self.journal_paused = False
-        log.info("event=journal_writable action=%s requeued=%s", q("intake and jobs resumed"),
+        log.info("event=journal_writable action=%s requeued=%s", logfmt_value("intake and jobs resumed"),
                  ",".join(map(str, orphans)) or "-")
 
     def _notify_status(self) -> None:
@@ -270,7 +271,7 @@ class Daemon:
             self.pool.start_job(worker, JobTicket.for_job(
                 job, attempt, outbox=str(self.outbox), name=output_name(job.rel_path, job.id),
                 journal_id=self.journal.journal_id, follow_symlinks=self.settings.follow_symlinks))
-            log.info("event=job_started job=%d input=%s attempt=%d worker=%d", job.id, q(job.rel_path),
+            log.info("event=job_started job=%d input=%s attempt=%d worker=%d", job.id, logfmt_value(job.rel_path),
                      job.attempts + 1, worker.index)
 
     def _job_lost(self, job_id: int, error: str, worker_died: bool, input_fault: bool) -> None:
@@ -290,7 +291,7 @@ class Daemon:
         try:
             write_review_index(self.journal, self.outbox)
         except OSError as exc:
-            log.warning("event=index_failed error=%s", q(exc.strerror or exc))
+            log.warning("event=index_failed error=%s", logfmt_value(exc.strerror or exc))
 
     def _housekeeping(self) -> None:
         self.pool.sweep_staging()
@@ -300,7 +301,7 @@ class Daemon:
                                self.settings.retention_max_gb):
                 self.index_dirty = True
         except OSError as exc:
-            log.warning("event=retention_failed error=%s", q(exc.strerror or exc))
+            log.warning("event=retention_failed error=%s", logfmt_value(exc.strerror or exc))
 
     # ---- signals, reload, shutdown ------------------------------------------------------------------------
     def _on_stop(self, signum, frame) -> None:
@@ -314,7 +315,8 @@ class Daemon:
         try:
             new = resolve_config(self.config_path, self.overrides)
         except FacedeblurError as exc:
-            log.error("event=reload_failed error=%s action=%s", q(exc), q("kept the running configuration"))
+            log.error("event=reload_failed error=%s action=%s", logfmt_value(exc),
+                      logfmt_value("kept the running configuration"))
             self.notifier.notify("READY=1")
             return
         candidate = None
@@ -329,8 +331,8 @@ class Daemon:
             except FacedeblurError as exc:
                 result = f"{exc} (pipeline.restorer.model)"
             if isinstance(result, str):
-                log.error("event=reload_failed error=%s action=%s", q(result),
-                          q("kept the running configuration; fix the config and reload again"))
+                log.error("event=reload_failed error=%s action=%s", logfmt_value(result),
+                          logfmt_value("kept the running configuration; fix the config and reload again"))
                 self.notifier.notify("READY=1")
                 return
             candidate = result
@@ -338,15 +340,15 @@ class Daemon:
                  "failed_folder": self.settings.failed_folder}
         for key, value in fixed.items():
             if getattr(new.daemon, key) != value:
-                log.warning("event=reload_ignored key=daemon.%s reason=%s", key, q("needs a restart"))
+                log.warning("event=reload_ignored key=daemon.%s reason=%s", key, logfmt_value("needs a restart"))
         if new.queue != self.config.queue:
-            log.warning("event=reload_ignored key=queue reason=%s", q("needs a restart"))
+            log.warning("event=reload_ignored key=queue reason=%s", logfmt_value("needs a restart"))
         self.config = new.model_copy(update={"daemon": new.daemon.model_copy(update=fixed), "queue": self.config.queue})
         self.settings = self.config.daemon
         self.outcomes.reconfigure(self.settings)
         self.intake.reconfigure(self.settings)
         self.pool.reconfigure(pipeline_json, self.settings.workers, candidate)
-        log.info("event=reloaded config=%s", q(self.config_path or "-"))
+        log.info("event=reloaded config=%s", logfmt_value(self.config_path or "-"))
         self.notifier.notify("READY=1")
 
     def _shutdown(self) -> None:
@@ -363,8 +365,8 @@ class Daemon:
                 while not self.journal_paused and pool.busy() and time.monotonic() < deadline:
                     pool.collect(timeout=TICK_SECONDS)
             except (JournalUnwritable, sqlite3.DatabaseError) as exc:
-                log.error("event=journal_unwritable error=%s action=%s", q(exc),
-                          q("stopping; jobs left running are re-queued at the next start"))
+                log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),
+                          logfmt_value("stopping; jobs left running are re-queued at the next start"))
                 self.journal_paused = True
             for job_id in pool.abandon():
                 try:
@@ -372,7 +374,7 @@ class Daemon:
                 except (JournalUnwritable, sqlite3.DatabaseError):
                     pass   # still 'running' in the journal: requeue_interrupted at the next start
                 log.warning("event=job_abandoned job=%d reason=%s", job_id,
-                            q("shutdown timeout reached; it is re-queued for the next start"))
+                            logfmt_value("shutdown timeout reached; it is re-queued for the next start"))
             pool.sweep_staging()
         try:
             if self.index_dirty:
