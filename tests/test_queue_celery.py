@@ -429,7 +429,9 @@ def test_a_task_naming_an_input_outside_the_inbox_or_another_outbox_is_rejected(
 def test_a_task_whose_name_climbs_out_of_the_outbox_deletes_nothing(tmp_path: Path,
                                                                    redis_server: RedisServer) -> None:
     run = celery_run(tmp_path / "site", redis_server)
-    # OUTBOX/.staging/../../../victim-dir.a1 and its .input twin: what such a name would remove.
+    # OUTBOX/.staging/../../../victim-dir.a1 and its .input twin: what such a name would remove (.staging exists
+    # on any outbox that has seen a job; the path resolves through it).
+    (run.outbox / ".staging").mkdir()
     victims = [tmp_path / "victim-dir.a1", tmp_path / "victim-dir.a1.input"]
     for victim in victims:
         victim.mkdir()

@@ -137,7 +137,6 @@ class CeleryWorkerPool:
                                         now + self.queue.lease_seconds)
             log.info("event=job_adopted job=%d attempt=%d reason=%s", job_id, attempt,
                      logfmt_value("running when the coordinator stopped; waiting for its worker's result"))
-        self.sweep_staging()
         return []
 
     # ---- messages -----------------------------------------------------------------------------------------
