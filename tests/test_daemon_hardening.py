@@ -67,8 +67,10 @@ def test_non_utf8_file_name_is_processed_by_the_daemon_and_by_process(tmp_path: 
         # The worker reads the clip through the file it opened (O_NOFOLLOW); the manifest names the real input.
         assert manifest["input"]["path"] == str(run.inbox / "caf\\xe9.mp4"), manifest["input"]
         assert run.stop() == 0
-        # A restart recognises the stored path (no second job) and becomes ready.
-        run.start()
+        # A restart recognises the stored path (no second job) and becomes ready (the log is appended to: wait
+        # for this run's own ready line, else SIGTERM can arrive before the new daemon handles it).
+        run.start(wait_ready=False)
+        run.wait_for(lambda: run.log().count("event=ready") == 2, 120, "the restarted daemon to become ready")
         time.sleep(4)
         assert _job_states(run) == ["done", "done"]
         assert run.stop() == 0
