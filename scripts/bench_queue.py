@@ -5,7 +5,7 @@
 
 For each worker count: a fresh redis-server (loopback, random port, password, no persistence), a coordinator
 (`facedeblur watch`) and that many `facedeblur worker --concurrency 1` processes, on this machine. The clips
-(real H.264 with a face, from tests/test_daemon_support.make_clip) are renamed into the inbox at once; the
+(real H.264 with a face, from tests/daemon_support.make_clip) are renamed into the inbox at once; the
 figure is jobs over the time from the first job started to the last one done, read from the journal. Writes
 the "Scale-out through Celery" section of docs/BENCHMARKS.md.
 """
@@ -29,7 +29,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from benchmarks_doc import write_section  # noqa: E402
-from test_daemon_support import make_clip  # noqa: E402
+from facedeblur.daemon.journal import JOURNAL_FILE, JournalReader  # noqa: E402
+from daemon_support import make_clip  # noqa: E402
 
 PASSWORD = "bench-password"
 HEADING = "## Scale-out through Celery (queue.backend: celery)"
@@ -50,18 +51,14 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"bench_queue: timed out waiting for {what}")
 
 
-def journal_rows(state: Path) -> list[sqlite3.Row]:
-    path = state / "journal.sqlite3"
-    if not path.exists():
+def journal_rows(state: Path) -> list[dict]:
+    if not (state / JOURNAL_FILE).exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    db.row_factory = sqlite3.Row
     try:
-        return db.execute("SELECT * FROM jobs").fetchall()
-    except sqlite3.OperationalError:
+        with JournalReader(state) as journal:
+            return journal.jobs()
+    except sqlite3.OperationalError:   # the tables are being created right now
         return []
-    finally:
-        db.close()
 
 
 def run_once(clips: list[Path], workers: int, root: Path) -> dict:
@@ -71,13 +68,15 @@ def run_once(clips: list[Path], workers: int, root: Path) -> dict:
     for folder in (inbox, outbox, state):
         folder.mkdir(parents=True)
     (root / "password").write_text(PASSWORD, encoding="utf-8")
+    (root / "queue-secret").write_bytes(os.urandom(32).hex().encode("ascii"))
     config = root / "config.yaml"
     config.write_text(
         f"pipeline:\n  threads: 1\n"
         f"daemon:\n  inbox: [{json.dumps(str(inbox))}]\n  outbox: {json.dumps(str(outbox))}\n"
         f"  state: {json.dumps(str(state))}\n  stable_seconds: 0.5\n  rescan_seconds: 2.0\n"
         f"queue:\n  backend: celery\n  broker_url: redis://127.0.0.1:{port}/0\n"
-        f"  password_file: {json.dumps(str(root / 'password'))}\n  heartbeat_seconds: 1\n  lease_seconds: 60\n",
+        f"  password_file: {json.dumps(str(root / 'password'))}\n  heartbeat_seconds: 1\n  lease_seconds: 60\n"
+        f"  secret_file: {json.dumps(str(root / 'queue-secret'))}\n",
         encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     processes = [subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",

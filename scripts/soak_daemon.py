@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from facedeblur.daemon.journal import JournalReader
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -88,17 +90,14 @@ class Chaos:
 
 
 def journal_rows(state: Path) -> list[dict]:
-    db = sqlite3.connect(f"file:{state / 'journal.sqlite3'}?mode=ro", uri=True, timeout=30)
-    db.row_factory = sqlite3.Row
     try:
-        return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY id")]
-    except sqlite3.OperationalError:
+        with JournalReader(state) as journal:
+            return journal.jobs()
+    except (FileNotFoundError, sqlite3.OperationalError):   # not created yet
         return []
-    finally:
-        db.close()
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=300, help="valid clips to drop")
     parser.add_argument("--invalid", type=int, default=10, help="invalid inputs (corrupt, empty, truncated, text)")
@@ -113,89 +112,84 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="default: a new temp folder (removed unless --keep)")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--report", type=Path, help="write the summary as JSON here")
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    started = time.monotonic()
+    return parser.parse_args()
+
+
+class Plan:
+    """Every input, prepared in the pool first so drops are quick renames/copies."""
+
+    def __init__(self, args: argparse.Namespace, rng: random.Random, pool: Path):
+        print(f"soak: preparing {args.clips} clips in {pool}", flush=True)
+        self.valid: dict[str, str] = {}       # rel path -> sha256
+        self.drops: list[tuple[str, Path, str]] = []    # (how, pool file, rel path in inbox)
+        for i in range(args.clips):
+            src = pool / f"c{i:04d}.mp4"
+            make_clip(src, seed=args.seed * 100000 + i)
+            rel = f"cam{i % 5}/clip {i:04d}.mp4" if i % 3 else f"clip_{i:04d}.mp4"
+            how = rng.choice(["rename", "rename", "rename", "part", "slow"])
+            self.drops.append((how, src, rel))
+            self.valid[rel] = sha256(src)
+        self.invalid: set[str] = set()
+        good = (pool / "c0000.mp4").read_bytes()
+        for i in range(args.invalid):
+            kind = ("corrupt", "empty", "truncated", "text")[i % 4]
+            data = {"corrupt": os.urandom(5000), "empty": b"", "truncated": good[: len(good) // 2],
+                    "text": b"not a video\n" * 40}[kind]
+            src = pool / f"bad{i:03d}.mp4"
+            src.write_bytes(data)
+            rel = f"bad/{kind}_{i:03d}.mp4"
+            self.drops.append(("rename", src, rel))
+            self.invalid.add(rel)
+        self.duplicates: set[str] = set()
+        for i in range(args.duplicates):
+            original = pool / f"c{rng.randrange(args.clips):04d}.mp4"
+            src = pool / f"dup{i:03d}.mp4"
+            shutil.copyfile(original, src)
+            rel = f"dups/dup_{i:03d}.mp4"
+            self.drops.append(("copy-late", src, rel))
+            self.duplicates.add(rel)
+        rng.shuffle(self.drops)
+        # Duplicates go last so their original has certainly been taken first (else the copy is the "original").
+        self.drops.sort(key=lambda item: item[0] == "copy-late")
+
+    @property
+    def expected(self) -> int:
+        return len(self.valid) + len(self.invalid) + len(self.duplicates)
+
+
+def drop_all(plan: Plan, inbox: Path, args: argparse.Namespace, rng: random.Random, dropped: threading.Event) -> None:
+    pause = args.drop_seconds / max(len(plan.drops), 1)
+    burst = set(range(0, min(args.burst, len(plan.drops))))   # these arrive at once (renames, no pauses)
+    for index, (how, src, rel) in enumerate(plan.drops):
+        if how == "copy-late" and plan.drops[index - 1][0] != "copy-late":
+            time.sleep(5)   # let the last originals be taken before their copies arrive
+        target = inbox / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if how in ("rename", "copy-late"):
+            os.rename(src, target)
+        elif how == "part":
+            part = target.with_name(target.name + ".part")
+            shutil.copyfile(src, part)
+            os.rename(part, target)
+        else:   # slow: written in pieces over ~2 s
+            data = src.read_bytes()
+            with open(target, "wb") as handle:
+                for k in range(4):
+                    handle.write(data[k * len(data) // 4:(k + 1) * len(data) // 4])
+                    handle.flush()
+                    time.sleep(0.5)
+        if index not in burst:
+            time.sleep(pause * rng.uniform(0.2, 1.8))
+    dropped.set()
+
+
+def run_with_chaos(chaos: "Chaos", plan: Plan, state: Path, args: argparse.Namespace, rng: random.Random,
+                   started: float, dropped: threading.Event) -> bool:
+    """Kill and restart the daemon while dropping and for a while after, then let it finish undisturbed; True
+    when every input settled before --minutes."""
     deadline = started + args.minutes * 60
-    root = args.workdir or Path(tempfile.mkdtemp(prefix="facedeblur-soak-"))
-    inbox, outbox, state, pool = root / "inbox", root / "outbox", root / "state", root / "pool"
-    for folder in (inbox, outbox, state, pool):
-        folder.mkdir(parents=True, exist_ok=True)
-    (root / "daemon.yaml").write_text(
-        f"daemon:\n  inbox: [{json.dumps(str(inbox))}]\n  outbox: {json.dumps(str(outbox))}\n"
-        f"  state: {json.dumps(str(state))}\n  stable_seconds: 1.0\n  rescan_seconds: 5.0\n  retry_seconds: 1.0\n"
-        f"  max_attempts: 3\n  workers: {args.workers}\n  shutdown_timeout: 5.0\n", encoding="utf-8")
-
-    # Prepare every input in the pool first, so drops are quick renames/copies.
-    print(f"soak: preparing {args.clips} clips in {pool}", flush=True)
-    valid: dict[str, str] = {}       # rel path -> sha256
-    plan: list[tuple[str, Path, str]] = []    # (how, pool file, rel path in inbox)
-    for i in range(args.clips):
-        src = pool / f"c{i:04d}.mp4"
-        make_clip(src, seed=args.seed * 100000 + i)
-        rel = f"cam{i % 5}/clip {i:04d}.mp4" if i % 3 else f"clip_{i:04d}.mp4"
-        how = rng.choice(["rename", "rename", "rename", "part", "slow"])
-        plan.append((how, src, rel))
-        valid[rel] = sha256(src)
-    invalid: set[str] = set()
-    good = (pool / "c0000.mp4").read_bytes()
-    for i in range(args.invalid):
-        kind = ("corrupt", "empty", "truncated", "text")[i % 4]
-        data = {"corrupt": os.urandom(5000), "empty": b"", "truncated": good[: len(good) // 2],
-                "text": b"not a video\n" * 40}[kind]
-        src = pool / f"bad{i:03d}.mp4"
-        src.write_bytes(data)
-        rel = f"bad/{kind}_{i:03d}.mp4"
-        plan.append(("rename", src, rel))
-        invalid.add(rel)
-    duplicates: set[str] = set()
-    for i in range(args.duplicates):
-        original = pool / f"c{rng.randrange(args.clips):04d}.mp4"
-        src = pool / f"dup{i:03d}.mp4"
-        shutil.copyfile(original, src)
-        rel = f"dups/dup_{i:03d}.mp4"
-        plan.append(("copy-late", src, rel))
-        duplicates.add(rel)
-    rng.shuffle(plan)
-    # Duplicates go last so their original has certainly been taken first (else the copy is the "original").
-    plan.sort(key=lambda item: item[0] == "copy-late")
-
-    chaos = Chaos(root, sys.executable, tuple(args.kill_every), rng)
-    dropped = threading.Event()
-
-    def dropper() -> None:
-        pause = args.drop_seconds / max(len(plan), 1)
-        burst = set(range(0, min(args.burst, len(plan))))   # these arrive at once (renames, no pauses)
-        for index, (how, src, rel) in enumerate(plan):
-            if how == "copy-late" and plan[index - 1][0] != "copy-late":
-                time.sleep(5)   # let the last originals be taken before their copies arrive
-            target = inbox / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if how in ("rename", "copy-late"):
-                os.rename(src, target)
-            elif how == "part":
-                part = target.with_name(target.name + ".part")
-                shutil.copyfile(src, part)
-                os.rename(part, target)
-            else:   # slow: written in pieces over ~2 s
-                data = src.read_bytes()
-                with open(target, "wb") as handle:
-                    for k in range(4):
-                        handle.write(data[k * len(data) // 4:(k + 1) * len(data) // 4])
-                        handle.flush()
-                        time.sleep(0.5)
-            if index not in burst:
-                time.sleep(pause * rng.uniform(0.2, 1.8))
-        dropped.set()
-
-    chaos.start()
-    drop_thread = threading.Thread(target=dropper, daemon=True)
-    drop_thread.start()
-    expected = len(valid) + len(invalid) + len(duplicates)
-    # Chaos while dropping and for a while after, then let it finish undisturbed.
     chaos_until = started + (args.minutes * 60) * 0.6
     next_kill = time.monotonic() + rng.uniform(*args.kill_every)
-    settled = False
     while time.monotonic() < deadline:
         time.sleep(0.5)
         if chaos.process.poll() is not None:       # died on its own: that is a finding, restart and count it
@@ -207,21 +201,15 @@ def main() -> int:
             next_kill = time.monotonic() + rng.uniform(*args.kill_every)
         if dropped.is_set():
             rows = journal_rows(state)
-            if len(rows) >= expected and all(r["state"] in ("done", "failed", "duplicate") for r in rows):
-                settled = True
-                break
-    chaos.stop()
-    elapsed = time.monotonic() - started
+            if len(rows) >= plan.expected and all(r["state"] in ("done", "failed", "duplicate") for r in rows):
+                return True
+    return False
 
-    # ---- checks ---------------------------------------------------------------------------------------
-    rows = journal_rows(state)
-    problems: list[str] = []
-    by_rel: dict[str, list[dict]] = {}
-    for row in rows:
-        by_rel.setdefault(row["rel_path"], []).append(row)
-    published = {p.name: p for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "failed"}
+
+def check_valid(plan: Plan, by_rel: dict[str, list[dict]], problems: list[str]) -> set[str]:
+    """Each valid clip: one job, done, its manifest naming it with the right sha256; the output folder names."""
     done_outputs = set()
-    for rel, sha in valid.items():
+    for rel, sha in plan.valid.items():
         jobs = by_rel.get(rel, [])
         done = [j for j in jobs if j["state"] == "done"]
         if len(jobs) != 1 or len(done) != 1:
@@ -235,37 +223,74 @@ def main() -> int:
                 problems.append(f"{rel}: manifest names {manifest['daemon']['input']!r} / wrong sha256")
         except (OSError, ValueError, KeyError) as exc:
             problems.append(f"{rel}: output {folder} unreadable ({exc})")
-    for rel in invalid:
+    return done_outputs
+
+
+def check(plan: Plan, rows: list[dict], outbox: Path, state: Path, chaos: "Chaos", settled: bool) -> list[str]:
+    problems: list[str] = []
+    by_rel: dict[str, list[dict]] = {}
+    for row in rows:
+        by_rel.setdefault(row["rel_path"], []).append(row)
+    published = {p.name for p in outbox.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "failed"}
+    done_outputs = check_valid(plan, by_rel, problems)
+    for rel in plan.invalid:
         jobs = by_rel.get(rel, [])
         if len(jobs) != 1 or jobs[0]["state"] != "failed" or not jobs[0]["error"]:
             problems.append(f"{rel}: expected one failed job with a reason, got {[(j['state'], j['error']) for j in jobs]}")
         elif not (outbox / "failed" / (Path(jobs[0]["failed_copy"]).name + ".error.txt")).is_file():
             problems.append(f"{rel}: no error note in failed/")
-    for rel in duplicates:
+    for rel in plan.duplicates:
         jobs = by_rel.get(rel, [])
         if len(jobs) != 1 or jobs[0]["state"] != "duplicate":
             problems.append(f"{rel}: expected one duplicate job, got {[j['state'] for j in jobs]}")
-    orphans = sorted(set(published) - done_outputs)
+    orphans = sorted(published - done_outputs)
     if orphans:
         problems.append(f"published folders without a done job: {orphans[:5]}")
-    unexpected = sorted(set(by_rel) - set(valid) - invalid - duplicates)
+    unexpected = sorted(set(by_rel) - set(plan.valid) - plan.invalid - plan.duplicates)
     if unexpected:
         problems.append(f"journal has inputs that were never dropped: {unexpected[:5]}")
     staging = outbox / ".staging"
     if staging.exists() and any(staging.iterdir()):
         problems.append(f"leftovers in {staging}")
-    with sqlite3.connect(state / "journal.sqlite3") as db:
-        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    with JournalReader(state) as journal:
+        integrity = journal.integrity()
     if integrity != "ok":
         problems.append(f"journal integrity_check: {integrity}")
     if chaos.bad_exits:
         problems.append(f"daemon exit codes other than 0 on SIGTERM / unexpected deaths: {chaos.bad_exits}")
     if not settled:
         problems.append("the run hit --minutes before every input was settled")
+    return problems
+
+
+def main() -> int:
+    args = parse_args()
+    rng = random.Random(args.seed)
+    started = time.monotonic()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="facedeblur-soak-"))
+    inbox, outbox, state, pool = root / "inbox", root / "outbox", root / "state", root / "pool"
+    for folder in (inbox, outbox, state, pool):
+        folder.mkdir(parents=True, exist_ok=True)
+    (root / "daemon.yaml").write_text(
+        f"daemon:\n  inbox: [{json.dumps(str(inbox))}]\n  outbox: {json.dumps(str(outbox))}\n"
+        f"  state: {json.dumps(str(state))}\n  stable_seconds: 1.0\n  rescan_seconds: 5.0\n  retry_seconds: 1.0\n"
+        f"  max_attempts: 3\n  workers: {args.workers}\n  shutdown_timeout: 5.0\n", encoding="utf-8")
+    plan = Plan(args, rng, pool)
+    chaos = Chaos(root, sys.executable, tuple(args.kill_every), rng)
+    dropped = threading.Event()
+    chaos.start()
+    threading.Thread(target=drop_all, args=(plan, inbox, args, rng, dropped), daemon=True).start()
+    settled = run_with_chaos(chaos, plan, state, args, rng, started, dropped)
+    chaos.stop()
+    elapsed = time.monotonic() - started
+
+    rows = journal_rows(state)
+    problems = check(plan, rows, outbox, state, chaos, settled)
     log_text = (root / "daemon.log").read_text(encoding="utf-8", errors="replace")
     done_rows = [r for r in rows if r["state"] == "done"]
     summary = {
-        "clips": len(valid), "burst": args.burst, "invalid": len(invalid), "duplicates": len(duplicates), "journal_rows": len(rows),
+        "clips": len(plan.valid), "burst": args.burst, "invalid": len(plan.invalid),
+        "duplicates": len(plan.duplicates), "journal_rows": len(rows),
         "done": len(done_rows), "failed": sum(r["state"] == "failed" for r in rows),
         "duplicate": sum(r["state"] == "duplicate" for r in rows),
         "daemon_starts": chaos.starts, "sigkills": chaos.kills, "sigterms": chaos.terms,

@@ -47,6 +47,6 @@ def blurring_model_path(tmp_path_factory) -> Path:
 def _no_daemon_outlives_its_test():
     yield
     import sys
-    support = sys.modules.get("test_daemon_support")
+    support = sys.modules.get("daemon_support")
     if support is not None:
         support.kill_leftover_daemons()

@@ -14,7 +14,7 @@ import pytest
 from facedeblur.daemon.journal import Journal
 from facedeblur.daemon.worker import find_published, publish, publish_identity
 
-from test_daemon_support import DaemonRun, clip_bytes, make_clip
+from daemon_support import DaemonRun, clip_bytes, make_clip
 
 OLD_SCHEMA = """
 CREATE TABLE jobs (
@@ -121,3 +121,32 @@ def test_a_writer_that_pauses_past_stable_seconds_supersedes_its_half_written_jo
     manifests = [m for m in run.manifests() if m["daemon"]["input"] == "late.mp4"]
     assert len(manifests) == 1 and manifests[0]["input"]["sha256"] == hashlib.sha256(full).hexdigest()
     assert not any((run.outbox / "failed").glob("late*"))          # never counted as a failure
+
+
+@pytest.mark.parametrize("after", ["move", "delete"])
+def test_a_half_clip_that_fails_while_its_writer_pauses_is_copied_not_moved_and_processed_once_complete(
+        tmp_path: Path, after: str) -> None:
+    """The writer keeps the file open through a pause longer than stable_seconds; the half clip fails as not a
+    readable video. It must stay where the writer is writing (a copy goes to failed/), and the completed clip is
+    processed once."""
+    run = DaemonRun(tmp_path, after=after, done_folder=str(tmp_path / "done")).start()
+    full = clip_bytes(tmp_path, frames=8, seed=5)
+    path = run.inbox / "paused.mp4"
+    with open(path, "wb") as writer:
+        writer.write(full[: len(full) // 2])
+        writer.flush()
+        run.wait_for(lambda: any(j["state"] == "failed" for j in run.jobs()), 90, "the half clip to fail")
+        writer.write(full[len(full) // 2:])
+    run.wait_for(lambda: any(j["state"] == "done" for j in run.jobs()), 120, "the completed clip")
+    assert run.stop() == 0
+    jobs = run.jobs()
+    assert [j["state"] for j in jobs] == ["failed", "done"], jobs
+    assert jobs[1]["sha256"] == hashlib.sha256(full).hexdigest()
+    (manifest,) = run.manifests()
+    assert manifest["input"]["sha256"] == hashlib.sha256(full).hexdigest()
+    copy = run.outbox / "failed" / f"paused.mp4-j{jobs[0]['id']}.mp4"
+    assert copy.read_bytes() == full[: len(full) // 2]              # the half, as it failed; never written to again
+    if after == "move":
+        assert (tmp_path / "done" / "paused.mp4").read_bytes() == full
+    else:
+        assert not path.exists()

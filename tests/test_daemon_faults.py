@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import (PYTHON, DaemonRun, assert_processed_exactly_once, make_clip, small_tmpfs,
+from daemon_support import (PYTHON, DaemonRun, assert_processed_exactly_once, make_clip, small_tmpfs,
                                  write_config)
 
 
@@ -25,6 +25,10 @@ def _watch(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     ("daemon:\n  inbox: [{inbox}/missing]\n  outbox: {root}/out\n  state: {root}/state\n",
      r"inbox .*missing does not exist or is not a folder; create it or fix daemon.inbox"),
     ("daemon:\n  inbox: [{inbox}]\n  after: move\n", r"after: move needs done_folder"),
+    ("daemon:\n  inbox: [{inbox}]\n  outbox: {root}/out\n  state: {root}/state\n  after: move\n"
+     "  done_folder: {inbox}/done\n", r"daemon.done_folder .*inbox/done is inside an inbox .*outside every inbox"),
+    ("daemon:\n  inbox: [{inbox}]\n  outbox: {root}/out\n  state: {root}/state\n  failed_folder: {inbox}\n",
+     r"daemon.failed_folder .*inbox is inside an inbox"),
 ])
 def test_config_errors_exit_nonzero_with_one_clear_line(tmp_path: Path, body: str, expected: str) -> None:
     inbox = tmp_path / "inbox"
@@ -129,3 +133,29 @@ def test_repo_config_documents_every_daemon_key() -> None:
         assert line is not None and "#" in line, f"daemon.{key} missing or uncommented in config.yaml"
     defaults = DaemonSettings().model_dump(exclude={"inbox", "outbox", "state"})
     assert daemon.model_dump(exclude={"inbox", "outbox", "state"}) == defaults
+
+
+def test_failed_copies_keep_holes_and_stop_at_the_size_cap(tmp_path: Path) -> None:
+    """Two sparse 'videos' that are not videos: one below failed_copy_max_mb is copied with its holes, one above is
+    not copied at all; its note keeps the SHA-256 and says why, and the input stays in the inbox."""
+    import hashlib
+    run = DaemonRun(tmp_path, failed_copy_max_mb=64, max_attempts=1)
+    for name, size in (("small.mp4", 48 << 20), ("large.mp4", 96 << 20)):
+        with open(run.inbox / name, "wb") as sparse:
+            sparse.write(b"not a video, then a hole")
+            sparse.truncate(size)
+    run.start()
+    run.wait_for(lambda: run.settled(2), 120, "both inputs to fail")
+    jobs = {j["rel_path"]: j for j in run.jobs()}
+    assert all(j["state"] == "failed" for j in jobs.values()), jobs
+    small = run.outbox / "failed" / f"small.mp4-j{jobs['small.mp4']['id']}.mp4"
+    assert small.stat().st_size == 48 << 20 and small.stat().st_blocks * 512 < 1 << 20   # still sparse
+    assert small.read_bytes()[:24] == b"not a video, then a hole"
+    large_id = jobs["large.mp4"]["id"]
+    assert not (run.outbox / "failed" / f"large.mp4-j{large_id}.mp4").exists()
+    note = (run.outbox / "failed" / f"large.mp4-j{large_id}.mp4.error.txt").read_text(encoding="utf-8")
+    with open(run.inbox / "large.mp4", "rb") as large:
+        digest = hashlib.file_digest(large, "sha256").hexdigest()
+    assert f"sha256: {digest}" in note and "above daemon.failed_copy_max_mb (64 MB)" in note
+    assert jobs["large.mp4"]["failed_copy"] is None and (run.inbox / "large.mp4").stat().st_size == 96 << 20
+    assert run.stop() == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import PYTHON, DaemonRun, make_clip, small_tmpfs
+from daemon_support import PYTHON, DaemonRun, make_clip, small_tmpfs
 
 from facedeblur.daemon.journal import Journal
 from facedeblur.pipeline.restore import PACKAGED_MODELS, packaged_models_dir
@@ -68,8 +68,10 @@ def test_non_utf8_file_name_is_processed_by_the_daemon_and_by_process(tmp_path: 
         # The worker reads the clip through the file it opened (O_NOFOLLOW); the manifest names the real input.
         assert manifest["input"]["path"] == str(run.inbox / "caf\\xe9.mp4"), manifest["input"]
         assert run.stop() == 0
-        # A restart recognises the stored path (no second job) and becomes ready.
-        run.start()
+        # A restart recognises the stored path (no second job) and becomes ready (the log is appended to: wait
+        # for this run's own ready line, else SIGTERM can arrive before the new daemon handles it).
+        run.start(wait_ready=False)
+        run.wait_for(lambda: run.log().count("event=ready") == 2, 120, "the restarted daemon to become ready")
         time.sleep(4)
         assert _job_states(run) == ["done", "done"]
         assert run.stop() == 0
@@ -90,7 +92,7 @@ def test_non_utf8_file_name_is_processed_by_the_daemon_and_by_process(tmp_path: 
 def _png(path: Path, value: int = 0, size: int = 96) -> Path:
     import cv2
     import numpy as np
-    from test_daemon_support import _face_image
+    from daemon_support import _face_image
     image = _face_image(size, size) if value == 0 else np.full((size, size, 3), value, np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), image)

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_daemon_support import DaemonRun, assert_processed_exactly_once, clip_bytes, make_clip
+from daemon_support import DaemonRun, assert_processed_exactly_once, clip_bytes, make_clip
 
 pytestmark = pytest.mark.slow   # a real daemon
 

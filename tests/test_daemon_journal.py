@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from facedeblur.config import DaemonSettings
-from facedeblur.daemon.journal import Journal
+from facedeblur.daemon.journal import Journal, JournalReader
 from facedeblur.daemon.scanning import InputRules, Unit
 from facedeblur.daemon.stability import StabilityTracker, sha256_of, signature_of
 from facedeblur.daemon.worker import output_name
@@ -47,7 +47,7 @@ def test_journal_lifecycle_survives_reopen_and_requeues_interrupted_jobs(tmp_pat
     assert reopened.done_with_hash("nope") is None
     reopened.close()
 
-    readonly = Journal(tmp_path, readonly=True)   # what `facedeblur status` uses
+    readonly = JournalReader(tmp_path)   # what `facedeblur status` uses
     assert readonly.counts()["done"] == 1
     readonly.close()
     with sqlite3.connect(tmp_path / "journal.sqlite3") as raw:
@@ -67,8 +67,7 @@ def test_output_names_are_safe_and_never_collide() -> None:
 def test_stability_waits_for_a_growing_file_and_drops_a_vanished_one(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    rules = InputRules(DaemonSettings(inbox=[inbox]))
-    tracker = StabilityTracker(0.5, rules.included_file)
+    tracker = StabilityTracker(0.5)
     growing = Unit(inbox / "grow.mp4", inbox, "file")
     doomed = Unit(inbox / "gone.mp4", inbox, "file")
     with open(growing.path, "wb") as handle:
@@ -93,7 +92,7 @@ def test_stability_waits_for_a_growing_file_and_drops_a_vanished_one(tmp_path: P
     assert [u for u, _ in found_stable] == [growing]
     assert found_stable[0][1].size == 6000
     assert found_vanished == [doomed]
-    assert len(sha256_of(growing, signature_of(growing, rules.included_file))) == 64
+    assert len(sha256_of(growing, signature_of(growing))) == 64
 
 
 def test_scanning_rules_patterns_frame_folders_and_symlinks(tmp_path: Path) -> None:

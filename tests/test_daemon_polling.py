@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import DaemonRun, assert_processed_exactly_once, make_clip
+from daemon_support import DaemonRun, assert_processed_exactly_once, make_clip
 
 pytestmark = pytest.mark.slow   # a real daemon
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_daemon_support import DaemonRun, assert_processed_exactly_once, make_clip, write_config
+from daemon_support import DaemonRun, assert_processed_exactly_once, make_clip, write_config
 
 pytestmark = pytest.mark.slow   # a real daemon
 
@@ -89,6 +89,12 @@ def test_sighup_reloads_config_and_sigterm_lets_the_running_job_finish(tmp_path:
     run.process.send_signal(signal.SIGHUP)
     run.wait_for(lambda: "event=reload_failed" in run.log(), 30, "the bad reload to be reported")
     assert "stable_secondz" in run.log()
+    # A done folder inside the inbox (after: move would nest done/done/... without end) is refused the same way.
+    write_config(run.config, inbox=[str(run.inbox)], outbox=str(run.outbox), state=str(run.state),
+                 **{**run.settings, "after": "move", "done_folder": str(run.inbox / "done")})
+    run.process.send_signal(signal.SIGHUP)
+    run.wait_for(lambda: run.log().count("event=reload_failed") == 2, 30, "the second bad reload to be reported")
+    assert "daemon.done_folder" in run.log() and "is inside an inbox" in run.log()
 
     write_config(run.config, inbox=[str(run.inbox)], outbox=str(run.outbox), state=str(run.state),
                  **{**run.settings, "include": ["*.mp4", "*.mov"], "shutdown_timeout": 120.0})

@@ -155,7 +155,7 @@ def test_synthetic_clips_are_the_same_bytes_whatever_the_cpus(tmp_path):
     script = ("import sys; sys.path.insert(0, sys.argv[2]); from footage_support import make_sample\n"
               "frames = [f for f, _ in make_sample.synthesize_frames(320, 240, frames=FRAMES, face_height=120, seed=5)]\n"
               "make_sample.write_clip(sys.argv[1], frames, fps=FPS, crf=20, audio=True)\n"
-              "from test_daemon_support import make_clip; make_clip(__import__('pathlib').Path(sys.argv[1] + '.daemon.mp4'))\n"
+              "from daemon_support import make_clip; make_clip(__import__('pathlib').Path(sys.argv[1] + '.daemon.mp4'))\n"
               ).replace("FRAMES", str(FRAMES)).replace("FPS", str(FPS))
     clips = []
     for cpus in ({min(os.sched_getaffinity(0))}, os.sched_getaffinity(0)):

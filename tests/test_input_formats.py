@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from footage_support import make_sample
-from test_daemon_support import DaemonRun
+from daemon_support import DaemonRun
 
 from facedeblur.inputs import VIDEO_EXTENSIONS, default_include, input_kind, sha256_of_input
 

@@ -22,7 +22,7 @@ from facedeblur.config import load_config
 from facedeblur.daemon.broker import WORKER_KEY_PREFIX, map_path
 from facedeblur.errors import FacedeblurError
 
-from test_daemon_support import PYTHON, DaemonRun, assert_processed_exactly_once, make_clip
+from daemon_support import PYTHON, DaemonRun, assert_processed_exactly_once, make_clip
 
 REDIS_SERVER = shutil.which("redis-server")
 try:
@@ -35,6 +35,7 @@ needs_redis = pytest.mark.skipif(REDIS_SERVER is None or redis is None,
                                  reason="needs redis-server (apt-get install redis-server; .ci/run does this) and "
                                         "the queue extra (pip install -e '.[queue]')")
 PASSWORD = "test-password-7d1f"
+SECRET = b"test-signing-key-3a9c5e0b71d24f86"
 LEASE_SECONDS, HEARTBEAT_SECONDS = 6.0, 1.0
 
 
@@ -106,18 +107,21 @@ class RemoteWorker:
                 self.process.wait()
 
 
-def queue_section(port: int, password_file: Path) -> str:
+def queue_section(port: int, password_file: Path, secret_file: Path | None = None) -> str:
+    secret = f"  secret_file: {json.dumps(str(secret_file))}\n" if secret_file else ""
     return (f"queue:\n  backend: celery\n  broker_url: redis://127.0.0.1:{port}/0\n"
             f"  password_file: {json.dumps(str(password_file))}\n  lease_seconds: {LEASE_SECONDS}\n"
-            f"  heartbeat_seconds: {HEARTBEAT_SECONDS}\n  visibility_timeout: 30\n")
+            f"  heartbeat_seconds: {HEARTBEAT_SECONDS}\n  visibility_timeout: 30\n{secret}")
 
 
-def celery_run(root: Path, server: RedisServer) -> DaemonRun:
-    run = DaemonRun(root, max_attempts=2)
+def celery_run(root: Path, server: RedisServer, **settings: object) -> DaemonRun:
+    run = DaemonRun(root, **{"max_attempts": 2, **settings})
     password_file = root / "redis-password"
     password_file.write_text(PASSWORD + "\n", encoding="utf-8")
+    secret_file = root / "queue-secret"
+    secret_file.write_bytes(SECRET + b"\n")
     with open(run.config, "a", encoding="utf-8") as config:
-        config.write(queue_section(server.port, password_file))
+        config.write(queue_section(server.port, password_file, secret_file))
     return run
 
 
@@ -353,3 +357,155 @@ def test_an_older_journal_gains_the_attempt_column_once(tmp_path: Path) -> None:
     journal.mark_retry(job, "x", 0)
     assert journal.live_attempt(job) is None and journal.mark_running(job, 0) == 2
     journal.close()
+
+
+# ---- hostile messages: anyone who reaches the broker --------------------------------------------------------
+def journal_id_of(run: DaemonRun) -> str:
+    import sqlite3
+    with sqlite3.connect(f"file:{run.state / 'journal.sqlite3'}?mode=ro", uri=True) as db:
+        return db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone()[0]
+
+
+def sealed_ticket(**fields):
+    from facedeblur.daemon.messages import JobTicket, seal
+    return seal(JobTicket(**fields), SECRET)
+
+
+def send_raw_task(run: DaemonRun, argument) -> None:
+    """A task put on the queue directly, as anyone holding the broker password can."""
+    from facedeblur.daemon.broker import TASK_NAME, TASK_QUEUE, make_celery_app
+    app = make_celery_app(load_config(run.config).queue)
+    app.send_task(TASK_NAME, args=[argument], queue=TASK_QUEUE)
+
+
+@contextmanager
+def lone_worker(run: DaemonRun, server: RedisServer, log_path: Path) -> Iterator[RemoteWorker]:
+    worker = RemoteWorker(run.config, log_path).start()
+    try:
+        run.wait_for(lambda: len(heartbeats(server)) == 1, 90, "a live worker")
+        yield worker
+    finally:
+        worker.stop()
+
+
+def rejections(log_path: Path) -> int:
+    return log_path.read_text(encoding="utf-8", errors="replace").count("event=task_rejected")
+
+
+@needs_redis
+def test_a_task_naming_an_input_outside_the_inbox_or_another_outbox_is_rejected(tmp_path: Path,
+                                                                              redis_server: RedisServer) -> None:
+    run = celery_run(tmp_path / "site", redis_server)
+    private = tmp_path / "private"
+    make_clip(private / "private.mp4", frames=5)
+    attacker_out = tmp_path / "attacker-out"
+    attacker_out.mkdir()
+    (run.inbox / "cams").symlink_to(private, target_is_directory=True)   # a link in the inbox to elsewhere
+    worker_log = tmp_path / "worker.log"
+    journal_id = "0" * 32
+    results = redis_server.client()
+    common = dict(id=7, attempt=1, journal_id=journal_id, kind="file", size=1, mtime_ns=1, sha256=None,
+                  name="private.mp4-j7")
+    with lone_worker(run, redis_server, worker_log):
+        # Unsigned, in the shape of an unchecked task: any file the worker can read, into any folder.
+        send_raw_task(run, {**common, "path": str(private / "private.mp4"), "inbox": str(private),
+                            "rel_path": "private.mp4", "outbox": str(attacker_out), "follow_symlinks": True})
+        # Signed (a leaked key), but naming a folder that is not one of the worker's inboxes, or its outbox.
+        send_raw_task(run, sealed_ticket(**common, path=str(private / "private.mp4"), inbox=str(private),
+                                         rel_path="private.mp4", outbox=str(run.outbox)))
+        send_raw_task(run, sealed_ticket(**common, path=str(run.inbox / "a.mp4"), inbox=str(run.inbox),
+                                         rel_path="a.mp4", outbox=str(attacker_out)))
+        run.wait_for(lambda: rejections(worker_log) >= 3, 60, "three rejected tasks")
+        # Signed and inside the inbox, through a link to a folder elsewhere: refused, never read.
+        send_raw_task(run, sealed_ticket(**common, path=str(run.inbox / "cams" / "private.mp4"),
+                                         inbox=str(run.inbox), rel_path="cams/private.mp4", outbox=str(run.outbox)))
+        popped = results.blpop([f"facedeblur:results:{journal_id}"], timeout=60)
+    assert popped is not None, worker_log.read_text()
+    from facedeblur.daemon.messages import JobResult, Outcome, unseal
+    result = unseal(json.loads(popped[1]), JobResult, SECRET)
+    assert result.outcome is Outcome.INPUT_FAULT_PERMANENT and "'cams'" in result.error, result
+    assert "unsigned task" in worker_log.read_text() and "is not one of this worker's daemon.inbox" in worker_log.read_text()
+    assert not any(attacker_out.iterdir()) and not any((run.outbox / ".staging").glob("private*"))
+    assert not results.llen(f"facedeblur:results:{journal_id}")
+
+
+@needs_redis
+def test_a_task_whose_name_climbs_out_of_the_outbox_deletes_nothing(tmp_path: Path,
+                                                                   redis_server: RedisServer) -> None:
+    run = celery_run(tmp_path / "site", redis_server)
+    # OUTBOX/.staging/../../../victim-dir.a1 and its .input twin: what such a name would remove (.staging exists
+    # on any outbox that has seen a job; the path resolves through it).
+    (run.outbox / ".staging").mkdir()
+    victims = [tmp_path / "victim-dir.a1", tmp_path / "victim-dir.a1.input"]
+    for victim in victims:
+        victim.mkdir()
+        (victim / "evidence.txt").write_text("keep me", encoding="utf-8")
+    worker_log = tmp_path / "worker.log"
+    task = dict(id=9, attempt=1, journal_id="1" * 32, path=str(run.inbox / "gone.mp4"), inbox=str(run.inbox),
+                rel_path="gone.mp4", kind="file", size=1, mtime_ns=1, sha256=None, outbox=str(run.outbox),
+                name="../../../victim-dir", follow_symlinks=False)
+    with lone_worker(run, redis_server, worker_log):
+        send_raw_task(run, task)
+        from facedeblur.daemon.messages import _mac, JobTicket
+        body = json.dumps(task, sort_keys=True, separators=(",", ":"))
+        send_raw_task(run, {"body": body, "hmac": _mac(SECRET, JobTicket, body)})   # signed, and still refused
+        run.wait_for(lambda: rejections(worker_log) >= 2, 60, "both tasks rejected")
+    assert all((victim / "evidence.txt").read_text(encoding="utf-8") == "keep me" for victim in victims)
+    assert "name must be one output folder name ending in -j9" in worker_log.read_text()
+
+
+@needs_redis
+def test_a_forged_result_never_settles_a_running_job(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Results pushed onto the coordinator's list by someone else: unsigned, or signed but naming another job's
+    published folder or a staging folder that is not the attempt's. Each is rejected and the job is done with
+    its own output, published once."""
+    from facedeblur.daemon.messages import JobResult, Outcome, seal
+    run = celery_run(tmp_path / "site", redis_server, after="delete")
+    with cluster(run, redis_server, tmp_path, 1) as workers:
+        drop_clips(run, ["other.mp4"], frames=5, first_seed=70)
+        run.wait_for(lambda: run.settled(1), 90, "the first clip")
+        other = run.jobs()[0]
+        drop_clips(run, ["long.mp4"], frames=150, first_seed=71)
+        run.wait_for(lambda: heartbeats(redis_server).get(workers[0].pid, {}).get("jobs"), 60, "the worker on a job")
+        job = next(j for j in run.jobs() if j["rel_path"] == "long.mp4")
+        journal_id, key = journal_id_of(run), f"facedeblur:results:{journal_id_of(run)}"
+        client = redis_server.client()
+        client.rpush(key, json.dumps({"job_id": job["id"], "attempt": 1, "ok": True, "already_published": True,
+                                      "output": other["output"], "journal_id": journal_id}))
+        forged = [JobResult(job_id=job["id"], attempt=1, journal_id=journal_id, outcome=Outcome.ALREADY_PUBLISHED,
+                            output=other["output"]),
+                  JobResult(job_id=job["id"], attempt=1, journal_id=journal_id, outcome=Outcome.STAGED,
+                            staging=str(run.outbox / ".staging" / Path(other["output"]).name))]
+        for result in forged:
+            client.rpush(key, json.dumps(seal(result, SECRET)))
+        run.wait_for(lambda: run.log().count("event=result_rejected") >= 3, 30, "three rejected results")
+        assert next(j for j in run.jobs() if j["id"] == job["id"])["state"] == "running"
+        assert (run.inbox / "long.mp4").exists()   # after: delete did not act on a forged 'done'
+        run.wait_for(lambda: run.settled(2), 120, "the real result")
+    assert_processed_exactly_once(run, ["other.mp4", "long.mp4"])
+    assert "unsigned result" in run.log()
+
+
+def test_sealed_messages_refuse_unknown_missing_and_mistyped_fields_and_another_key() -> None:
+    from facedeblur.daemon.messages import JobResult, JobTicket, MessageRejected, _mac, seal, unseal
+    ticket = JobTicket(id=4, attempt=2, journal_id="a" * 32, path="/in/cam/a.mp4", inbox="/in", rel_path="cam/a.mp4",
+                       kind="file", size=10, mtime_ns=5, sha256="b" * 64, outbox="/out", name="cam__a.mp4-j4")
+    assert unseal(seal(ticket, SECRET), JobTicket, SECRET) == ticket
+
+    def resealed(**change) -> dict:
+        fields = {**json.loads(seal(ticket, SECRET)["body"]), **change}
+        fields = {k: v for k, v in fields.items() if v is not ...}
+        body = json.dumps(fields)
+        return {"body": body, "hmac": _mac(SECRET, JobTicket, body)}
+    for envelope, message in [
+            (resealed(extra=1), "extra: Extra inputs are not permitted"),
+            (resealed(size=...), "size: Field required"),
+            (resealed(attempt="2"), "attempt: Input should be a valid integer"),
+            (resealed(follow_symlinks=1), "follow_symlinks: Input should be a valid boolean"),
+            (resealed(rel_path="../x.mp4", path="/x.mp4"), "rel_path: Value error"),
+            (seal(ticket, b"another-key-of-enough-bytes"), "badly signed task"),
+            ({**seal(ticket, SECRET), "x": 1}, "unsigned task")]:
+        with pytest.raises(MessageRejected, match=message):
+            unseal(envelope, JobTicket, SECRET)
+    with pytest.raises(MessageRejected, match="badly signed result"):   # a signed ticket never passes as a result
+        unseal(seal(ticket, SECRET), JobResult, SECRET)

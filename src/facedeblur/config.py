@@ -135,6 +135,8 @@ class DaemonSettings(StrictModel):
     after: Literal["keep", "move", "delete"] = "keep"
     done_folder: Path | None = Field(None, description="where `after: move` moves processed inputs")
     failed_folder: Path | None = Field(None, description="default OUTBOX/failed")
+    failed_copy_max_mb: float = Field(1024.0, ge=0, description="a failed input larger than this is not copied "
+                                      "into failed/ (its note keeps the SHA-256)")
     skip_duplicates: bool = True
     follow_symlinks: bool = False
     include: list[str] = Field(default_factory=default_include,
@@ -203,6 +205,9 @@ class QueueSettings(StrictModel):
     broker_url: str | None = Field(None, description="redis://HOST:PORT/DB, without the password")
     password_file: Path | None = Field(None, description="file holding the Redis password (requirepass)")
     password_env: str | None = Field(None, description="environment variable holding the Redis password")
+    secret_file: Path | None = Field(None, description="file holding the key that signs every task and result "
+                                     "(celery: this or secret_env is required; not the Redis password)")
+    secret_env: str | None = Field(None, description="environment variable holding that key")
     visibility_timeout: float = Field(3600.0, gt=0, description="seconds before Redis hands an unacknowledged "
                                       "task (its worker vanished) to another worker")
     lease_seconds: float = Field(120.0, gt=0, description="a running job with no heartbeat for this long is "
@@ -225,6 +230,8 @@ class QueueSettings(StrictModel):
                                  "put it in password_file or password_env")
         if self.password_file is not None and self.password_env is not None:
             raise ValueError("set password_file or password_env, not both")
+        if self.secret_file is not None and self.secret_env is not None:
+            raise ValueError("set secret_file or secret_env, not both")
         if self.heartbeat_seconds * 2 > self.lease_seconds:
             raise ValueError("lease_seconds must be at least twice heartbeat_seconds, or a busy worker's jobs "
                              "would be sent again between two heartbeats")

@@ -60,6 +60,29 @@ def broker_password(queue: QueueSettings) -> str | None:
     return None
 
 
+def message_secret(queue: QueueSettings) -> bytes:
+    """The key that seals tasks and results (messages.seal); the same on the coordinator and every worker."""
+    from .messages import MIN_SECRET_BYTES
+    if queue.secret_file is not None:
+        try:
+            secret = queue.secret_file.read_bytes().strip()
+        except OSError as exc:
+            raise FacedeblurError(f"queue.secret_file {queue.secret_file} cannot be read ({exc.strerror or exc}); "
+                                  "fix its path or permissions") from None
+        where = f"queue.secret_file {queue.secret_file}"
+    elif queue.secret_env is not None:
+        secret = os.environ.get(queue.secret_env, "").strip().encode("utf-8")
+        where = f"queue.secret_env {queue.secret_env}"
+    else:
+        raise FacedeblurError("queue.backend: celery needs queue.secret_file (or secret_env): a key that signs every "
+                              "task and result, the same on the coordinator and the workers; make one with "
+                              "head -c 32 /dev/urandom | base64 > /etc/facedeblur/queue-secret")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise FacedeblurError(f"{where}: the signing key is {len(secret)} bytes, at least {MIN_SECRET_BYTES} are "
+                              "needed; make one with head -c 32 /dev/urandom | base64")
+    return secret
+
+
 def authenticated_url(queue: QueueSettings) -> str:
     """broker_url with the password put in; never logged or shown."""
     url = urlsplit(queue.broker_url or "")

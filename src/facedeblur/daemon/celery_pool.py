@@ -24,11 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import QueueSettings
-from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, make_celery_app, require_queue_extra,
-                     results_key)
-from .logs import q
+from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, make_celery_app, message_secret,
+                     require_queue_extra, results_key)
+from .journal import Job, Journal
+from .logs import logfmt_value
+from .messages import JobResult, JobTicket, MessageRejected, Outcome, seal, unseal
 from .metrics import DaemonMetrics
-from .worker import STAGING, publish
+from .pool import PoolCallbacks
+from .worker import STAGING, find_published, output_name, publish
 
 log = logging.getLogger("facedeblur.daemon")
 
@@ -51,17 +54,22 @@ class Lease:
     job_id: int
     attempt: int
     name: str
+    sha256: str | None
     dispatched: float
     expires: float
     picked_up: bool = False   # a worker's heartbeat named this attempt
 
+    @property
+    def staging_name(self) -> str:
+        return f"{self.name}.a{self.attempt}"
+
 
 class CeleryWorkerPool:
     def __init__(self, queue: QueueSettings, outbox: Path, journal_id: str, live_attempt: Callable[[int], int | None],
-                 metrics: DaemonMetrics, *, on_result: Callable[[dict[str, Any]], None],
-                 on_lost: Callable[..., None], on_first_ready: Callable[[], None], keep_alive: Callable[[], None]):
+                 metrics: DaemonMetrics, callbacks: PoolCallbacks):
         """`live_attempt(job_id)`: the attempt the journal shows running, or None; it alone decides publishing."""
         require_queue_extra("facedeblur watch")
+        self.secret = message_secret(queue)
         import redis
         self._redis_errors = (redis.ConnectionError, redis.TimeoutError, OSError)
         self.queue = queue
@@ -69,7 +77,8 @@ class CeleryWorkerPool:
         self.journal_id = journal_id
         self.live_attempt = live_attempt
         self.metrics = metrics
-        self.on_result, self.on_lost, self.on_first_ready, self.keep_alive = on_result, on_lost, on_first_ready, keep_alive
+        self.on_result, self.on_lost = callbacks.on_result, callbacks.on_lost
+        self.on_first_ready, self.keep_alive = callbacks.on_first_ready, callbacks.keep_alive
         self.client = connect(queue, "facedeblur watch")
         self.app = make_celery_app(queue)
         self.leases: dict[int, Lease] = {}
@@ -106,25 +115,29 @@ class CeleryWorkerPool:
     def stalled(self) -> bool:
         return self.ever_ready and not self.workers
 
-    def start_job(self, slot: RemoteSlot, job: dict[str, Any]) -> None:
+    def start_job(self, slot: RemoteSlot, ticket: JobTicket) -> None:
         now = time.monotonic()
-        attempt = int(job["attempt"])
-        self.leases[job["id"]] = Lease(job["id"], attempt, job["name"], now, now + self.queue.lease_seconds)
+        self.leases[ticket.id] = Lease(ticket.id, ticket.attempt, ticket.name, ticket.sha256, now,
+                                       now + self.queue.lease_seconds)
         try:
-            self._mark_live(job["id"], attempt)
-            self.app.send_task(TASK_NAME, args=[job], queue=TASK_QUEUE)
+            self._mark_live(ticket.id, ticket.attempt)
+            self.app.send_task(TASK_NAME, args=[seal(ticket, self.secret)], queue=TASK_QUEUE)
         except Exception as exc:  # noqa: BLE001 - kombu's errors vary by transport; the lease re-sends it
-            log.warning("event=task_send_failed job=%d attempt=%d error=%s action=%s", job["id"], attempt, q(exc),
-                        q(f"sent again when its lease runs out ({self.queue.lease_seconds:g} s)"))
+            log.warning("event=task_send_failed job=%d attempt=%d error=%s action=%s", ticket.id, ticket.attempt,
+                        logfmt_value(exc),
+                        logfmt_value(f"sent again when its lease runs out ({self.queue.lease_seconds:g} s)"))
 
-    def adopt(self, running: dict[int, tuple[int, str]]) -> None:
-        """At start-up: jobs the journal shows running (job id -> (attempt, output name)) may still be worked
-        on remotely; each gets a fresh lease, so its result is taken if it comes, and it is sent again if not."""
+    def recover(self, journal: Journal) -> list[Job]:
+        """At start-up: jobs the journal shows running may still be worked on remotely; each gets a fresh lease,
+        so its result is taken if it comes, and it is sent again if not. None is re-queued here."""
         now = time.monotonic()
-        for job_id, (attempt, name) in running.items():
-            self.leases[job_id] = Lease(job_id, attempt, name, now, now + self.queue.lease_seconds)
+        for job_id, attempt in journal.running_attempts().items():
+            job = journal.get(job_id)
+            self.leases[job_id] = Lease(job_id, attempt, output_name(job.rel_path, job_id), job.sha256, now,
+                                        now + self.queue.lease_seconds)
             log.info("event=job_adopted job=%d attempt=%d reason=%s", job_id, attempt,
-                     q("running when the coordinator stopped; waiting for its worker's result"))
+                     logfmt_value("running when the coordinator stopped; waiting for its worker's result"))
+        return []
 
     # ---- messages -----------------------------------------------------------------------------------------
     def collect(self, timeout: float) -> None:
@@ -142,8 +155,8 @@ class CeleryWorkerPool:
         except self._redis_errors as exc:
             if self.broker_down_since is None:
                 self.broker_down_since = time.monotonic()
-                log.error("event=broker_unreachable error=%s action=%s", q(exc),
-                          q("leases paused; results are collected when Redis is back"))
+                log.error("event=broker_unreachable error=%s action=%s", logfmt_value(exc),
+                          logfmt_value("leases paused; results are collected when Redis is back"))
             time.sleep(timeout)
             return
         if self.broker_down_since is not None:
@@ -155,9 +168,13 @@ class CeleryWorkerPool:
             log.info("event=broker_reachable down_seconds=%.1f", down)
         for raw in raw_results:
             try:
-                result = json.loads(raw)
-            except ValueError:
-                log.warning("event=result_unreadable value=%s", q(raw[:200]))
+                try:
+                    envelope = json.loads(raw)
+                except ValueError:
+                    raise MessageRejected("unreadable result: not JSON") from None
+                result = unseal(envelope, JobResult, self.secret)
+            except MessageRejected as exc:
+                log.error("event=result_rejected error=%s value=%s", logfmt_value(exc), logfmt_value(raw[:200]))
                 continue
             self._take_result(result)
         self._expire_leases()
@@ -172,38 +189,64 @@ class CeleryWorkerPool:
                 if held.get("journal_id") == self.journal_id and lease is not None and lease.attempt == held.get("attempt"):
                     lease.expires, lease.picked_up = renewed, True
 
-    def _take_result(self, result: dict[str, Any]) -> None:
-        job_id, attempt = int(result["job_id"]), int(result["attempt"])
-        staging = self._staging_path(result.get("staging"))
+    def _take_result(self, result: JobResult) -> None:
+        job_id, attempt = result.job_id, result.attempt
         lease = self.leases.get(job_id)
         live = self.live_attempt(job_id)
-        if live != attempt or lease is None or lease.attempt != attempt:
+        if result.journal_id != self.journal_id or live != attempt or lease is None or lease.attempt != attempt:
+            staging = self._stale_staging(result)
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             log.warning("event=stale_result_discarded job=%d attempt=%d live_attempt=%s worker=%s", job_id, attempt,
-                        live if live is not None else "-", q(result.get("worker", "-")))
+                        live if live is not None else "-", logfmt_value(result.worker or "-"))
+            return
+        problem = self._not_this_attempts(result, lease)
+        if problem is not None:
+            # Left running: the lease expires unless a worker really holds this attempt, and the job is sent again.
+            log.error("event=result_rejected job=%d attempt=%d worker=%s reason=%s", job_id, attempt,
+                      logfmt_value(result.worker or "-"), logfmt_value(problem))
             return
         del self.leases[job_id]
         self._mark_live(job_id, 0)
-        if result.get("ok") and not result.get("already_published"):
+        if result.outcome is Outcome.STAGED:
+            staging = self.outbox / STAGING / lease.staging_name
             try:
-                if staging is None:
-                    raise FileNotFoundError(f"no staging folder in the worker's result ({result.get('staging')!r})")
-                result["output"] = str(publish(staging, self.outbox, lease.name))
+                published = publish(staging, self.outbox, lease.name)
+                result = result.model_copy(update={"outcome": Outcome.DONE, "output": str(published), "staging": None})
             except OSError as exc:
-                if staging is not None:
-                    shutil.rmtree(staging, ignore_errors=True)
-                result = {"job_id": job_id, "ok": False, "input_fault": False,
-                          "error": f"the worker's output could not be published ({exc}); check that "
-                                   f"{self.outbox} is the same share on the workers (queue.path_map)"}
+                shutil.rmtree(staging, ignore_errors=True)
+                result = JobResult(job_id=job_id, attempt=attempt, journal_id=self.journal_id,
+                                   outcome=Outcome.TRANSIENT_FAILURE, worker=result.worker,
+                                   error=f"the worker's output could not be published ({exc}); check that "
+                                         f"{self.outbox} is the same share on the workers (queue.path_map)")
         self.on_result(result)
 
-    def _staging_path(self, reported: str | None) -> Path | None:
-        """The staged folder a result names, only if it really is one of ours (never rmtree what Redis says)."""
-        if not reported:
+    def _not_this_attempts(self, result: JobResult, lease: Lease) -> str | None:
+        """Why a result for the live attempt names outputs that are not that attempt's, or None. A worker only
+        stages, into OUTBOX/.staging/<lease name>.a<attempt>; `already_published` must name this job's folder
+        directly in the outbox, found by its manifest's identity."""
+        if result.outcome is Outcome.DONE:
+            return "a remote worker never publishes; only staged results are taken"
+        if result.outcome is Outcome.STAGED:
+            expected = self.outbox / STAGING / lease.staging_name
+            return None if result.staging == str(expected) else f"staging {result.staging!r} is not {str(expected)!r}"
+        if result.outcome is Outcome.ALREADY_PUBLISHED:
+            found = None if lease.sha256 is None else \
+                find_published(self.outbox, lease.name, (self.journal_id, lease.job_id, lease.sha256))
+            if found is None or result.output != str(found):
+                return f"output {result.output!r} is not this job's published folder"
+        return None
+
+    def _stale_staging(self, result: JobResult) -> Path | None:
+        """The staged folder of a stale result, only if it really is that attempt's (never rmtree what Redis says)."""
+        if result.staging is None:
             return None
-        path = Path(reported)
-        return path if path.parent == self.outbox / STAGING and STAGED_OUTPUT.search(path.name) else None
+        path = Path(result.staging)
+        match = STAGED_OUTPUT.search(path.name)
+        if path.parent != self.outbox / STAGING or match is None or \
+                (int(match.group(1)), int(match.group(2))) != (result.job_id, result.attempt):
+            return None
+        return path
 
     def _expire_leases(self) -> None:
         now = time.monotonic()
@@ -212,13 +255,13 @@ class CeleryWorkerPool:
             self._mark_live(lease.job_id, 0)
             if lease.picked_up:
                 log.error("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
-                          q("its worker stopped sending heartbeats"))
+                          logfmt_value("its worker stopped sending heartbeats"))
                 self.on_lost(lease.job_id, f"the worker processing this input stopped reporting (no heartbeat for "
                              f"{self.queue.lease_seconds:g} s: it died, e.g. out of memory or a crash in a "
-                             "decoder, or lost its network)", True)
+                             "decoder, or lost its network)", True, True)
             else:
                 log.warning("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
-                            q("no worker took the task (the broker restarted or no worker is running)"))
+                            logfmt_value("no worker took the task (the broker restarted or no worker is running)"))
                 self.on_lost(lease.job_id, "no worker took the task within queue.lease_seconds (the broker "
                              "restarted, or no worker was running); it is sent again", False, False)
 
@@ -233,7 +276,7 @@ class CeleryWorkerPool:
             self._mark_live(lease.job_id, 0)
             log.error("event=job_timeout job=%d attempt=%d limit=%.0fs", lease.job_id, lease.attempt, limit)
             self.on_lost(lease.job_id, f"timed out after {limit:g} s (daemon.job_timeout); a late result of that "
-                         "attempt is discarded", False)
+                         "attempt is discarded", False, True)
 
     def _mark_live(self, job_id: int, attempt: int) -> None:
         """Tell workers which attempt counts (0: none), so they skip a re-delivered stale task."""
@@ -258,7 +301,7 @@ class CeleryWorkerPool:
     # ---- reload -------------------------------------------------------------------------------------------
     def try_pipeline(self, pipeline_json: str, stop_requested: Callable[[], bool]) -> None:
         log.warning("event=reload_ignored key=pipeline reason=%s",
-                    q("with queue.backend: celery each `facedeblur worker` reads the pipeline settings at its "
+                    logfmt_value("with queue.backend: celery each `facedeblur worker` reads the pipeline settings at its "
                       "start; restart the workers (one at a time) to apply them"))
         return None
 

@@ -16,8 +16,10 @@ import queue as queue_module
 import socket
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+from .messages import JobResult, JobTicket, MessageRejected, seal, unseal
 
 log = logging.getLogger("facedeblur.worker")
 
@@ -55,6 +57,10 @@ def run_worker(args: argparse.Namespace) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpu)
     setup_daemon_logging(verbose=logging.getLogger().level <= logging.DEBUG)
     client = connect(config.queue, "facedeblur worker")
+    if not config.daemon.inbox or config.daemon.outbox is None:
+        raise FacedeblurError(f"{args.config}: facedeblur worker needs daemon.inbox and daemon.outbox, the "
+                              "coordinator's folders (as the coordinator sees them; queue.path_map maps them): a "
+                              "task is only taken for an input inside them")
     runtime = WorkerRuntime(config, client, args.gpu, args.concurrency)
     runtime.load_models()
     return runtime.serve()
@@ -64,8 +70,13 @@ class WorkerRuntime:
     """One worker process: its model sets (one per concurrent job), its heartbeat, its Celery consumer."""
 
     def __init__(self, config, client, gpu: int | None, concurrency: int):
+        from .broker import map_path, message_secret
         self.config = config
         self.queue = config.queue
+        self.secret = message_secret(config.queue)
+        # The only folders a task may read from and write into, as this machine sees them.
+        self.inboxes = [map_path(str(i.absolute()), self.queue.path_map, to_worker=True) for i in config.daemon.inbox]
+        self.outbox = map_path(str(config.daemon.outbox.absolute()), self.queue.path_map, to_worker=True)
         self.client = client
         self.gpu = gpu
         self.concurrency = concurrency
@@ -112,11 +123,32 @@ class WorkerRuntime:
             self.beat()
 
     # ---- jobs ---------------------------------------------------------------------------------------------
-    def process(self, task: dict[str, Any]) -> None:
-        from .broker import live_key, map_path, results_key
-        from .logs import q
-        from .worker import run_job
-        job_id, attempt, journal_id = int(task["id"]), int(task["attempt"]), task["journal_id"]
+    def confine(self, ticket: JobTicket) -> JobTicket:
+        """The ticket with this worker's own folders, if its input lies in one of its inboxes and its outbox is
+        this worker's; MessageRejected otherwise. The ticket's name and relative path are single safe components
+        (checked when it was opened), so nothing it names can lead outside those folders."""
+        from .broker import map_path
+        inbox = map_path(ticket.inbox, self.queue.path_map, to_worker=True)
+        if inbox not in self.inboxes:
+            raise MessageRejected(f"task for job {ticket.id}: its inbox {ticket.inbox!r} is not one of this worker's "
+                                  "daemon.inbox folders")
+        if map_path(ticket.outbox, self.queue.path_map, to_worker=True) != self.outbox:
+            raise MessageRejected(f"task for job {ticket.id}: its outbox {ticket.outbox!r} is not this worker's "
+                                  "daemon.outbox")
+        return ticket.model_copy(update={
+            "inbox": inbox, "path": str(PurePosixPath(inbox) / ticket.rel_path), "outbox": self.outbox,
+            "follow_symlinks": ticket.follow_symlinks and self.config.daemon.follow_symlinks})
+
+    def process(self, envelope: Any) -> None:
+        from .broker import live_key, results_key
+        from .logs import logfmt_value
+        try:
+            ticket = self.confine(unseal(envelope, JobTicket, self.secret))
+        except MessageRejected as exc:
+            log.error("event=task_rejected error=%s action=%s", logfmt_value(exc),
+                      logfmt_value("dropped; nothing was read or written"))
+            return
+        job_id, attempt, journal_id = ticket.id, ticket.attempt, ticket.journal_id
         try:
             live = self.client.get(live_key(journal_id, job_id))
         except Exception:  # noqa: BLE001 - unknown: run it; the coordinator discards it if it is stale
@@ -124,46 +156,47 @@ class WorkerRuntime:
         if live is not None and int(live) != attempt:
             log.info("event=stale_task_skipped job=%d attempt=%d live_attempt=%s", job_id, attempt, int(live))
             return
-        path_map = self.queue.path_map
-        job = dict(task)
-        for key in ("path", "inbox", "outbox"):
-            job[key] = map_path(task[key], path_map, to_worker=True)
-        job["staging_name"] = f"{task['name']}.a{attempt}"
         held = (journal_id, job_id, attempt)
         with self.lock:
             self.holding[held] = {"journal_id": journal_id, "job_id": job_id, "attempt": attempt,
-                                  "input": task["rel_path"], "started_at": time.time()}
+                                  "input": ticket.rel_path, "started_at": time.time()}
         self.beat()
-        log.info("event=job_started job=%d attempt=%d input=%s", job_id, attempt, q(task["rel_path"]))
-        models = self.models.get()
-        try:
-            result = run_job(job, self.config.pipeline, models, publish_output=False)
-        finally:
-            self.models.put(models)
-            with self.lock:
-                self.holding.pop(held, None)
-        for key in ("staging", "output"):
-            if result.get(key):
-                result[key] = map_path(result[key], path_map, to_worker=False)
-        result.update(attempt=attempt, journal_id=journal_id, worker=self.name)
-        log.info("event=job_finished job=%d attempt=%d ok=%s error=%s", job_id, attempt, result["ok"],
-                 q(result.get("error") or "-"))
+        log.info("event=job_started job=%d attempt=%d input=%s", job_id, attempt, logfmt_value(ticket.rel_path))
+        result = self._run(ticket)
+        log.info("event=job_finished job=%d attempt=%d outcome=%s error=%s", job_id, attempt, result.outcome.value,
+                 logfmt_value(result.error or "-"))
         self._hand_back(results_key(journal_id), result)
         self.beat()
 
-    def _hand_back(self, key: str, result: dict[str, Any]) -> None:
-        """Push the result; while Redis is away keep trying (the coordinator's leases wait for it too), up to
-        the visibility timeout, after which the job has been sent again anyway."""
+    def _run(self, ticket: JobTicket) -> JobResult:
+        """Run the job on a free model set; the result's paths as the coordinator sees them."""
+        from .broker import map_path
+        from .worker import run_job
+        models = self.models.get()
+        try:
+            result = run_job(ticket, self.config.pipeline, models, publish_output=False)
+        finally:
+            self.models.put(models)
+            with self.lock:
+                self.holding.pop((ticket.journal_id, ticket.id, ticket.attempt), None)
+        back = {key: map_path(value, self.queue.path_map, to_worker=False)
+                for key, value in (("staging", result.staging), ("output", result.output)) if value}
+        return result.model_copy(update={**back, "worker": self.name})
+
+    def _hand_back(self, key: str, result: JobResult) -> None:
+        """Push the result, sealed; while Redis is away keep trying (the coordinator's leases wait for it too), up
+        to the visibility timeout, after which the job has been sent again anyway."""
         deadline = time.monotonic() + self.queue.visibility_timeout
+        sealed = json.dumps(seal(result, self.secret))
         while True:
             try:
-                self.client.rpush(key, json.dumps(result))
+                self.client.rpush(key, sealed)
                 return
             except Exception as exc:  # noqa: BLE001 - redis errors: connection refused, timeouts, loading
                 if time.monotonic() >= deadline:
-                    log.error("event=result_lost job=%s error=%s", result["job_id"], exc)
+                    log.error("event=result_lost job=%s error=%s", result.job_id, exc)
                     return
-                log.warning("event=result_push_failed job=%s error=%s retry_in=%.0fs", result["job_id"], exc,
+                log.warning("event=result_push_failed job=%s error=%s retry_in=%.0fs", result.job_id, exc,
                             RESULT_PUSH_PAUSE)
                 time.sleep(RESULT_PUSH_PAUSE)
 
@@ -172,8 +205,9 @@ class WorkerRuntime:
         from .broker import TASK_NAME, TASK_QUEUE, make_celery_app
         app = make_celery_app(self.queue)
 
-        def process_job(task: dict[str, Any]) -> None:
-            self.process(task)
+        def process_job(*args: Any, **kwargs: Any) -> None:
+            # Whatever arrives is checked by process(): a task of another shape is rejected there, not by Celery.
+            self.process(args[0] if len(args) == 1 and not kwargs else {"args": len(args), "kwargs": sorted(kwargs)})
         app.task(name=TASK_NAME, acks_late=True, reject_on_worker_lost=True)(process_job)
         self.beat()
         threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True).start()

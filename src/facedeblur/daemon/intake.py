@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import DaemonSettings
 from .journal import Job, Journal
-from .logs import q
+from .logs import logfmt_value
 from .metrics import DaemonMetrics
 from .scanning import InputRules, Unit
 from .stability import InputChanged, Signature, StabilityTracker, sha256_of, signature_of
@@ -44,8 +44,7 @@ class Intake:
     # ---- lifecycle ----------------------------------------------------------------------------------------
     def start_watching(self) -> None:
         self.rules = InputRules(self.settings)
-        self.tracker = StabilityTracker(self.settings.stable_seconds, self.rules.included_file,
-                                        self.settings.follow_symlinks)
+        self.tracker = StabilityTracker(self.settings.stable_seconds, self.settings.follow_symlinks)
         self.watcher = InboxWatcher(self.settings.inbox, self.settings.recursive, self.settings.polling,
                                     self.settings.poll_interval)
         self.watcher.start()
@@ -61,12 +60,11 @@ class Intake:
         else:
             self.rules = InputRules(settings)
             self.tracker.stable_seconds = settings.stable_seconds
-            self.tracker.include_file = self.rules.included_file
             self.tracker.follow_symlinks = settings.follow_symlinks
 
     def ensure_watching(self) -> None:
         if not self.watcher.alive():
-            log.error("event=watcher_died reason=%s", q("the filesystem observer stopped; restarting it"))
+            log.error("event=watcher_died reason=%s", logfmt_value("the filesystem observer stopped; restarting it"))
             self.start_watching()
 
     def stop(self) -> None:
@@ -109,12 +107,13 @@ class Intake:
         self.tracker.touch(unit)
 
     def signature(self, unit: Unit) -> Signature | None:
-        return signature_of(unit, self.rules.included_file, self.settings.follow_symlinks)
+        return signature_of(unit, self.settings.follow_symlinks)
 
     def promote_stable(self) -> None:
         stable, vanished = self.tracker.poll()
         for unit in vanished:
-            log.info("event=input_vanished input=%s reason=%s", q(unit.rel_path), q("removed before it was stable"))
+            log.info("event=input_vanished input=%s reason=%s", logfmt_value(unit.rel_path),
+                     logfmt_value("removed before it was stable"))
         for unit, signature in stable:
             if self.journal.known(str(unit.path), signature.size, signature.mtime_ns):
                 continue
@@ -127,14 +126,16 @@ class Intake:
             try:
                 sha = future.result()
             except FileNotFoundError:
-                log.info("event=input_vanished input=%s reason=%s", q(unit.rel_path), q("removed while hashing"))
+                log.info("event=input_vanished input=%s reason=%s", logfmt_value(unit.rel_path),
+                         logfmt_value("removed while hashing"))
                 continue
             except InputChanged:
                 self.tracker.touch(unit)   # swapped or replaced (e.g. by a symlink) since it was checked
                 continue
             except OSError as exc:
                 sha = None   # unreadable: queued anyway, so the failure is recorded and retried
-                log.warning("event=input_unreadable input=%s error=%s", q(unit.rel_path), q(exc.strerror or exc))
+                log.warning("event=input_unreadable input=%s error=%s", logfmt_value(unit.rel_path),
+                            logfmt_value(exc.strerror or exc))
             if self.signature(unit) != signature:
                 self.tracker.touch(unit)   # changed while we read it: wait for it to settle again
                 continue
@@ -149,17 +150,17 @@ class Intake:
             job_id = self.journal.add(**fields, state="duplicate", duplicate_of=earlier.id,
                                       error=f"same content as job {earlier.id} ({earlier.rel_path})")
             self.metrics.duplicates.inc()
-            log.info("event=duplicate job=%d input=%s same_as=%d", job_id, q(unit.rel_path), earlier.id)
+            log.info("event=duplicate job=%d input=%s same_as=%d", job_id, logfmt_value(unit.rel_path), earlier.id)
             if earlier.state == "done":
                 self.duplicate_of_done(self.journal.get(job_id))
             # else: it shares the fate of the earlier job, settled when that one is (Outcomes.settle_duplicates)
         else:
             job_id = self.journal.add(**fields)
-            log.info("event=queued job=%d input=%s kind=%s bytes=%d", job_id, q(unit.rel_path), unit.kind,
+            log.info("event=queued job=%d input=%s kind=%s bytes=%d", job_id, logfmt_value(unit.rel_path), unit.kind,
                      signature.size)
         for job in older:   # an earlier, unfinished version of the same file: only the newest content counts
             self.journal.supersede(job.id, NEWER_VERSION.format(job=job_id), by=job_id)
-            log.info("event=job_superseded job=%d input=%s by=%d", job.id, q(job.rel_path), job_id)
+            log.info("event=job_superseded job=%d input=%s by=%d", job.id, logfmt_value(job.rel_path), job_id)
 
     def changed_since_taken(self, job: Job) -> bool:
         """True when the input at the job's path is no longer what was taken (size or mtime differ). A vanished
@@ -167,10 +168,15 @@ class Intake:
         signature = self.signature(unit_of(job))
         return signature is not None and (signature.size, signature.mtime_ns) != (job.size, job.mtime_ns)
 
+    def unchanged_since_taken(self, job: Job) -> bool:
+        """True when the input is still there, exactly as it was taken (size and mtime)."""
+        signature = self.signature(unit_of(job))
+        return signature is not None and (signature.size, signature.mtime_ns) == (job.size, job.mtime_ns)
+
     def supersede_changed(self, job: Job, when: str) -> None:
         """The job's input changed: the job ends as superseded and the new content is watched until stable,
         then queued as a newer job."""
         self.journal.supersede(job.id, NEWER_VERSION.format(job="queued once it is stable") + f" ({when})")
-        log.info("event=job_superseded job=%d input=%s reason=%s", job.id, q(job.rel_path),
-                 q(f"the input changed {when}"))
+        log.info("event=job_superseded job=%d input=%s reason=%s", job.id, logfmt_value(job.rel_path),
+                 logfmt_value(f"the input changed {when}"))
         self.tracker.touch(unit_of(job))

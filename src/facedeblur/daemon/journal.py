@@ -14,6 +14,7 @@ holds as 'caf\udce9.mp4') as its raw bytes in a BLOB; reading turns both back in
 """
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -148,11 +149,122 @@ class Job:
         return cls(**{name: values[name] for name in cls.__dataclass_fields__})
 
 
-class Journal:
-    def __init__(self, state_dir: Path, readonly: bool = False):
+# The first folder of a relative path ('' for an input directly in the inbox), as SQL over rel_path.
+FOLDER_OF_SQL = "CASE WHEN instr(rel_path, '/') > 0 THEN substr(rel_path, 1, instr(rel_path, '/') - 1) ELSE '' END"
+
+
+class JobQueries:
+    """The reads that both the daemon's Journal and a JournalReader make, over `self.db`."""
+    db: sqlite3.Connection
+
+    def _check_and_identify(self, verify: bool = True) -> None:
+        self.db.row_factory = sqlite3.Row
+        check = self.db.execute("PRAGMA quick_check(1)").fetchone()[0] if verify else "ok"
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
+        row = self.db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone() \
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() else None
+        self.journal_id: str | None = row["value"] if row else None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def get(self, job_id: int) -> Job:
+        return Job.from_row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+
+    # ---- retention and the review index ------------------------------------------------------------------
+    def published(self) -> Iterator[dict[str, Any]]:
+        """Done jobs whose output folder still exists in the journal's view, newest first."""
+        return iter(self._rows(
+            "SELECT * FROM jobs WHERE state='done' AND output IS NOT NULL AND output_deleted_at IS NULL "
+            "ORDER BY finished_at DESC, id DESC"))
+
+    # ---- status -------------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        counts = {state: 0 for state in STATES}
+        for row in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
+            counts[row["state"]] = row["n"]
+        return counts
+
+    def running(self) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")
+
+    def recent_failures(self, limit: int) -> list[dict[str, Any]]:
+        return self._rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
+
+    def retrying_count(self) -> int:
+        return self._rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
+
+    def done_since(self, since: float) -> dict[str, Any]:
+        """Jobs, frames, faces and processing seconds of the jobs done since `since` (epoch seconds)."""
+        row = self._rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
+                         "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?", (since,))[0]
+        return {"jobs": row["jobs"], "frames": row["frames"] or 0, "faces": row["faces"] or 0,
+                "seconds": row["seconds"] or 0.0}
+
+    def last_done_at(self) -> float | None:
+        return self._rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        return [row_dict(row) for row in self.db.execute(sql, params).fetchall()]
+
+
+class JournalReader(JobQueries):
+    """A read-only view of a journal, for `facedeblur status`, the review server, tests and scripts: it never
+    writes, and (mode=ro still reads the WAL) sees what the daemon committed a moment ago."""
+
+    def __init__(self, state_dir: Path, verify: bool = True):
+        """`verify`: run SQLite's quick check first (a page server that opens it per request skips it)."""
+        self.path = Path(state_dir) / JOURNAL_FILE
+        if not self.path.is_file():
+            raise FileNotFoundError(errno.ENOENT, "no job journal here (yet)", str(self.path))
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
+        try:
+            self._check_and_identify(verify)
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            if is_damaged(exc):
+                from ..errors import FacedeblurError
+                raise FacedeblurError(damaged_message(self.path, exc)) from None
+            raise
+
+    def __enter__(self) -> "JournalReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def jobs(self, where: str = "", params: tuple[Any, ...] | list[Any] = (), newest_first: bool = False,
+             limit: int = -1, offset: int = 0) -> list[dict[str, Any]]:
+        """Rows of the jobs table as dicts (paths as str); `where`: an SQL condition over its columns, or ''."""
+        order = "DESC" if newest_first else "ASC"
+        return self._rows(f"SELECT * FROM jobs{' WHERE ' + where if where else ''} ORDER BY id {order} "
+                          "LIMIT ? OFFSET ?", (*params, limit, offset))
+
+    def count(self, where: str = "", params: tuple[Any, ...] | list[Any] = ()) -> int:
+        return int(self.db.execute(f"SELECT COUNT(*) FROM jobs{' WHERE ' + where if where else ''}",
+                                   tuple(params)).fetchone()[0])
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return rows[0] if rows else None
+
+    def folders(self) -> list[str]:
+        """The first folder of every input's relative path ('' for inputs directly in an inbox)."""
+        return [from_db(r[0]) for r in self.db.execute(f"SELECT DISTINCT {FOLDER_OF_SQL} FROM jobs")]
+
+    def integrity(self) -> str:
+        """'ok', or SQLite's first problem found by a full integrity check."""
+        return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+class Journal(JobQueries):
+    """The daemon's journal: the only writer (its main thread)."""
+
+    def __init__(self, state_dir: Path):
         self.path = Path(state_dir) / JOURNAL_FILE
         try:
-            self._open(readonly)
+            self._open()
         except sqlite3.DatabaseError as exc:
             error = journal_error(self.path, exc)
             if isinstance(error, JournalUnwritable):
@@ -161,28 +273,18 @@ class Journal:
                                       "space on its disk or fix its permissions, then start again") from None
             raise error from None
 
-    def _open(self, readonly: bool) -> None:
-        if readonly:
-            # mode=ro still reads the WAL, so `status` sees commits the daemon made a moment ago.
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-        else:
-            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a job marked done survives a power cut, not only a process crash.
-            self.db.execute("PRAGMA synchronous=FULL")
-            self._migrate()
-            self.db.executescript(SCHEMA)
-            self._add_columns()
-            # Identifies this journal in every manifest it publishes: a job id alone is not unique across two
-            # daemons sharing an outbox, nor across a journal moved away to start afresh.
-            self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
-        self.db.row_factory = sqlite3.Row
-        check = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
-        if check != "ok":
-            raise sqlite3.DatabaseError(f"database disk image is malformed: {check}")
-        row = self.db.execute("SELECT value FROM meta WHERE key='journal_id'").fetchone() \
-            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name='meta'").fetchone() else None
-        self.journal_id: str | None = row["value"] if row else None
+    def _open(self) -> None:
+        self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a job marked done survives a power cut, not only a process crash.
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._migrate()
+        self.db.executescript(SCHEMA)
+        self._add_columns()
+        # Identifies this journal in every manifest it publishes: a job id alone is not unique across two
+        # daemons sharing an outbox, nor across a journal moved away to start afresh.
+        self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?)", (uuid.uuid4().hex,))
+        self._check_and_identify()
 
     def _migrate(self) -> None:
         """Journals written before 'superseded' existed: the CHECK constraint is part of the table, so the
@@ -209,9 +311,6 @@ class Journal:
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
         if "dispatches" not in columns:
             self.db.execute("ALTER TABLE jobs ADD COLUMN dispatches INTEGER NOT NULL DEFAULT 0")
-
-    def close(self) -> None:
-        self.db.close()
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
@@ -340,44 +439,5 @@ class Journal:
                                (to_db(path),)).fetchall()
         return [Job.from_row(r) for r in rows]
 
-    def get(self, job_id: int) -> Job:
-        return Job.from_row(self.db.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
-
-    # ---- retention and the review index ------------------------------------------------------------------
-    def published(self) -> Iterator[dict[str, Any]]:
-        """Done jobs whose output folder still exists in the journal's view, newest first."""
-        return iter(self._rows(
-            "SELECT * FROM jobs WHERE state='done' AND output IS NOT NULL AND output_deleted_at IS NULL "
-            "ORDER BY finished_at DESC, id DESC"))
-
     def mark_output_deleted(self, job_id: int) -> None:
         self._write("UPDATE jobs SET output_deleted_at=? WHERE id=?", (time.time(), job_id))
-
-    # ---- status -------------------------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        counts = {state: 0 for state in STATES}
-        for row in self.db.execute("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state"):
-            counts[row["state"]] = row["n"]
-        return counts
-
-    def running(self) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM jobs WHERE state='running' ORDER BY started_at")
-
-    def recent_failures(self, limit: int) -> list[dict[str, Any]]:
-        return self._rows("SELECT * FROM jobs WHERE state='failed' ORDER BY finished_at DESC LIMIT ?", (limit,))
-
-    def retrying_count(self) -> int:
-        return self._rows("SELECT COUNT(*) AS n FROM jobs WHERE state='queued' AND attempts>0")[0]["n"]
-
-    def done_since(self, since: float) -> dict[str, Any]:
-        """Jobs, frames, faces and processing seconds of the jobs done since `since` (epoch seconds)."""
-        row = self._rows("SELECT COUNT(*) AS jobs, SUM(frames) AS frames, SUM(faces) AS faces, "
-                         "SUM(seconds) AS seconds FROM jobs WHERE state='done' AND finished_at>=?", (since,))[0]
-        return {"jobs": row["jobs"], "frames": row["frames"] or 0, "faces": row["faces"] or 0,
-                "seconds": row["seconds"] or 0.0}
-
-    def last_done_at(self) -> float | None:
-        return self._rows("SELECT MAX(finished_at) AS t FROM jobs WHERE state='done'")[0]["t"]
-
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        return [row_dict(row) for row in self.db.execute(sql, params).fetchall()]

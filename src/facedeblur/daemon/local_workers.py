@@ -5,15 +5,19 @@ results, lost jobs (a worker died or timed out) and readiness through the callba
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait as wait_connections
-from typing import Any
+from pathlib import Path
 
 from ..errors import FacedeblurError
-from .logs import q
+from .journal import Job, Journal
+from .logs import logfmt_value
+from .messages import JobTicket
 from .metrics import DaemonMetrics
-from .worker import WorkerHandle
+from .pool import PoolCallbacks
+from .worker import STAGING, WorkerHandle
 
 log = logging.getLogger("facedeblur.daemon")
 
@@ -21,22 +25,28 @@ MODEL_LOAD_TIMEOUT = 300.0   # seconds a reload waits for a worker to load new m
 
 
 class LocalWorkerPool:
-    def __init__(self, pipeline_json: str, size: int, metrics: DaemonMetrics, *,
-                 on_result: Callable[[dict[str, Any]], None],
-                 on_lost: Callable[[int, str, bool], None],
-                 on_first_ready: Callable[[], None],
-                 keep_alive: Callable[[], None]):
-        """`on_lost(job_id, error, worker_died)`: a job's worker died or timed out; `keep_alive()` feeds the
-        watchdog while a reload waits for models."""
+    def __init__(self, pipeline_json: str, size: int, outbox: Path, metrics: DaemonMetrics, callbacks: PoolCallbacks):
         self.pipeline_json = pipeline_json
         self.size = size
+        self.outbox = outbox
         self.metrics = metrics
-        self.on_result, self.on_lost, self.on_first_ready, self.keep_alive = on_result, on_lost, on_first_ready, keep_alive
+        self.on_result, self.on_lost = callbacks.on_result, callbacks.on_lost
+        self.on_first_ready, self.keep_alive = callbacks.on_first_ready, callbacks.keep_alive
         self.workers: list[WorkerHandle] = []
         self.ever_ready = False
         self.stopping = False
         self.respawn_at = 0.0      # when to start workers again after one failed to load its models
         self.respawn_delay = 0.0
+
+    # ---- start-up and housekeeping -----------------------------------------------------------------------------
+    def recover(self, journal: Journal) -> list[Job]:
+        """The workers died with the daemon: every job it shows running is queued again."""
+        return journal.requeue_interrupted()
+
+    def sweep_staging(self) -> None:
+        """Leftovers of runs cut short were never published: safe to drop while no worker holds a job."""
+        if not self.held_jobs():
+            shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
 
     # ---- capacity -----------------------------------------------------------------------------------------
     def fill(self) -> None:
@@ -62,9 +72,9 @@ class LocalWorkerPool:
         """True when no worker can take jobs although they once could (models failed to load since)."""
         return self.ever_ready and not any(w.ready for w in self.workers)
 
-    def start_job(self, worker: WorkerHandle, job: dict[str, Any]) -> None:
-        worker.job_id, worker.job_started = job["id"], time.monotonic()
-        worker.send(job)
+    def start_job(self, worker: WorkerHandle, ticket: JobTicket) -> None:
+        worker.job_id, worker.job_started = ticket.id, time.monotonic()
+        worker.send(ticket)
 
     # ---- messages -----------------------------------------------------------------------------------------
     def collect(self, timeout: float) -> None:
@@ -93,7 +103,8 @@ class LocalWorkerPool:
                 # Not in a tight loop (a GPU that vanished, a model file removed): back off, up to 5 minutes.
                 self.respawn_delay = min(max(self.respawn_delay * 2, 5.0), 300.0)
                 self.respawn_at = time.monotonic() + self.respawn_delay
-                log.error("event=model_load_failed worker=%d error=%s retry_in=%.0fs", worker.index, q(payload),
+                log.error("event=model_load_failed worker=%d error=%s retry_in=%.0fs", worker.index,
+                          logfmt_value(payload),
                           self.respawn_delay)
             elif kind == "result":
                 worker.job_id = None
@@ -116,7 +127,8 @@ class LocalWorkerPool:
             self.workers.remove(worker)
             worker.kill()
             log.error("event=job_timeout job=%d worker=%d limit=%.0fs", job_id, worker.index, limit)
-            self.on_lost(job_id, f"timed out after {limit:g} s (daemon.job_timeout); the worker was stopped", False)
+            self.on_lost(job_id, f"timed out after {limit:g} s (daemon.job_timeout); the worker was stopped", False,
+                         True)
             self.fill()
 
     def _remove(self, worker: WorkerHandle) -> None:
@@ -134,7 +146,7 @@ class LocalWorkerPool:
         log.error("event=worker_died worker=%d exit_code=%s job=%s", worker.index, code, worker.job_id)
         if worker.job_id is not None and not self.stopping:
             self.on_lost(worker.job_id, f"the worker process died (exit code {code}) while processing this input, "
-                         "e.g. out of memory or a crash in a decoder", True)
+                         "e.g. out of memory or a crash in a decoder", True, True)
         if not self.stopping:
             self.fill()
 

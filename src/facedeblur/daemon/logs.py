@@ -28,7 +28,7 @@ def setup_daemon_logging(verbose: bool = False) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def q(value: object) -> str:
+def logfmt_value(value: object) -> str:
     """A logfmt value: quoted with escapes when it has spaces, quotes or control characters."""
     text = str(value)
     if text and all(c.isprintable() and c not in ' "=' for c in text):

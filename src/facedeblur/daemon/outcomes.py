@@ -3,24 +3,20 @@ newer content, or given up on (copied into failed/ with a note saying why), and 
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
-import stat
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..config import DaemonSettings
-from ..image_files import write_bytes_atomic
-from ..safe_text import display_name, encodable
+from .failed import FailedFolder, failed_name
 from .intake import Intake
 from .journal import Job, Journal
-from .logs import q
+from .logs import logfmt_value
+from .messages import JobResult, Outcome
 from .metrics import DaemonMetrics
-from .worker import output_name
+from .worker import publish_identity
 
 log = logging.getLogger("facedeblur.daemon")
 
@@ -32,39 +28,70 @@ class Outcomes:
         self.settings = settings
         self.journal = journal
         self.metrics = metrics
-        self.failed_dir = failed_dir
+        self.failed = FailedFolder(failed_dir, settings)
         self.intake: Intake | None = None   # set by the daemon once intake runs (newer versions are its business)
         self.on_published = on_published
 
+    def reconfigure(self, settings: DaemonSettings) -> None:
+        self.settings = self.failed.settings = settings
+
     # ---- results ------------------------------------------------------------------------------------------
-    def handle_result(self, result: dict[str, Any]) -> None:
-        job = self.journal.get(result["job_id"])
+    def handle_result(self, result: JobResult) -> None:
+        job = self.journal.get(result.job_id)
         if job.state != "running":
             # Superseded, or settled another way, while the worker ran: a late result changes nothing.
             log.warning("event=late_result_discarded job=%d state=%s", job.id, job.state)
             return
-        if result["ok"]:
-            frames, faces, tracks, seconds = (result.get("frames"), result.get("faces"), result.get("tracks"),
-                                              result.get("seconds"))
-            self.journal.mark_done(job.id, result["output"], seconds, frames, faces, tracks)
-            self.metrics.job_done(seconds, frames, faces, tracks)
-            self.on_published()
-            log.info("event=job_done job=%d input=%s output=%s seconds=%s frames=%s tracks=%s faces=%s%s", job.id,
-                     q(job.rel_path), q(result["output"]), f"{seconds:.2f}" if seconds else "-", frames, tracks,
-                     faces, " already_published=true" if result.get("already_published") else "")
-            self.after_done(self.journal.get(job.id))
-            self.settle_duplicates(job, None)
-        elif result.get("changed"):
+        outcome = result.outcome
+        if outcome in (Outcome.DONE, Outcome.ALREADY_PUBLISHED):
+            problem = self.not_this_jobs_output(job, result.output)
+            if problem is not None:
+                log.error("event=result_rejected job=%d output=%s reason=%s", job.id, logfmt_value(result.output),
+                          logfmt_value(problem))
+                self.failed_run(job, f"a worker reported an output that is not this job's ({problem}); the job is "
+                                "retried", input_fault=False)
+                return
+            self.done(job, result)
+        elif outcome is Outcome.CHANGED:
             self.intake.supersede_changed(job, "while it was processed; nothing was published")
-        elif result.get("vanished"):
-            self.journal.mark_failed(job.id, result["error"], None)
+        elif outcome is Outcome.VANISHED:
+            self.journal.mark_failed(job.id, result.error, None)
             self.metrics.jobs_failed.inc()
-            self.write_error_note(job, result["error"], None)
-            log.warning("event=job_failed job=%d input=%s error=%s", job.id, q(job.rel_path), q(result["error"]))
-            self.settle_duplicates(job, result["error"])
+            self.failed.write_note(job, result.error, None, "the input had vanished")
+            log.warning("event=job_failed job=%d input=%s error=%s", job.id, logfmt_value(job.rel_path),
+                        logfmt_value(result.error))
+            self.settle_duplicates(job, result.error)
+        elif outcome is Outcome.STAGED:
+            raise ValueError(f"job {job.id}: a staged result must be published by its pool before it is handled")
         else:
-            self.failed_run(job, result["error"], input_fault=result.get("input_fault", True),
-                            permanent=result.get("permanent", False))
+            self.failed_run(job, result.error, input_fault=outcome is not Outcome.TRANSIENT_FAILURE,
+                            permanent=outcome is Outcome.INPUT_FAULT_PERMANENT)
+
+    def not_this_jobs_output(self, job: Job, output: str | None) -> str | None:
+        """Why `output` is not this job's published folder (directly in the outbox, with this journal's id,
+        this job's id and this input's SHA-256 in its manifest), or None when it is."""
+        if not output:
+            return "no output folder"
+        folder = Path(output)
+        if folder.parent != self.settings.outbox or folder.name.startswith(".") or folder.is_symlink():
+            return f"not a folder directly in {self.settings.outbox}"
+        identity = publish_identity(folder)
+        if identity is None or identity[:2] != (self.journal.journal_id, job.id) or \
+                (job.sha256 is not None and identity[2] != job.sha256):
+            return "its manifest names another journal, job or input"
+        return None
+
+    def done(self, job: Job, result: JobResult) -> None:
+        frames, faces, tracks, seconds = result.frames, result.faces, result.tracks, result.seconds
+        self.journal.mark_done(job.id, result.output, seconds, frames, faces, tracks)
+        self.metrics.job_done(seconds, frames, faces, tracks)
+        self.on_published()
+        log.info("event=job_done job=%d input=%s output=%s seconds=%s frames=%s tracks=%s faces=%s%s", job.id,
+                 logfmt_value(job.rel_path), logfmt_value(result.output), f"{seconds:.2f}" if seconds else "-",
+                 frames, tracks,
+                 faces, " already_published=true" if result.outcome is Outcome.ALREADY_PUBLISHED else "")
+        self.after_done(self.journal.get(job.id))
+        self.settle_duplicates(job, None)
 
     def failed_run(self, job: Job, error: str, input_fault: bool, permanent: bool = False) -> None:
         """`permanent`: the input can never succeed (not a video, empty, a symlink): failed at once, no retry."""
@@ -82,16 +109,17 @@ class Outcomes:
         self.journal.mark_retry(job.id, error, min(delay, 3600), count_attempt=input_fault)
         self.metrics.jobs_retried.inc()
         log.warning("event=job_retry job=%d input=%s attempt=%d of=%d retry_in=%.0fs counted=%s error=%s", job.id,
-                    q(job.rel_path), job.attempts, self.settings.max_attempts, delay, input_fault, q(error))
+                    logfmt_value(job.rel_path), job.attempts, self.settings.max_attempts, delay, input_fault,
+                    logfmt_value(error))
 
     # ---- giving up ----------------------------------------------------------------------------------------
     def give_up(self, job: Job, error: str) -> None:
-        copy = self.copy_to_failed(job)
-        self.write_error_note(job, error, copy)
+        copy = self.failed.take(job, error)
         self.journal.mark_failed(job.id, error, str(copy) if copy else None)
         self.metrics.jobs_failed.inc()
-        log.error("event=job_failed job=%d input=%s attempts=%d failed_copy=%s error=%s", job.id, q(job.rel_path),
-                  job.attempts, q(copy or "-"), q(error))
+        log.error("event=job_failed job=%d input=%s attempts=%d failed_copy=%s error=%s", job.id,
+                  logfmt_value(job.rel_path),
+                  job.attempts, logfmt_value(copy or "-"), logfmt_value(error))
         self.settle_duplicates(job, error)
 
     def settle_duplicates(self, job: Job, error: str | None) -> None:
@@ -104,81 +132,28 @@ class Outcomes:
             else:
                 self.give_up(duplicate, f"same content as {job.rel_path} (job {job.id}), which failed: {error}")
 
-    def failed_name(self, job: Job) -> str:
-        suffix = Path(job.path).suffix if job.kind == "file" else ""
-        return output_name(job.rel_path, job.id) + suffix
-
-    def copy_to_failed(self, job: Job) -> Path | None:
-        """The input goes to failed/ (copied when `after: keep`, since inputs are never removed then)."""
-        source = Path(job.path)
-        target = self.failed_dir / self.failed_name(job)
-        temp = self.failed_dir / f".{target.name}.part"
-        try:
-            if not os.path.lexists(source):
-                return None
-            if source.is_symlink() and not self.settings.follow_symlinks:
-                return None   # never copy through a link: it can point anywhere on the machine
-            if self.settings.after == "keep":
-                if source.is_dir():
-                    shutil.rmtree(temp, ignore_errors=True)
-                    # Links inside a frame folder are left out, neither followed nor copied as links.
-                    follow = self.settings.follow_symlinks
-                    shutil.copytree(source, temp, symlinks=True,
-                                    copy_function=lambda s, d: copy_file_nofollow(Path(s), Path(d), follow),
-                                    ignore=None if follow else
-                                    lambda folder, names: [n for n in names if os.path.islink(os.path.join(folder, n))])
-                else:
-                    copy_file_nofollow(source, temp, self.settings.follow_symlinks)
-                os.replace(temp, target)
-            else:
-                shutil.move(str(source), str(target))
-            return target
-        except OSError as exc:
-            shutil.rmtree(temp, ignore_errors=True) if temp.is_dir() else temp.unlink(missing_ok=True)
-            log.warning("event=failed_copy_error job=%d input=%s error=%s", job.id, q(job.rel_path),
-                        q(exc.strerror or exc))
-            return None
-
-    def write_error_note(self, job: Job, error: str, copy: Path | None) -> None:
-        note = (f"input: {display_name(job.path)}\nrelative to inbox: {display_name(job.rel_path)}\n"
-                f"sha256: {job.sha256 or 'unknown'}\njob: {job.id}\nattempts: {job.attempts}\n"
-                f"copy: {display_name(copy) if copy else 'none (input could not be copied)'}\n"
-                f"time: {time.strftime('%Y-%m-%d %H:%M:%S %z')}\nerror: {encodable(error)}\n")
-        try:
-            write_bytes_atomic(self.failed_dir / (self.failed_name(job) + ".error.txt"), note.encode("utf-8"))
-        except OSError as exc:
-            log.warning("event=error_note_failed job=%d error=%s", job.id, q(exc.strerror or exc))
-
     # ---- after success ------------------------------------------------------------------------------------
     def after_done(self, job: Job) -> None:
-        """`after: keep | move | delete` for an input whose output is published (or that was a duplicate)."""
+        """`after: keep | move | delete` for an input whose output is published (or that was a duplicate); not
+        for one that changed since it was taken (a writer that paused and went on): intake takes that again."""
         source = Path(job.path)
+        if self.settings.after == "keep":
+            return
+        if self.intake is not None and self.intake.changed_since_taken(job):
+            log.warning("event=after_action_skipped job=%d input=%s reason=%s", job.id, logfmt_value(job.rel_path),
+                        logfmt_value("the input changed after it was taken; its new content is processed as a new job"))
+            return
         try:
             if self.settings.after == "delete":
                 shutil.rmtree(source) if source.is_dir() and not source.is_symlink() else source.unlink()
             elif self.settings.after == "move":
                 target = self.settings.done_folder / job.rel_path
                 if os.path.lexists(target):
-                    target = target.with_name(self.failed_name(job))
+                    target = target.with_name(failed_name(job))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.move(str(source), str(target))
         except FileNotFoundError:
             pass
         except OSError as exc:
             log.warning("event=after_action_failed job=%d action=%s error=%s", job.id, self.settings.after,
-                        q(exc.strerror or exc))
-
-
-def copy_file_nofollow(source: Path, target: Path, follow_symlinks: bool) -> None:
-    """Copy a regular file; with `follow_symlinks` false the source is opened with O_NOFOLLOW (a file
-    swapped for a link a moment ago is not copied) and must be a regular file."""
-    fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW))
-    with os.fdopen(fd, "rb") as reader:
-        st = os.fstat(reader.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", str(source))
-        with open(target, "wb") as writer:   # mode from the umask, like every file the daemon writes
-            shutil.copyfileobj(reader, writer, 1 << 20)
-            writer.flush()
-            os.fsync(writer.fileno())
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+                        logfmt_value(exc.strerror or exc))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from .journal import Journal
-from .logs import q
+from .logs import logfmt_value
 
 log = logging.getLogger("facedeblur.daemon")
 
@@ -56,5 +56,5 @@ def apply_retention(journal: Journal, outbox: Path, max_age_days: float | None, 
         if not folder.exists():
             journal.mark_output_deleted(job["id"])
             deleted += 1
-            log.info("event=retention_deleted job=%d output=%s", job["id"], q(folder))
+            log.info("event=retention_deleted job=%d output=%s", job["id"], logfmt_value(folder))
     return deleted

@@ -11,13 +11,12 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import signal
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sdnotify
 
@@ -26,16 +25,14 @@ from ..errors import FacedeblurError, NotYetAvailableError
 from ..pipeline.restore import resolve_model
 from .intake import Intake
 from .journal import Journal, JournalUnwritable, damaged_message, is_damaged
-from .local_workers import LocalWorkerPool
-from .logs import q
+from .logs import logfmt_value
+from .messages import JobTicket
 from .metrics import DaemonMetrics
 from .outcomes import Outcomes
+from .pool import PoolCallbacks, WorkerPool, make_worker_pool
 from .retention import apply_retention
 from .review_index import write_review_index
-from .worker import STAGING, outbox_write_problem, output_name
-
-if TYPE_CHECKING:   # imported at run time only with queue.backend: celery (it needs the queue extra)
-    from .celery_pool import CeleryWorkerPool
+from .worker import outbox_write_problem, output_name
 
 log = logging.getLogger("facedeblur.daemon")
 
@@ -80,12 +77,17 @@ def resolve_config(config_path: Path | None, overrides: FolderOverrides) -> Conf
         if not folder.parent.is_dir():
             raise FacedeblurError(f"{name} folder {folder}: its parent {folder.parent} does not exist; "
                                   f"create it or fix daemon.{name}{where}")
-    # The daemon's own folders inside an inbox would be picked up as input.
+    # The daemon's own folders inside an inbox would be picked up as input: a failed input re-ingested from
+    # failed/ again and again, `after: move` nesting done/done/... without end.
     inboxes = [i.absolute() for i in daemon.inbox]
-    for name, folder in (("outbox", daemon.outbox), ("state", daemon.state)):
+    for name, folder in (("outbox", daemon.outbox), ("state", daemon.state), ("done_folder", daemon.done_folder),
+                         ("failed_folder", daemon.failed_folder)):
+        if folder is None:
+            continue
         folder = folder.absolute()
         if any(folder == i or i in folder.parents for i in inboxes):
-            raise FacedeblurError(f"{name} folder {folder} is inside an inbox; put it outside every inbox")
+            raise FacedeblurError(f"daemon.{name} {folder} is inside an inbox (the daemon would take its own files "
+                                  f"as input); set it{where} to a folder outside every inbox")
     absolute = {k: (v.absolute() if isinstance(v, Path) else v) for k, v in
                 (("outbox", daemon.outbox), ("state", daemon.state), ("done_folder", daemon.done_folder),
                  ("failed_folder", daemon.failed_folder))}
@@ -112,8 +114,7 @@ class Daemon:
         self.index_dirty = True
         self.index_written = 0.0
         self.intake: Intake | None = None
-        self.pool: LocalWorkerPool | CeleryWorkerPool | None = None
-        self.remote = config.queue.backend == "celery"
+        self.pool: WorkerPool | None = None
 
     # ---- start-up -----------------------------------------------------------------------------------------
     def _prepare_folders(self) -> None:
@@ -128,17 +129,15 @@ class Daemon:
         except OSError:
             raise FacedeblurError(f"another facedeblur daemon is already using {self.state_dir}; stop it first "
                                   "or give this one its own --state") from None
-        # Leftovers of runs cut short: never published, safe to drop. Not with remote workers, which may be
-        # writing their staged outputs right now (CeleryWorkerPool.sweep_staging removes only stale attempts).
-        if not self.remote:
-            shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
 
     def _recover(self) -> None:
-        if self.remote:
-            return   # running jobs may still be worked on remotely: the pool adopts them (_adopt_remote_jobs)
-        for job in self.journal.requeue_interrupted():
-            log.info("event=job_requeued job=%d input=%s reason=%s", job.id, q(job.rel_path),
-                     q("it was running when the daemon stopped"))
+        """Jobs left running by the last run: the pool re-queues them (local workers died with the daemon) or
+        adopts them (remote workers may still be on them); staging leftovers no attempt can still use go."""
+        requeued = self.pool.recover(self.journal)
+        self.pool.sweep_staging()
+        for job in requeued:
+            log.info("event=job_requeued job=%d input=%s reason=%s", job.id, logfmt_value(job.rel_path),
+                     logfmt_value("it was running when the daemon stopped"))
             if job.interruptions + 1 >= MAX_INTERRUPTIONS:
                 self.outcomes.give_up(self.journal.get(job.id), f"the daemon stopped {MAX_INTERRUPTIONS} times while "
                                       "processing this input (crash, power loss or out of memory); check it by hand")
@@ -152,8 +151,8 @@ class Daemon:
             raise
         except JournalUnwritable as exc:
             # At start-up (re-queueing interrupted jobs): exit 1, so systemd starts it again a little later.
-            log.error("event=journal_unwritable error=%s action=%s", q(exc),
-                      q("stopped; free space in the state folder, systemd restarts the daemon"))
+            log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),
+                      logfmt_value("stopped; free space in the state folder, systemd restarts the daemon"))
             return 1
 
     def _run(self) -> int:
@@ -161,6 +160,9 @@ class Daemon:
         self.journal = Journal(self.state_dir)
         self.outcomes = Outcomes(self.settings, self.journal, self.metrics, self.failed_dir,
                                  on_published=self._index_out_of_date)
+        callbacks = PoolCallbacks(on_result=self.outcomes.handle_result, on_lost=self._job_lost,
+                                  on_first_ready=self._first_ready, keep_alive=lambda: self.notifier.notify("WATCHDOG=1"))
+        self.pool = make_worker_pool(self.config, self.outbox, self.journal, self.metrics, callbacks)
         self._recover()
         if self.settings.metrics_port:
             try:
@@ -171,33 +173,18 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
-        callbacks = dict(on_result=self.outcomes.handle_result, on_lost=self._job_lost,
-                         on_first_ready=self._first_ready, keep_alive=lambda: self.notifier.notify("WATCHDOG=1"))
-        if self.remote:
-            from .celery_pool import CeleryWorkerPool
-            self.pool = CeleryWorkerPool(self.config.queue, self.outbox, self.journal.journal_id,
-                                         self.journal.live_attempt, self.metrics, **callbacks)
-            self._adopt_remote_jobs()
-        else:
-            self.pool = LocalWorkerPool(self.config.pipeline.model_dump_json(), self.settings.workers, self.metrics,
-                                        **callbacks)
         self.pool.fill()
         self.intake = Intake(self.settings, self.journal, self.metrics, self.outcomes.after_done)
         self.outcomes.intake = self.intake
         log.info("event=started inbox=%s outbox=%s state=%s workers=%d polling=%s journal=%s",
-                 q(",".join(map(str, self.settings.inbox))), q(self.outbox), q(self.state_dir), self.settings.workers,
+                 logfmt_value(",".join(map(str, self.settings.inbox))), logfmt_value(self.outbox),
+                 logfmt_value(self.state_dir), self.settings.workers,
                  self.settings.polling, self.journal.journal_id)
         self.intake.rescan()
         try:
             return self._loop()
         finally:
             self._shutdown()
-
-    def _adopt_remote_jobs(self) -> None:
-        running = {job_id: (attempt, output_name(self.journal.get(job_id).rel_path, job_id))
-                   for job_id, attempt in self.journal.running_attempts().items()}
-        self.pool.adopt(running)
-        self.pool.sweep_staging()
 
     def _index_out_of_date(self) -> None:
         self.index_dirty = True
@@ -245,8 +232,8 @@ class Daemon:
                 self.pool.collect(timeout=TICK_SECONDS)
             except JournalUnwritable as exc:
                 self.journal_paused = True
-                log.error("event=journal_unwritable error=%s action=%s", q(exc),
-                          q("intake and new jobs paused until the state folder takes writes again"))
+                log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),
+                          logfmt_value("intake and new jobs paused until the state folder takes writes again"))
         return 0
 
     def _try_resume(self) -> None:
@@ -257,7 +244,7 @@ class Daemon:
         except JournalUnwritable:
             return
         self.journal_paused = False
-        log.info("event=journal_writable action=%s requeued=%s", q("intake and jobs resumed"),
+        log.info("event=journal_writable action=%s requeued=%s", logfmt_value("intake and jobs resumed"),
                  ",".join(map(str, orphans)) or "-")
 
     def _notify_status(self) -> None:
@@ -281,15 +268,13 @@ class Daemon:
                 continue
             worker = idle.pop(0)
             attempt = self.journal.mark_running(job.id, worker.pid)
-            self.pool.start_job(worker, {
-                "id": job.id, "path": job.path, "inbox": job.inbox, "rel_path": job.rel_path, "sha256": job.sha256,
-                "attempt": attempt, "size": job.size, "mtime_ns": job.mtime_ns, "outbox": str(self.outbox),
-                "name": output_name(job.rel_path, job.id), "kind": job.kind, "journal_id": self.journal.journal_id,
-                "follow_symlinks": self.settings.follow_symlinks})
-            log.info("event=job_started job=%d input=%s attempt=%d worker=%d", job.id, q(job.rel_path),
+            self.pool.start_job(worker, JobTicket.for_job(
+                job, attempt, outbox=str(self.outbox), name=output_name(job.rel_path, job.id),
+                journal_id=self.journal.journal_id, follow_symlinks=self.settings.follow_symlinks))
+            log.info("event=job_started job=%d input=%s attempt=%d worker=%d", job.id, logfmt_value(job.rel_path),
                      job.attempts + 1, worker.index)
 
-    def _job_lost(self, job_id: int, error: str, worker_died: bool, input_fault: bool = True) -> None:
+    def _job_lost(self, job_id: int, error: str, worker_died: bool, input_fault: bool) -> None:
         """A job whose worker died (or was stopped at the job timeout) without a result; `input_fault` false: the
         job never reached a worker (a remote task the broker lost), so no attempt is counted."""
         if worker_died:
@@ -306,17 +291,17 @@ class Daemon:
         try:
             write_review_index(self.journal, self.outbox)
         except OSError as exc:
-            log.warning("event=index_failed error=%s", q(exc.strerror or exc))
+            log.warning("event=index_failed error=%s", logfmt_value(exc.strerror or exc))
 
     def _housekeeping(self) -> None:
-        if self.remote:
-            self.pool.sweep_staging()
+        self.pool.sweep_staging()
+        self.outcomes.failed.remove_quiet_originals(self.intake.unchanged_since_taken)
         try:
             if apply_retention(self.journal, self.outbox, self.settings.retention_days,
                                self.settings.retention_max_gb):
                 self.index_dirty = True
         except OSError as exc:
-            log.warning("event=retention_failed error=%s", q(exc.strerror or exc))
+            log.warning("event=retention_failed error=%s", logfmt_value(exc.strerror or exc))
 
     # ---- signals, reload, shutdown ------------------------------------------------------------------------
     def _on_stop(self, signum, frame) -> None:
@@ -330,7 +315,8 @@ class Daemon:
         try:
             new = resolve_config(self.config_path, self.overrides)
         except FacedeblurError as exc:
-            log.error("event=reload_failed error=%s action=%s", q(exc), q("kept the running configuration"))
+            log.error("event=reload_failed error=%s action=%s", logfmt_value(exc),
+                      logfmt_value("kept the running configuration"))
             self.notifier.notify("READY=1")
             return
         candidate = None
@@ -345,8 +331,8 @@ class Daemon:
             except FacedeblurError as exc:
                 result = f"{exc} (pipeline.restorer.model)"
             if isinstance(result, str):
-                log.error("event=reload_failed error=%s action=%s", q(result),
-                          q("kept the running configuration; fix the config and reload again"))
+                log.error("event=reload_failed error=%s action=%s", logfmt_value(result),
+                          logfmt_value("kept the running configuration; fix the config and reload again"))
                 self.notifier.notify("READY=1")
                 return
             candidate = result
@@ -354,15 +340,15 @@ class Daemon:
                  "failed_folder": self.settings.failed_folder}
         for key, value in fixed.items():
             if getattr(new.daemon, key) != value:
-                log.warning("event=reload_ignored key=daemon.%s reason=%s", key, q("needs a restart"))
+                log.warning("event=reload_ignored key=daemon.%s reason=%s", key, logfmt_value("needs a restart"))
         if new.queue != self.config.queue:
-            log.warning("event=reload_ignored key=queue reason=%s", q("needs a restart"))
+            log.warning("event=reload_ignored key=queue reason=%s", logfmt_value("needs a restart"))
         self.config = new.model_copy(update={"daemon": new.daemon.model_copy(update=fixed), "queue": self.config.queue})
         self.settings = self.config.daemon
-        self.outcomes.settings = self.settings
+        self.outcomes.reconfigure(self.settings)
         self.intake.reconfigure(self.settings)
         self.pool.reconfigure(pipeline_json, self.settings.workers, candidate)
-        log.info("event=reloaded config=%s", q(self.config_path or "-"))
+        log.info("event=reloaded config=%s", logfmt_value(self.config_path or "-"))
         self.notifier.notify("READY=1")
 
     def _shutdown(self) -> None:
@@ -379,8 +365,8 @@ class Daemon:
                 while not self.journal_paused and pool.busy() and time.monotonic() < deadline:
                     pool.collect(timeout=TICK_SECONDS)
             except (JournalUnwritable, sqlite3.DatabaseError) as exc:
-                log.error("event=journal_unwritable error=%s action=%s", q(exc),
-                          q("stopping; jobs left running are re-queued at the next start"))
+                log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),
+                          logfmt_value("stopping; jobs left running are re-queued at the next start"))
                 self.journal_paused = True
             for job_id in pool.abandon():
                 try:
@@ -388,9 +374,8 @@ class Daemon:
                 except (JournalUnwritable, sqlite3.DatabaseError):
                     pass   # still 'running' in the journal: requeue_interrupted at the next start
                 log.warning("event=job_abandoned job=%d reason=%s", job_id,
-                            q("shutdown timeout reached; it is re-queued for the next start"))
-        if not self.remote:
-            shutil.rmtree(self.outbox / STAGING, ignore_errors=True)
+                            logfmt_value("shutdown timeout reached; it is re-queued for the next start"))
+            pool.sweep_staging()
         try:
             if self.index_dirty:
                 self._write_index()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..inputs import InputChanged, is_frame_name, natural_key, sha256_of_file, sha256_of_frames
 from .scanning import Unit
@@ -24,7 +24,7 @@ class Signature:
     files: tuple[tuple[str, int, int], ...] = ()   # (relative name, size, mtime_ns) for a frame folder
 
 
-def signature_of(unit: Unit, include_file, follow_symlinks: bool = False) -> Signature | None:
+def signature_of(unit: Unit, follow_symlinks: bool = False) -> Signature | None:
     """None when the input is gone (or is no longer what it was: a file swapped for a symlink, with
     `follow_symlinks` false, is gone). A frame folder's signature covers its frames (inputs.is_frame_name,
     what the pipeline reads); symlinks in it are not part of it."""
@@ -66,15 +66,13 @@ def sha256_of(unit: Unit, signature: Signature, follow_symlinks: bool = False) -
 class _Watch:
     signature: Signature | None
     since: float                 # when the signature was last seen to change
-    first_seen: float = field(default_factory=time.monotonic)
 
 
 class StabilityTracker:
     """Candidates seen by events or rescans, promoted once their signature held still long enough."""
 
-    def __init__(self, stable_seconds: float, include_file, follow_symlinks: bool = False):
+    def __init__(self, stable_seconds: float, follow_symlinks: bool = False):
         self.stable_seconds = stable_seconds
-        self.include_file = include_file
         self.follow_symlinks = follow_symlinks
         self._watching: dict[Unit, _Watch] = {}
 
@@ -89,13 +87,10 @@ class StabilityTracker:
         now = time.monotonic()
         watch = self._watching.get(unit)
         if watch is None:
-            self._watching[unit] = _Watch(signature_of(unit, self.include_file, self.follow_symlinks), now)
+            self._watching[unit] = _Watch(signature_of(unit, self.follow_symlinks), now)
         else:
             watch.since = now
-            watch.signature = signature_of(unit, self.include_file, self.follow_symlinks)
-
-    def forget(self, unit: Unit) -> None:
-        self._watching.pop(unit, None)
+            watch.signature = signature_of(unit, self.follow_symlinks)
 
     def poll(self) -> tuple[list[tuple[Unit, Signature]], list[Unit]]:
         """Returns (stable units with their signature, vanished units). Both leave the tracker."""
@@ -105,7 +100,7 @@ class StabilityTracker:
         for unit, watch in list(self._watching.items()):
             if now - watch.since < self.stable_seconds:
                 continue
-            current = signature_of(unit, self.include_file, self.follow_symlinks)
+            current = signature_of(unit, self.follow_symlinks)
             if current is None:
                 vanished.append(unit)
                 del self._watching[unit]

@@ -9,14 +9,14 @@ from typing import Any
 
 from ..errors import FacedeblurError
 from ..safe_text import display_name, encodable
-from .journal import JOURNAL_FILE, Journal, damaged_message, is_damaged
+from .journal import JOURNAL_FILE, JournalReader, damaged_message, is_damaged
 
 
 def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
     if not (state_dir / JOURNAL_FILE).is_file():
         raise FacedeblurError(f"no journal in {state_dir}; pass the --state folder the daemon uses "
                               "(or --config with daemon.state)")
-    journal = Journal(state_dir, readonly=True)
+    journal = JournalReader(state_dir)
     try:
         return _collect(journal, state_dir, recent)
     except sqlite3.DatabaseError as exc:
@@ -28,7 +28,7 @@ def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
         journal.close()
 
 
-def _collect(journal: Journal, state_dir: Path, recent: int) -> dict[str, Any]:
+def _collect(journal: JournalReader, state_dir: Path, recent: int) -> dict[str, Any]:
     now = time.time()
     counts = journal.counts()
     running = [dict(id=r["id"], input=display_name(r["rel_path"]), attempt=r["attempts"], worker_pid=r["worker_pid"],

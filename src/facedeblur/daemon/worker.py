@@ -30,6 +30,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from .messages import JobResult, JobTicket, Outcome
+
 STAGING = ".staging"
 MANIFEST_KEY = "daemon"   # the key under which the daemon's own fields go into manifest.json
 # Errors of the machine, not of the input: the job is retried later without using up an attempt.
@@ -146,68 +148,54 @@ def worker_main(conn: Connection, pipeline_json: str, parent_pid: int) -> None:
         conn.send(("result", run_job(job, settings, models)))
 
 
-def run_job(job: dict[str, Any], settings, models, publish_output: bool = True) -> dict[str, Any]:
-    """Process one job into OUTBOX/.staging/<staging_name> (default NAME) and publish it, or, with
-    `publish_output` false (a remote worker), leave it staged and return its path as "staging": only the
-    coordinator, which knows whether this attempt is still the live one, may publish it."""
+def run_job(ticket: JobTicket, settings, models, publish_output: bool = True) -> JobResult:
+    """Process one job into OUTBOX/.staging/NAME and publish it, or, with `publish_output` false (a remote
+    worker), into OUTBOX/.staging/NAME.a<attempt>, left staged: only the coordinator, which knows whether this
+    attempt is still the live one, may publish it."""
     from ..errors import FacedeblurError, UnusableInputError
-    from ..footage.process import process_input
     from ..image_files import refuse_symlinks
 
-    outbox = Path(job["outbox"])
-    name = job["name"]
-    staging = outbox / STAGING / job.get("staging_name", name)
-    held = outbox / STAGING / f"{job.get('staging_name', name)}.input"
+    outbox = Path(ticket.outbox)
+    staging_name = ticket.name if publish_output else ticket.staging_name
+    staging = outbox / STAGING / staging_name
+    held = outbox / STAGING / f"{staging_name}.input"
     staged = False
-    base = {"job_id": job["id"], "output": str(outbox / name)}
-    if job["sha256"] is not None:
-        earlier = find_published(outbox, name, (job.get("journal_id"), job["id"], job["sha256"]))
+
+    def result(outcome: Outcome, **fields: Any) -> JobResult:
+        return JobResult(job_id=ticket.id, attempt=ticket.attempt, journal_id=ticket.journal_id, outcome=outcome,
+                         **fields)
+    if ticket.sha256 is not None:
+        earlier = find_published(outbox, ticket.name, (ticket.journal_id, ticket.id, ticket.sha256))
         if earlier is not None:
-            return {**base, "output": str(earlier), "ok": True, "already_published": True}
-    started = time.monotonic()
-    follow = job.get("follow_symlinks", True)
-    refuse_symlinks(not follow)   # every image this job reads is opened with O_NOFOLLOW
+            return result(Outcome.ALREADY_PUBLISHED, output=str(earlier))
+    refuse_symlinks(not ticket.follow_symlinks)   # every image this job reads is opened with O_NOFOLLOW
     held_fd: int | None = None
     try:
-        if not os.path.lexists(job["path"]):
-            return {**base, "ok": False, "input_fault": True, "vanished": True,
-                    "error": "input disappeared before it was processed; drop it again to process it"}
-        input_path = Path(job["path"])
-        if not follow:
-            input_path, held_fd = _checked_input(input_path, job.get("kind", "file"), held)
-        if job["sha256"] is None:   # it could not be read at intake; maybe it can now
-            job["sha256"] = _readable_sha256(Path(job["path"]), follow)
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.parent.mkdir(parents=True, exist_ok=True)
-        extra = {MANIFEST_KEY: {"journal_id": job.get("journal_id"), "job_id": job["id"], "input": job["rel_path"],
-                                "inbox": job["inbox"], "sha256": job["sha256"], "size": job["size"]}}
-        manifest = process_input(input_path, staging, settings, models=models, progress=False,
-                                 extra_manifest=extra)
-        if manifest["input"]["sha256"] != job["sha256"]:
+        if not os.path.lexists(ticket.path):
+            return result(Outcome.VANISHED, error="input disappeared before it was processed; drop it again to "
+                                                  "process it")
+        input_path, held_fd = _checked_input(ticket, held)
+        numbers = _process(ticket, input_path, staging, settings, models)
+        if numbers is None:
             # The file changed while it was processed (a writer that paused and went on): publishing would
             # describe neither version. The daemon supersedes this job; the new content is a new job.
-            return {**base, "ok": False, "changed": True,
-                    "error": "the input changed while it was processed; its new content is processed as a new job"}
-        frames, faces, tracks = manifest_numbers(manifest)
-        numbers = {"ok": True, "seconds": time.monotonic() - started, "frames": frames, "faces": faces,
-                   "tracks": tracks}
+            return result(Outcome.CHANGED, error="the input changed while it was processed; its new content is "
+                                                 "processed as a new job")
         if not publish_output:
             staged = True
-            return {**base, **numbers, "staging": str(staging)}
-        final = publish(staging, outbox, name)
-        return {**base, **numbers, "output": str(final)}
+            return result(Outcome.STAGED, staging=str(staging), **numbers)
+        return result(Outcome.DONE, output=str(publish(staging, outbox, ticket.name)), **numbers)
     except PermanentInputError as exc:
-        return {**base, "ok": False, "input_fault": True, "permanent": True, "error": str(exc)}
+        return result(Outcome.INPUT_FAULT_PERMANENT, error=str(exc))
     except FacedeblurError as exc:
         # The pipeline words write errors for a person ("cannot create the output folder..."); whether
         # the cause was the machine (disk full, read-only outbox) decides if the input is to blame.
         cause = _environment_cause(exc, outbox)
         if cause is not None:
-            return {**base, "ok": False, "input_fault": False,
-                    "error": f"{exc} [{cause}; the job is retried once {outbox} is writable]"}
-        return {**base, "ok": False, "input_fault": True, "error": str(exc),
-                "permanent": isinstance(exc, UnusableInputError)}
+            return result(Outcome.TRANSIENT_FAILURE,
+                          error=f"{exc} [{cause}; the job is retried once {outbox} is writable]")
+        permanent = isinstance(exc, UnusableInputError)
+        return result(Outcome.INPUT_FAULT_PERMANENT if permanent else Outcome.INPUT_FAULT, error=str(exc))
     except OSError as exc:
         environment = exc.errno in ENVIRONMENT_ERRNOS or _under(exc, outbox)
         text = f"{exc.strerror or exc.__class__.__name__}: {exc.filename or ''}".rstrip(": ")
@@ -215,16 +203,34 @@ def run_job(job: dict[str, Any], settings, models, publish_output: bool = True) 
             text = f"output disk full ({text}); free space in {outbox}, the job is retried"
         elif environment:
             text = f"cannot write the output ({text}); fix {outbox}, the job is retried"
-        return {**base, "ok": False, "input_fault": not environment, "error": text}
+        return result(Outcome.TRANSIENT_FAILURE if environment else Outcome.INPUT_FAULT, error=text)
     except Exception as exc:  # noqa: BLE001 - any pipeline failure on this input is recorded, not fatal
-        return {**base, "ok": False, "input_fault": True,
-                "error": f"{exc.__class__.__name__}: {exc}".replace("\n", " ")[:500]}
+        return result(Outcome.INPUT_FAULT, error=f"{exc.__class__.__name__}: {exc}".replace("\n", " ")[:500])
     finally:
         if not staged:
             shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(held, ignore_errors=True)
         if held_fd is not None:
             os.close(held_fd)
+
+
+def _process(ticket: JobTicket, input_path: Path, staging: Path, settings, models) -> dict[str, Any] | None:
+    """Run the pipeline into `staging`; its numbers, or None when the input changed while it was read."""
+    from ..footage.process import process_input
+    started = time.monotonic()
+    sha256 = ticket.sha256
+    if sha256 is None:   # it could not be read at intake; maybe it can now
+        sha256 = _readable_sha256(Path(ticket.path), ticket.follow_symlinks)
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    extra = {MANIFEST_KEY: {"journal_id": ticket.journal_id, "job_id": ticket.id, "input": ticket.rel_path,
+                            "inbox": ticket.inbox, "sha256": sha256, "size": ticket.size}}
+    manifest = process_input(input_path, staging, settings, models=models, progress=False, extra_manifest=extra)
+    if manifest["input"]["sha256"] != sha256:
+        return None
+    frames, faces, tracks = manifest_numbers(manifest)
+    return {"seconds": time.monotonic() - started, "frames": frames, "faces": faces, "tracks": tracks}
 
 
 def _permission_error(shown: str, exc: OSError) -> Exception:
@@ -239,8 +245,30 @@ class PermanentInputError(Exception):
     """The input can never succeed as it is (a symlink, not a regular file...): fail at once, no retry."""
 
 
-def _checked_input(path: Path, kind: str, held: Path) -> tuple[Path, int | None]:
-    """With follow_symlinks false: the input must not be a symlink, nor hold one (frame folder).
+def _open_beneath(inbox: str, rel_path: str, flags: int, shown: str) -> int:
+    """An fd of INBOX/REL_PATH with every component below the inbox opened without following links: a folder
+    on the way swapped for a link (to /etc, to another inbox) is refused, not walked through."""
+    dir_fd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        *folders, last = rel_path.split("/")
+        for part in folders:
+            try:
+                next_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise PermanentInputError(f"{shown}: the folder {part!r} on its path is a symbolic link; "
+                                              "symlinks are not followed (daemon.follow_symlinks: false)") from None
+                raise
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return os.open(last, flags, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _checked_input(ticket: JobTicket, held: Path) -> tuple[Path, int | None]:
+    """With follow_symlinks false: neither the input nor a folder on its way from the inbox may be a symlink,
+    and a frame folder may not hold one.
 
     A file is opened here with O_NOFOLLOW and checked with fstat; a video is then handed to the pipeline as
     HELD/<its name> -> /proc/self/fd/N, so every later open by the pipeline (PyAV, twice, plus the audio
@@ -248,17 +276,19 @@ def _checked_input(path: Path, kind: str, held: Path) -> tuple[Path, int | None]
     are read with O_NOFOLLOW (image_files.refuse_symlinks), which covers photos and frames."""
     from ..inputs import is_video_name
     from ..safe_text import display_name
+    path = Path(ticket.path)
+    if ticket.follow_symlinks:
+        return path, None
     shown = display_name(path)
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
-    if kind == "frames":
+    if ticket.kind == "frames":
         try:
-            fd = os.open(path, flags | os.O_DIRECTORY)
+            os.close(_open_beneath(ticket.inbox, ticket.rel_path, flags | os.O_DIRECTORY, shown))
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise PermanentInputError(f"{shown}: is a symbolic link, not a folder; symlinks are not followed "
                                           "(daemon.follow_symlinks: false)") from None
             raise _permission_error(shown, exc) from None
-        os.close(fd)
         with os.scandir(path) as entries:
             links = sorted(e.name for e in entries if e.is_symlink())
         if links:
@@ -267,7 +297,7 @@ def _checked_input(path: Path, kind: str, held: Path) -> tuple[Path, int | None]
                                       "followed (daemon.follow_symlinks: false); drop the frames themselves")
         return path, None
     try:
-        fd = os.open(path, flags)
+        fd = _open_beneath(ticket.inbox, ticket.rel_path, flags, shown)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise PermanentInputError(f"{shown}: is a symbolic link; symlinks are not followed "
@@ -365,8 +395,8 @@ class WorkerHandle:
     def pid(self) -> int:
         return self.process.pid or 0
 
-    def send(self, job: dict[str, Any] | None) -> None:
-        self.conn.send(job)
+    def send(self, ticket: JobTicket | None) -> None:
+        self.conn.send(ticket)
 
     def kill(self) -> None:
         if self.process.is_alive():

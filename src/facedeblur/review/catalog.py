@@ -10,21 +10,19 @@ import calendar
 import json
 import os
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..daemon.journal import JOURNAL_FILE, STATES, from_db
+from ..daemon.journal import JOURNAL_FILE, STATES, JournalReader, from_db
 from ..safe_text import display_name
 from . import safe_files
 
 MANIFEST_LIMIT = 256 * 1024 * 1024   # a manifest of a very long clip is large, but never this large
 ROOT_FOLDER = "(inbox root)"         # the folder filter's name for inputs dropped straight into an inbox
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_FOLDER_OF = "CASE WHEN instr(rel_path, '/') > 0 THEN substr(rel_path, 1, instr(rel_path, '/') - 1) ELSE '' END"
 
 
 class BadQuery(ValueError):
@@ -117,36 +115,24 @@ class Catalog:
         self._manifests: dict[int, tuple[tuple[int, int], dict[str, Any]]] = {}
         self._manifest_lock = threading.Lock()
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(f"file:{self.journal_path}?mode=ro", uri=True, timeout=10)
-        db.row_factory = sqlite3.Row
-        return db
-
     # ---- the journal --------------------------------------------------------------------------------------
     def list_jobs(self, query: JobFilter, page_size: int) -> JobPage:
         where, params = query.where()
-        db = self._connect()
-        try:
-            total = db.execute(f"SELECT COUNT(*) FROM jobs{where}", params).fetchone()[0]
+        condition = where.removeprefix(" WHERE ")
+        with JournalReader(self.journal_path.parent, verify=False) as journal:
+            total = journal.count(condition, params)
             pages = max(1, -(-total // page_size))
             page = min(query.page, pages)
-            rows = db.execute(f"SELECT * FROM jobs{where} ORDER BY id DESC LIMIT ? OFFSET ?",
-                              (*params, page_size, (page - 1) * page_size)).fetchall()
-            folders = sorted({from_db(r[0]) for r in db.execute(f"SELECT DISTINCT {_FOLDER_OF} FROM jobs")},
-                             key=lambda name: (name != "", name))
-        finally:
-            db.close()
+            rows = journal.jobs(condition, params, newest_first=True, limit=page_size, offset=(page - 1) * page_size)
+            folders = sorted(set(journal.folders()), key=lambda name: (name != "", name))
         return JobPage([self._job(row) for row in rows], total, page, pages, folders)
 
     def job(self, job_id: int) -> dict[str, Any] | None:
-        db = self._connect()
-        try:
-            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        finally:
-            db.close()
+        with JournalReader(self.journal_path.parent, verify=False) as journal:
+            row = journal.job(job_id)
         return self._job(row) if row is not None else None
 
-    def _job(self, row: sqlite3.Row) -> dict[str, Any]:
+    def _job(self, row: dict[str, Any]) -> dict[str, Any]:
         job = {key: from_db(row[key]) for key in row.keys()}
         if "tracks" not in job:
             job["tracks"] = job.get("faces")   # journals before the tracks column kept the track count in faces

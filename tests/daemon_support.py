@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedeblur.daemon.journal import FINISHED_STATES
+from facedeblur.daemon.journal import FINISHED_STATES, JOURNAL_FILE, JournalReader
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -130,17 +130,7 @@ class DaemonRun:
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; jobs={self.jobs()}\n{self.log()[-3000:]}")
 
     def jobs(self) -> list[dict]:
-        db_path = self.state / "journal.sqlite3"
-        if not db_path.exists():
-            return []
-        db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-        db.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in db.execute("SELECT * FROM jobs ORDER BY id")]
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            db.close()
+        return journal_jobs(self.state)
 
     def settled(self, expected: int) -> bool:
         """`expected` jobs known and none queued or running."""
@@ -159,6 +149,17 @@ class DaemonRun:
 
     def manifests(self) -> list[dict]:
         return [json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in self.published()]
+
+
+def journal_jobs(state: Path) -> list[dict]:
+    """Every job row, oldest first; [] before the daemon created its journal."""
+    if not (state / JOURNAL_FILE).exists():
+        return []
+    try:
+        with JournalReader(state) as journal:
+            return journal.jobs()
+    except sqlite3.OperationalError:   # the tables are being created right now
+        return []
 
 
 def kill_leftover_daemons() -> None:
