@@ -141,10 +141,19 @@ def score(truth: dict, hypotheses: dict[int, dict[str, np.ndarray]]) -> dict:
         "precision": round(len(real) / max(len(real) + len(junk), 1), 3),
         "people": len(truth["ids"]), "found": len(found), "recall": round(len(found) / max(len(truth["ids"]), 1), 3),
         "missed": [pid for pid in truth["ids"] if pid not in found],
+        "junk_tracks": {hyp: _span(hypotheses, hyp) for hyp in junk},
+        "ignored_tracks": {hyp: _span(hypotheses, hyp) for hyp in ignored},
+        "tracks_of": {pid: sorted(tracks_of[pid]) for pid in truth["ids"]},
         "tracks_per_person": round(sum(len(tracks_of[p]) for p in found) / max(len(found), 1), 2),
     }
     result.update(_motmetrics(truth, hypotheses))
     return result
+
+
+def _span(hypotheses: dict[int, dict[str, np.ndarray]], hyp: str) -> str:
+    frames = [frame for frame, boxes in hypotheses.items() if hyp in boxes]
+    box = np.mean([hypotheses[f][hyp] for f in frames], axis=0)
+    return f"frames {min(frames)}-{max(frames)}, mean box {[round(float(v)) for v in box]}"
 
 
 def _motmetrics(truth: dict, hypotheses: dict[int, dict[str, np.ndarray]]) -> dict:

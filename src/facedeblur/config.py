@@ -111,6 +111,8 @@ class PipelineSettings(StrictModel):
     provider: Literal[PROVIDER_CHOICES] = Field("auto", description="onnxruntime device for every model")
     threads: int = Field(0, ge=0, description="onnxruntime threads per model; 0 = all cores")
     frame_folder_fps: float = Field(25.0, gt=0, le=1000, description="frame rate given to a folder of frames")
+    raw_stream_fps: float | None = Field(None, gt=0, le=1000, description="frame rate of a raw H.264/H.265 stream "
+                                         "(it carries none); null = 25, with a warning")
     max_frames: int | None = Field(None, ge=1, description="process only the first N frames; null = all")
     max_image_pixels: int = Field(100_000_000, ge=1, description="refuse an image (photo or frame) larger than "
                                   "this many pixels, from its header, before decoding it")

@@ -105,7 +105,7 @@ def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, mod
 
     input_path, outdir = Path(input_path), Path(outdir)
     set_max_image_pixels(settings.max_image_pixels)
-    source = open_source(input_path, settings.frame_folder_fps)  # validates INPUT before anything is created
+    source = open_source(input_path, settings.frame_folder_fps, settings.raw_stream_fps)  # validates INPUT before anything is created
     models = models or load_models(settings)
     staged = StagedOutput(outdir)
     try:
