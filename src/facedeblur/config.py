@@ -77,6 +77,8 @@ class TrackerSettings(StrictModel):
     min_track_face_size: int = Field(0, ge=0, description="a track whose largest face (px, shorter box side) "
                                                           "stays below this is dropped as false; 0 = off")
     use_identity: bool = Field(True, description="use SFace embeddings to keep identities apart")
+    verify_faces: bool = Field(True, description="drop tracks whose sampled crops show no face (too dark and flat, "
+                               "or weak to both the detector and SFace); needs use_identity")
     reid_max_gap_seconds: float = Field(5.0, ge=0.0, description="merge a track that reappears within this time "
                                                                  "with the same identity; 0 = never")
     max_interpolation_gap: int = Field(10, ge=0, description="fill up to this many frames without a detection")
