@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -380,7 +379,8 @@ class FaceTracker:
         self._next_label = 1
         self._updates = 0
         self._discarded_seen = 0
-        self.verify = settings.verify_faces and self.embedder is not None
+        # An embedder that cannot judge a crop (a recogniser without SFace's feature length) leaves it off.
+        self.verify = settings.verify_faces and hasattr(self.embedder, "embed_faces_with_evidence")
         self.cuts: list[int] = []  # first frame of each shot after the first
 
     def cut(self, frame_index: int) -> None:
@@ -454,15 +454,16 @@ class FaceTracker:
                 wanted.append((track, face_index, reference_due, evidence_due))
         if not wanted:
             return
-        crops = [self.embedder.crop_from_landmarks(image, observations[i].landmarks) for _, i, _, _ in wanted]
-        features = self.embedder.raw_features112(crops)
-        for (track, _, reference_due, evidence_due), crop, feature in zip(wanted, crops, features):
-            length = float(np.linalg.norm(feature))
+        landmarks = [observations[i].landmarks for _, i, _, _ in wanted]
+        if self.verify:
+            embeddings, evidence = self.embedder.embed_faces_with_evidence(image, landmarks)
+        else:
+            embeddings, evidence = self.embedder.embed_faces(image, landmarks), [None] * len(wanted)
+        for (track, _, reference_due, evidence_due), embedding, sample in zip(wanted, embeddings, evidence):
             if reference_due:
-                track.add_reference(feature / max(length, 1e-8))
+                track.add_reference(embedding)
             if evidence_due:
-                centre = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)[20:100, 20:92]  # brow to chin, cheek to cheek
-                track.evidence.append((length, float(centre.mean()), float(centre.std())))
+                track.evidence.append(tuple(float(v) for v in sample))
 
     def _guard_identities(self, image, observations, pairs) -> None:
         """When two faces that were overlapping separate, swap their labels back if ByteTrack crossed them.
