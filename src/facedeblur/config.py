@@ -75,6 +75,8 @@ class TrackerSettings(StrictModel):
     min_track_face_size: int = Field(0, ge=0, description="a track whose largest face (px, shorter box side) "
                                                           "stays below this is dropped as false; 0 = off")
     use_identity: bool = Field(True, description="use SFace embeddings to keep identities apart")
+    verify_faces: bool = Field(True, description="drop tracks whose sampled crops show no face (too dark and flat, "
+                               "or weak to both the detector and SFace); needs use_identity")
     reid_max_gap_seconds: float = Field(5.0, ge=0.0, description="merge a track that reappears within this time "
                                                                  "with the same identity; 0 = never")
     max_interpolation_gap: int = Field(10, ge=0, description="fill up to this many frames without a detection")
@@ -109,6 +111,8 @@ class PipelineSettings(StrictModel):
     provider: Literal[PROVIDER_CHOICES] = Field("auto", description="onnxruntime device for every model")
     threads: int = Field(0, ge=0, description="onnxruntime threads per model; 0 = all cores")
     frame_folder_fps: float = Field(25.0, gt=0, le=1000, description="frame rate given to a folder of frames")
+    raw_stream_fps: float | None = Field(None, gt=0, le=1000, description="frame rate of a raw H.264/H.265 stream "
+                                         "(it carries none); null = 25, with a warning")
     max_frames: int | None = Field(None, ge=1, description="process only the first N frames; null = all")
     max_image_pixels: int = Field(DEFAULT_MAX_IMAGE_PIXELS, ge=1, description="refuse an image (photo or frame) larger than "
                                   "this many pixels, from its header, before decoding it")

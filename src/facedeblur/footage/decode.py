@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 _TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE, errno.ENOMEM}
 
 # Display-matrix rotation (degrees, as FFmpeg reports it) -> the OpenCV rotation that makes the frame upright.
+# Raw elementary streams (FFmpeg's demuxer names) carry no frame rate or timestamps: FFmpeg assumes 25 fps.
+RAW_STREAM_FORMATS = {"h264", "hevc"}
+RAW_STREAM_DEFAULT_FPS = 25.0
+
 _UPRIGHT_ROTATIONS = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_CLOCKWISE}
 
 
@@ -69,7 +73,7 @@ def _av_problem(exc: Exception) -> str:
 class VideoSource:
     """A video file decoded by PyAV (FFmpeg inside the wheel)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, raw_stream_fps: float | None = None):
         import av
 
         self.path = path
@@ -83,6 +87,7 @@ class VideoSource:
                 audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
                 first = next(container.decode(stream), None)
                 start_seconds = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+                raw_stream = container.format.name in RAW_STREAM_FORMATS
         except FacedeblurError:
             raise
         except (av.FFmpegError, StopIteration, OSError, ValueError) as exc:
@@ -95,7 +100,7 @@ class VideoSource:
             raise UnusableInputError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
         rotation = int(round(first.rotation or 0)) % 360
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
-        rate = stream.average_rate or stream.guessed_rate
+        rate = _raw_stream_rate(path, raw_stream_fps) if raw_stream else stream.average_rate or stream.guessed_rate
         self.info = SourceInfo(kind="video", width=width, height=height, fps=float(rate) if rate else 25.0,
                                frame_rate=Fraction(rate) if rate else None, time_base=stream.time_base,
                                expected_frames=stream.frames or None, rotation=rotation, audio_codec=audio,
@@ -135,6 +140,18 @@ class VideoSource:
                                       f"({_av_problem(exc)}); repair or re-export the file") from None
         finally:
             container.close()
+
+
+def _raw_stream_rate(path: Path, configured: float | None) -> Fraction:
+    """A raw stream's frame rate: the one given (--fps, pipeline.raw_stream_fps), else 25 with a warning, since
+    a stream recorded at another rate then plays too fast or too slow in the outputs."""
+    if configured:
+        log.info("%s: raw stream without a frame rate; taken as %g fps as configured", path.name, configured)
+        return Fraction(configured).limit_denominator(1001)
+    log.warning("%s: raw H.264/H.265 stream carries no frame rate; assuming %g fps (a stream recorded at another "
+                "rate comes out too fast or too slow): give the real one with --fps or pipeline.raw_stream_fps",
+                path.name, RAW_STREAM_DEFAULT_FPS)
+    return Fraction(RAW_STREAM_DEFAULT_FPS)
 
 
 class FrameFolderSource:
@@ -179,7 +196,7 @@ class SingleImageSource:
 FootageSource = VideoSource | FrameFolderSource | SingleImageSource
 
 
-def open_source(path: Path, frame_folder_fps: float = 25.0) -> FootageSource:
+def open_source(path: Path, frame_folder_fps: float = 25.0, raw_stream_fps: float | None = None) -> FootageSource:
     """Open INPUT by what it is; every problem is a one-line FacedeblurError naming the fix."""
     if not path.exists():
         raise FacedeblurError(f"{path}: not found; check the path")
@@ -189,6 +206,6 @@ def open_source(path: Path, frame_folder_fps: float = 25.0) -> FootageSource:
     if kind == "image":
         return SingleImageSource(path)
     if kind == "video":
-        return VideoSource(path)
+        return VideoSource(path, raw_stream_fps)
     raise UnusableInputError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video "
                           f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frame images")

@@ -105,7 +105,7 @@ def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, mod
 
     input_path, outdir = Path(input_path), Path(outdir)
     set_max_image_pixels(settings.max_image_pixels)
-    source = open_source(input_path, settings.frame_folder_fps)  # validates INPUT before anything is created
+    source = open_source(input_path, settings.frame_folder_fps, settings.raw_stream_fps)  # validates INPUT before anything is created
     models = models or load_models(settings)
     staged = StagedOutput(outdir)
     try:
@@ -177,6 +177,7 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
                 progress: bool) -> FoundFaces:
     """Pass 1: detect and track. Only face positions are kept, never frames."""
     from .select_best import choose_best_frames, sharpness
+    from .shots import ShotCutDetector
     from .smooth import plan_faces
     from .track import FaceTracker
     from ..pipeline.align import estimate_alignment, warp_to_crop
@@ -186,6 +187,7 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
     tracker = FaceTracker(settings.tracker, info.fps or 25.0, stride, models.embedder)
     frame_times: list[float] = []
     frame_pts: list[int | None] = []
+    shots, cut_pending = ShotCutDetector(), False
     expected = min(info.expected_frames or 0, limit or 10**9) or None
     with _progress(expected, "finding faces", progress) as bar:
         for frame in timer.timed(source.frames(), "decode"):
@@ -193,7 +195,12 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
                 break
             frame_times.append(frame.time)
             frame_pts.append(frame.pts)
+            with timer("track"):
+                cut_pending = shots.is_cut(frame.image) or cut_pending
             if frame.index % stride == 0:
+                if cut_pending:
+                    tracker.cut(frame.index)
+                    cut_pending = False
                 with timer("detect"):
                     faces = detector.detect(frame.image, include_weak=True)  # weak ones only extend tracks
                 with timer("track"):
@@ -213,9 +220,9 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
         planned = plan_faces(tracks, tracker.untracked, max_gap, settings.tracker.landmark_smoothing_sigma,
                              last_detection_frame, frame_count - 1)
         best_frames = {t.track_id: choose_best_frames(t, settings.output.gallery_frames_per_track) for t in tracks}
-    log.info("%d frame(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, %d track(s) merged; "
-             "%d false track(s) dropped)", frame_count, len(tracks), sum(len(v) for v in planned.values()), tracker.swaps,
-             tracker.merges, len(tracker.dropped))
+    log.info("%d frame(s), %d shot(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, "
+             "%d track(s) merged; %d false track(s) dropped)", frame_count, len(tracker.cuts) + 1, len(tracks),
+             sum(len(v) for v in planned.values()), tracker.swaps, tracker.merges, len(tracker.dropped))
     return FoundFaces(frame_count, frame_times, frame_pts, tracker, tracks, planned, best_frames)
 
 

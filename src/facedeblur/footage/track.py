@@ -36,6 +36,27 @@ CROSSING_CLEARANCE = 0.05
 SAMPLE_CLEARANCE = 0.25
 SWAP_MARGIN = 0.25  # summed cosine gain required before overruling ByteTrack's assignment
 MERGE_SIMILARITY = 0.45  # SFace cosine above which two non-overlapping tracks are the same person
+# Face evidence (verify_faces), sampled like the identity reference from SFace's 112 px crops; the values
+# separate the stage clip's hands, microphone, logo corner and dark crowd patches from every labelled face of
+# the team's clips (tests/data/tracks; measured in docs/footage-pipeline.md, "False tracks").
+EVIDENCE_SAMPLES = 5
+DARK_BRIGHTNESS = 50  # mean grey level of the face's centre below which ...
+FLAT_CONTRAST = 12  # ... a standard deviation below this shows no features: a dark patch
+WEAK_FEATURE_LENGTH = 6.5  # SFace feature length (median) below which the recogniser sees no clear face ...
+WEAK_SCORE = 0.8  # ... and the detector's median score below this ...
+WEAK_MAX_SIZE = 96  # ... on a face never this large (a close profile is weak to both, and large)
+BLURRED_FEATURE_LENGTH = 7.0  # a face below this, ...
+BLURRED_SHARPNESS = 8.0  # ... this sharp at most (median Laplacian variance of its crops), ...
+BLURRED_MAX_SIZE = 80  # ... and never this large is a defocused background face no restorer can recover
+DUPLICATE_OVERLAP = 0.3  # a track whose boxes share this much of their area with a longer track's in every frame
+DUPLICATE_MAX_FRAMES = 2  # ... (or in a frame this near) is the same face twice
+# Two tracks of one shot whose faces meet (IoU >= HANDOVER_IOU within HANDOVER_FRAMES frames) while they share
+# at most HANDOVER_SHARED frames are one face whose track ByteTrack lost and restarted (a fast turn or move):
+# joined, unless their identities disagree (SFace cosine below HANDOVER_MIN_SIMILARITY: different people).
+HANDOVER_IOU = 0.5
+HANDOVER_FRAMES = 2
+HANDOVER_SHARED = 2
+HANDOVER_MIN_SIMILARITY = 0.2
 # ByteTrack's fixed thresholds: a weak detection must overlap its track's prediction well (it is only
 # trusted because the track is already there), and a tentative track has no velocity estimate yet.
 LOW_SCORE_MATCH_IOU = 0.5
@@ -234,6 +255,9 @@ class Track:
     observations: list[Observation] = field(default_factory=list)
     reference: np.ndarray | None = None  # mean SFace embedding (normalised)
     reference_count: int = 0
+    shot: int = 0  # index of the shot (between cuts) the track lies in
+    # Face evidence samples: SFace feature length, brightness and contrast of the crop's centre.
+    evidence: list[tuple[float, float, float]] = field(default_factory=list)
 
     @property
     def first_frame(self) -> int:
@@ -291,6 +315,45 @@ def _frame_gap(a: "Track", b: "Track") -> int:
     return int(nearest.min())
 
 
+def _hands_over(earlier: Track, later: Track) -> bool:
+    """Does one track take over the other's face: same shot, few shared frames, and a face of each, at most
+    HANDOVER_FRAMES apart, overlapping by HANDOVER_IOU?"""
+    if earlier.shot != later.shot or later.first_frame < earlier.first_frame:
+        return False
+    frames_a = np.array([o.frame_index for o in earlier.observations])
+    frames_b = np.array([o.frame_index for o in later.observations])
+    if len(np.intersect1d(frames_a, frames_b)) > HANDOVER_SHARED:
+        return False
+    for b in later.observations:
+        position = int(np.searchsorted(frames_a, b.frame_index))
+        for a_index in range(max(0, position - 2), min(len(frames_a), position + 2)):
+            a = earlier.observations[a_index]
+            if abs(a.frame_index - b.frame_index) <= HANDOVER_FRAMES and box_iou(a.box, b.box)[0, 0] >= HANDOVER_IOU:
+                return True
+    return False
+
+
+def _covers(host: Track, track: Track) -> bool:
+    """Does `track` lie within `host`'s time span, each of its faces overlapping host's face of the same or
+    a neighbouring frame? (On a hard face, such as a profile, the detector may box the face one way in one
+    frame and another way in the next: two alternating tracks of one face.)"""
+    if host.shot != track.shot or not host.first_frame <= track.first_frame <= track.last_frame <= host.last_frame:
+        return False
+    frames = np.array([o.frame_index for o in host.observations])
+    for observation in track.observations:
+        nearest = int(np.argmin(np.abs(frames - observation.frame_index)))
+        if abs(int(frames[nearest]) - observation.frame_index) > DUPLICATE_MAX_FRAMES:
+            return False
+        box = host.observations[nearest].box
+        x1, y1 = max(box[0], observation.box[0]), max(box[1], observation.box[1])
+        x2, y2 = min(box[2], observation.box[2]), min(box[3], observation.box[3])
+        shared = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+        smaller = min(float(np.prod(box[2:] - box[:2])), float(np.prod(observation.box[2:] - observation.box[:2])))
+        if shared < DUPLICATE_OVERLAP * max(smaller, 1e-6):
+            return False
+    return True
+
+
 class FaceTracker:
     """Feed it the faces of each detection frame in order; read `tracks` (and `untracked`) at the end."""
 
@@ -316,6 +379,17 @@ class FaceTracker:
         self._next_label = 1
         self._updates = 0
         self._discarded_seen = 0
+        # An embedder that cannot judge a crop (a recogniser without SFace's feature length) leaves it off.
+        self.verify = settings.verify_faces and hasattr(self.embedder, "embed_faces_with_evidence")
+        self.cuts: list[int] = []  # first frame of each shot after the first
+
+    def cut(self, frame_index: int) -> None:
+        """A shot cut before `frame_index`: every face on screen ends; nothing after joins anything before."""
+        self.cuts.append(frame_index)
+        for tracker_id in [t.track_id for t in self.association.tracks]:
+            self.label_of.pop(tracker_id, None)
+        self.association.tracks = []
+        self._touching = set()
 
     def update(self, frame_index: int, image: np.ndarray, faces: list[Face]) -> list[tuple[int | None, Observation]]:
         self._updates += 1
@@ -338,7 +412,7 @@ class FaceTracker:
         result: list[tuple[int | None, Observation]] = []
         for tracker_id, face_index in pairs:
             label = self.label_of[tracker_id]
-            self.tracks.setdefault(label, Track(label)).observations.append(observations[face_index])
+            self.tracks.setdefault(label, Track(label, shot=len(self.cuts))).observations.append(observations[face_index])
             result.append((label, observations[face_index]))
         for face_index, observation in enumerate(observations):
             if assigned[face_index] is None and not weak[face_index]:  # a weak one alone is no face at all
@@ -366,18 +440,30 @@ class FaceTracker:
         return crowded
 
     def _sample_references(self, image, observations, pairs) -> None:
-        """Collect identity samples only from faces standing apart, so a reference never mixes two people."""
+        """Every REFERENCE_EVERY detections of a track: a face-evidence sample (verify_faces), and an identity
+        sample if the face stands apart, so a reference never mixes two people."""
         crowded = self._crowded(observations, pairs, SAMPLE_CLEARANCE)
         wanted = []
         for tracker_id, face_index in pairs:
             track = self.tracks[self.label_of[tracker_id]]
-            due = track.reference_count < REFERENCE_SAMPLES and (len(track.observations) - 1) % REFERENCE_EVERY == 0
-            if due and face_index not in crowded:
-                wanted.append((track, face_index))
-        if wanted:
-            embeddings = self.embedder.embed_faces(image, [observations[i].landmarks for _, i in wanted])
-            for (track, _), embedding in zip(wanted, embeddings):
+            if (len(track.observations) - 1) % REFERENCE_EVERY:
+                continue
+            reference_due = track.reference_count < REFERENCE_SAMPLES and face_index not in crowded
+            evidence_due = self.verify and len(track.evidence) < EVIDENCE_SAMPLES
+            if reference_due or evidence_due:
+                wanted.append((track, face_index, reference_due, evidence_due))
+        if not wanted:
+            return
+        landmarks = [observations[i].landmarks for _, i, _, _ in wanted]
+        if self.verify:
+            embeddings, evidence = self.embedder.embed_faces_with_evidence(image, landmarks)
+        else:
+            embeddings, evidence = self.embedder.embed_faces(image, landmarks), [None] * len(wanted)
+        for (track, _, reference_due, evidence_due), embedding, sample in zip(wanted, embeddings, evidence):
+            if reference_due:
                 track.add_reference(embedding)
+            if evidence_due:
+                track.evidence.append(tuple(float(v) for v in sample))
 
     def _guard_identities(self, image, observations, pairs) -> None:
         """When two faces that were overlapping separate, swap their labels back if ByteTrack crossed them.
@@ -417,9 +503,11 @@ class FaceTracker:
             track.observations.sort(key=lambda o: o.frame_index)
         if self.embedder is not None and self.reid_max_gap_frames > 0:
             tracks = self._merge_reappearing(tracks)
+        tracks = self._join_handovers(tracks)
+        tracks = self._drop_duplicates(tracks)
         kept = []
         for track in tracks:
-            reason = self._implausible(track.observations)
+            reason = self._implausible(track.observations) or self._not_a_face(track)
             if reason is None:
                 kept.append(track)
             else:
@@ -455,6 +543,61 @@ class FaceTracker:
             return f"largest face {largest:.0f} px, below {settings.min_track_face_size} px"
         return None
 
+    def _not_a_face(self, track: Track) -> str | None:
+        """Why the track's sampled crops show no face (None: they show one, or verification is off)."""
+        if not self.verify or not track.evidence:
+            return None
+        length, brightness, contrast = np.median(np.array(track.evidence), axis=0)
+        score = float(np.median([o.score for o in track.observations]))
+        largest = max(o.size for o in track.observations)
+        sharpness = float(np.median([o.sharpness for o in track.observations]))
+        if brightness < DARK_BRIGHTNESS and contrast < FLAT_CONTRAST:
+            return f"too dark and flat to show a face (brightness {brightness:.0f}, contrast {contrast:.1f})"
+        if length < WEAK_FEATURE_LENGTH and score < WEAK_SCORE and largest < WEAK_MAX_SIZE:
+            return (f"no clear face: SFace feature length {length:.1f} and median detector score {score:.2f}, "
+                    f"face at most {largest:.0f} px")
+        if length < BLURRED_FEATURE_LENGTH and sharpness < BLURRED_SHARPNESS and largest < BLURRED_MAX_SIZE:
+            return (f"defocused background face: SFace feature length {length:.1f}, sharpness {sharpness:.1f}, "
+                    f"face at most {largest:.0f} px")
+        return None
+
+    def _join_handovers(self, tracks: list[Track]) -> list[Track]:
+        """Join tracks where one face's track stops and another starts on the same face (see HANDOVER_IOU)."""
+        joined = True
+        while joined:
+            joined = False
+            for earlier in tracks:
+                later = next((t for t in tracks if t is not earlier and _hands_over(earlier, t)), None)
+                if later is None:
+                    continue
+                if earlier.reference is not None and later.reference is not None \
+                        and float(earlier.reference @ later.reference) < HANDOVER_MIN_SIMILARITY:
+                    continue
+                frames = {o.frame_index for o in earlier.observations}
+                earlier.observations.extend(o for o in later.observations if o.frame_index not in frames)
+                earlier.observations.sort(key=lambda o: o.frame_index)
+                earlier.evidence.extend(later.evidence)
+                if later.reference is not None:
+                    for _ in range(later.reference_count):
+                        earlier.add_reference(later.reference)
+                tracks.remove(later)
+                self.merges += 1
+                joined = True
+                break
+        return tracks
+
+    def _drop_duplicates(self, tracks: list[Track]) -> list[Track]:
+        """A track seen only while a longer track covers the same face (a second box on one head, such as a
+        profile's two landmark guesses) is the same face twice: drop the shorter."""
+        kept = []
+        for track in sorted(tracks, key=lambda t: (t.first_frame - t.last_frame, -len(t.observations))):
+            host = next((other for other in kept if _covers(other, track)), None)
+            if host is None:
+                kept.append(track)
+            else:
+                self.dropped.append(self._dropped(track.observations, "duplicate: the same face as a longer track"))
+        return sorted(kept, key=lambda t: t.first_frame)
+
     @staticmethod
     def _dropped(observations: list[Observation], reason: str, tracked: bool = True) -> DroppedTrack:
         return DroppedTrack(observations[0].frame_index, observations[-1].frame_index, len(observations),
@@ -468,7 +611,8 @@ class FaceTracker:
             best = None
             for earlier in tracks:
                 for later in tracks:
-                    if later is earlier or earlier.reference is None or later.reference is None:
+                    if (later is earlier or earlier.reference is None or later.reference is None
+                            or later.shot != earlier.shot):  # a cut starts new people
                         continue
                     # Frames between their nearest detections (0: they share a frame, two faces at once). Not
                     # just later.first - earlier.last: once A(frames 0, 2) is merged from A(0) and C(2), B(1)

@@ -33,14 +33,31 @@ class IdentityEmbedder:
 
     def embed_crops112(self, crops: list[np.ndarray]) -> np.ndarray:
         """L2-normalised 128-d embeddings of 112x112 BGR crops in the SFace layout."""
+        array = self.raw_features112(crops)
+        return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-8)
+
+    def raw_features112(self, crops: list[np.ndarray]) -> np.ndarray:
+        """SFace's 128-d features before normalisation. Their length says how face-like the crop is: clear
+        faces about 8-11, profiles and blurred faces 6-7, hands, logos and dark patches 4-6 (measured on the
+        team's clips; docs/footage-pipeline.md)."""
         if not crops:
             return np.zeros((0, 128), np.float32)
         features = []
         for crop in crops:  # the bundled file has a fixed batch of 1
             blob = crop[:, :, ::-1].astype(np.float32).transpose(2, 0, 1)[None]
             features.append(self.session.run(None, {self.input_name: np.ascontiguousarray(blob)})[0][0])
-        array = np.asarray(features, np.float32)
-        return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-8)
+        return np.asarray(features, np.float32)
+
+    def embed_faces_with_evidence(self, image: np.ndarray,
+                                  landmarks_list: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised embeddings, and per face the evidence that it is one: SFace's feature length, and the
+        brightness and contrast (grey mean and standard deviation) of the crop's centre, brow to chin."""
+        crops = [self.crop_from_landmarks(image, lm) for lm in landmarks_list]
+        features = self.raw_features112(crops)
+        lengths = np.linalg.norm(features, axis=1) if len(crops) else np.zeros(0, np.float32)
+        centres = [cv2.cvtColor(c, cv2.COLOR_BGR2GRAY)[20:100, 20:92] for c in crops]
+        evidence = np.array([[length, c.mean(), c.std()] for length, c in zip(lengths, centres)], np.float64)
+        return features / np.maximum(lengths[:, None], 1e-8), evidence.reshape(-1, 3)
 
     def embed_faces(self, image: np.ndarray, landmarks_list: list[np.ndarray]) -> np.ndarray:
         return self.embed_crops112([self.crop_from_landmarks(image, lm) for lm in landmarks_list])
