@@ -6,6 +6,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
 from test_review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
-                                 processed_outbox, session_cookie, write_serve_config)
+                                 one_job_copy, processed_outbox, session_cookie, write_serve_config)
 
 
 @pytest.fixture(scope="module")
@@ -394,3 +395,33 @@ def test_repo_config_documents_every_serve_key() -> None:
         line = next((l for l in text.splitlines() if l.strip().startswith(f"{key}:")), None)
         assert line is not None and "#" in line, f"serve.{key} missing or uncommented in config.yaml"
     assert load_config(repo_config).serve == ServeSettings()
+
+
+def test_an_inbox_input_swapped_for_a_fifo_or_a_larger_file_does_not_hang_or_bloat_the_export(
+        box, tmp_path: Path) -> None:
+    """The inbox is writable by whoever drops footage: the export must neither wait on a FIFO planted in place
+    of a processed input nor copy a larger file that took its name."""
+    copy, job = one_job_copy(box, tmp_path / "box")
+    original = copy.inbox / "sample-clip.mp4"
+    exports = tmp_path / "exports"
+    running = Server(write_serve_config(tmp_path / "serve.yaml", copy, exports=str(exports),
+                                        export_max_input_mb=200))
+    try:
+        original.unlink()
+        os.mkfifo(original)
+        cookie, csrf = browser_session(running, f"/jobs/{job}")
+        case_id, cookie = export(running, cookie, csrf, [(job, 1)])            # returns: no wait for a writer
+        recorded = (exports / f"case-{case_id}" / "jobs" / f"j{job}" / "input" / "input.sha256").read_text()
+        assert "no longer a regular file" in recorded
+        assert running.request("GET", "/healthz")[0] == 200
+        original.unlink()
+        with open(original, "wb") as grown:                                    # the processed bytes, then more
+            grown.write(SAMPLE_CLIP.read_bytes())
+            grown.truncate(SAMPLE_CLIP.stat().st_size + 64 * 1024 * 1024)
+        status, _, body = running.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})
+        assert status == 303, body
+        folder = exports / f"case-{case_id}" / "jobs" / f"j{job}" / "input"
+        assert [p.name for p in folder.iterdir()] == ["input.sha256"]
+        assert f"not the {SAMPLE_CLIP.stat().st_size} bytes processed" in (folder / "input.sha256").read_text()
+    finally:
+        running.stop()

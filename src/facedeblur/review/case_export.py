@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -62,13 +63,48 @@ def _file_name(name: str) -> str:
     return cleaned[:150] or "input"
 
 
-def _copy_fd(fd: int, target: Path) -> str:
+def _copy_fd(fd: int, target: Path, limit: int | None = None) -> str:
+    """Copy what the descriptor holds (at most `limit` bytes) to `target`; returns the SHA-256 of the copy."""
     digest = hashlib.sha256()
+    left = limit
     with os.fdopen(fd, "rb") as source, open(target, "wb") as sink:
-        while block := source.read(CHUNK):
+        while left is None or left > 0:
+            block = source.read(CHUNK if left is None else min(CHUNK, left))
+            if not block:
+                break
+            if left is not None:
+                left -= len(block)
             digest.update(block)
             sink.write(block)
     return digest.hexdigest()
+
+
+class _InputUnusable(Exception):
+    """The inbox file is not the one that was processed; the message says why, for the report."""
+
+
+def _open_recorded_input(path: Path, recorded_size: int) -> int:
+    """A blocking descriptor of the inbox file, only when it is still a regular file of the recorded size.
+
+    The inbox is writable by whoever drops footage: the file may since have been swapped for a FIFO (a plain
+    open would wait for a writer forever), a symlink, or a much larger file. O_NONBLOCK makes the open of a
+    FIFO return at once, and fstat on the open descriptor decides, so a swap after the check changes nothing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _InputUnusable(f"no longer readable in the inbox ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _InputUnusable("no longer a regular file in the inbox")
+        if info.st_size != recorded_size:
+            raise _InputUnusable(f"now {info.st_size} bytes in the inbox, not the {recorded_size} bytes processed")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def sha256_fd(fd: int) -> str:
@@ -90,11 +126,11 @@ def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[
         path = Path(job["path"])
         target = target_dir / _file_name(job["name"])
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            reason = f"no longer readable in the inbox ({exc.strerror}): listed by its SHA-256 only"
+            fd = _open_recorded_input(path, int(job.get("size") or 0))
+        except _InputUnusable as exc:
+            reason = f"{exc}: listed by its SHA-256 only"
         else:
-            copied = _copy_fd(fd, target)
+            copied = _copy_fd(fd, target, limit=int(job.get("size") or 0))
             if copied == recorded:
                 return f"yes: input/{target.name}", recorded
             target.unlink()
