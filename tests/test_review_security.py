@@ -5,10 +5,14 @@ from __future__ import annotations
 import html
 import os
 import re
+import resource
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -305,6 +309,8 @@ def test_the_unit_is_hardened_and_read_only_on_the_outbox() -> None:
     assert settings["PrivateDevices"] == ["yes"]                     # no GPU needed to serve pages
     assert any("facedeblur serve" in line for line in settings["ExecStart"])
     assert settings["RestartPreventExitStatus"] == ["2"]
+    from facedeblur.review.connections import WANTED_OPEN_FILES
+    assert settings["LimitNOFILE"] == [str(WANTED_OPEN_FILES)]      # room for many clients, not systemd's 1024
 
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -319,3 +325,88 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
     problems = [line for line in (result.stdout + result.stderr).splitlines() if "facedeblur-serve.service" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_concurrent_wrong_logins_get_no_more_password_checks_than_the_limit(box, tmp_path: Path) -> None:
+    """40 wrong logins sent at once: only login_attempts of them may reach the password check (401); the rest
+    are refused by the limiter (429) however they interleave."""
+    config = write_serve_config(tmp_path / "serve.yaml", box, login_attempts=3, threads=16,
+                                users=[{"name": "alice", "password_hash": password_hash()}])
+    running = Server(config)
+    try:
+        sessions = []
+        for _ in range(40):
+            _, headers, page = running.request("GET", "/login")
+            sessions.append((session_cookie(headers), csrf_of(page)))
+        start = threading.Barrier(len(sessions))
+        statuses: list[int] = []
+
+        def attempt(cookie: str, csrf: str) -> None:
+            start.wait()
+            statuses.append(running.request("POST", "/login", cookie=cookie,
+                                            body={"csrf_token": csrf, "user": "alice", "password": "wrong"})[0])
+        threads = [threading.Thread(target=attempt, args=session) for session in sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert sorted(statuses) == [401] * 3 + [429] * 37, sorted(statuses)
+    finally:
+        running.stop()
+
+
+def test_a_right_password_does_not_count_against_the_limit(box, tmp_path: Path) -> None:
+    config = write_serve_config(tmp_path / "serve.yaml", box, login_attempts=2,
+                                users=[{"name": "alice", "password_hash": password_hash()}])
+    running = Server(config)
+    try:
+        for _ in range(4):
+            assert login(running, "alice", PASSWORD)[0] == 302
+        assert login(running, "alice", "wrong password")[0] == 401
+        assert login(running, "alice", PASSWORD)[0] == 302
+    finally:
+        running.stop()
+
+
+# ---- slow clients ------------------------------------------------------------------------------------------
+def test_slowloris_connections_are_cut_off_and_do_not_lock_out_reviewers(box, tmp_path: Path) -> None:
+    """1,100 connections each sending one header line every 2 s, against a server started with systemd's
+    default of 1,024 open files: a reviewer is still answered while they are held, and the server closes them
+    once their request head has taken longer than REQUEST_HEAD_SECONDS."""
+    from facedeblur.review.connections import REQUEST_HEAD_SECONDS
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit on open files is {hard}; this test needs 4096")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))   # this test's own 1,100 sockets
+    running = Server(write_serve_config(tmp_path / "serve.yaml", box), open_files=1024)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            client = socket.create_connection(("127.0.0.1", running.port), timeout=30)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(client)
+        started = time.monotonic()
+        assert running.request("GET", "/healthz")[0] == 200          # answered while all 1,100 are held
+        closed: set[int] = set()
+        while len(closed) < len(slow) and time.monotonic() < started + REQUEST_HEAD_SECONDS + 30:
+            for index, client in enumerate(slow):
+                if index in closed:
+                    continue
+                try:
+                    client.sendall(b"X-Slow: 1\r\n")
+                    client.settimeout(0.001)
+                    if client.recv(1024) == b"":
+                        closed.add(index)
+                except (BlockingIOError, TimeoutError):
+                    pass
+                except OSError:
+                    closed.add(index)                                  # reset by the server: cut off too
+            time.sleep(2)
+        assert len(closed) == len(slow), f"{len(slow) - len(closed)} slow connections still open"
+        assert running.request("GET", "/healthz")[0] == 200
+    finally:
+        for client in slow:
+            client.close()
+        running.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -237,13 +237,13 @@ def create_app(parts: ServerParts) -> Starlette:
             return page(request, "login.html", next=target, error=None)
         name = form(request).get("user", "")[:64]
         client = f"address:{request.client.host if request.client else 'unknown'}"
-        wait = limiter.retry_after(client, f"user:{name}")
+        wait, attempt = limiter.begin_attempt(client, f"user:{name}")
         if wait > 0:
             return page(request, "login.html", 429, {"Retry-After": str(int(wait) + 1)}, next=target,
                         error=f"Too many failed logins: try again in {int(wait) + 1} s.")
         if not credentials.check_password(name, form(request).get("password", "")):
-            limiter.failed(client, f"user:{name}")
             return page(request, "login.html", 401, next=target, error="Wrong user name or password.")
+        limiter.succeeded(attempt, client, f"user:{name}")
         request.session.clear()   # a fresh session (and CSRF token) on login: no fixation
         request.session["user"] = name
         request.session["csrf"] = auth.new_csrf_token()

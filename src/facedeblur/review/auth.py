@@ -135,21 +135,35 @@ class LoginLimiter:
             failures.popleft()
         return failures
 
-    def retry_after(self, *keys: str) -> float:
+    def _wait(self, keys: tuple[str, ...], now: float) -> float:
         """Seconds until a login may be tried again under every key; 0 when it may be tried now."""
-        now = time.monotonic()
-        with self._lock:
-            waits = [failures[0] + self.window - now for key in keys
-                     if len(failures := self._recent(key, now)) >= self.attempts]
+        waits = [failures[0] + self.window - now for key in keys
+                 if len(failures := self._recent(key, now)) >= self.attempts]
         return max(waits, default=0.0)
 
-    def failed(self, *keys: str) -> None:
+    def begin_attempt(self, *keys: str) -> tuple[float, float]:
+        """(wait, attempt): a wait above 0 refuses the attempt; otherwise it is counted as failed at once, in the
+        same locked step as the check, so concurrent attempts cannot all pass the check before any failure is
+        recorded. `succeeded(attempt, ...)` takes it back when the password was right."""
         now = time.monotonic()
         with self._lock:
+            wait = self._wait(keys, now)
+            if wait <= 0:
+                self._record(keys, now)
+        return wait, now
+
+    def succeeded(self, attempt: float, *keys: str) -> None:
+        with self._lock:
             for key in keys:
-                self._recent(key, now).append(now)
-            if len(self._failures) > 100_000:   # a flood of distinct keys must not grow memory forever
-                self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+                failures = self._failures.get(key)
+                if failures is not None and attempt in failures:
+                    failures.remove(attempt)
+
+    def _record(self, keys: tuple[str, ...], now: float) -> None:
+        for key in keys:
+            self._recent(key, now).append(now)
+        if len(self._failures) > 100_000:   # a flood of distinct keys must not grow memory forever
+            self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
 
 
 def new_csrf_token() -> str:
