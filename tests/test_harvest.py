@@ -561,3 +561,52 @@ def test_a_huge_crawl_delay_skips_the_host_instead_of_stalling_the_harvest(tmp_p
     assert summary["kept"] == 1 and summary["skipped"] == {"crawl-delay too long": 2}, summary
     detail = [json.loads(line)["detail"] for line in (out / "skipped.jsonl").read_text().splitlines()]
     assert all("86400 s" in d for d in detail), detail
+
+
+ROGUE_PAGE = """<!doctype html><html><head><title>Rogue</title>
+<link rel="stylesheet" href="%(private)s/style.css"><script src="%(private)s/script.js"></script></head>
+<body><iframe src="%(private)s/frame.html"></iframe><div id="gallery"></div>
+<script src="gallery.js"></script>
+<script>
+fetch('%(private)s/fetch', {mode: 'no-cors'}).catch(() => {});
+navigator.sendBeacon('%(private)s/beacon', 'stolen');
+</script></body></html>
+"""
+GALLERY_SCRIPT = b"""const img = document.createElement('img'); img.src = 'img/face-a.jpg';
+document.getElementById('gallery').appendChild(img);"""
+
+
+@needs_chromium
+def test_the_browser_cannot_reach_a_private_host_the_harvester_refuses(tmp_path):
+    """A page on the host the user named makes the browser ask a private host (loopback under another name,
+    which the user did not give) for a script, a stylesheet, an iframe, a fetch and a sendBeacon POST. None of
+    them may arrive there; the page's own script still runs and its photo is still harvested."""
+    pytest.importorskip("selenium", reason="pip install selenium (the train extra)")
+    seen: list[tuple[str, str]] = []
+
+    class Private(_QuietHandler):
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path))
+            super().do_GET()
+
+        def do_POST(self) -> None:
+            seen.append(("POST", self.path))
+            self.send_response(204)
+            self.end_headers()
+
+    private_base, private_server = serve_locally({"style.css": b"body{}", "script.js": b"1;",
+                                                  "frame.html": b"<p>inside</p>"}, tmp_path / "private", Private)
+    private = private_base.replace("127.0.0.1", "localhost")
+    base, server = serve_locally({"page.html": (ROGUE_PAGE % {"private": private}).encode(),
+                                  "gallery.js": GALLERY_SCRIPT, "img/face-a.jpg": jpeg(portrait(240, (90, 110, 130)))},
+                                 tmp_path / "site")
+    try:
+        out = tmp_path / "out"
+        harvest_within(240, f"{base}/page.html", "-o", str(out), "--delay", "0", "--no-progress")
+    finally:
+        for running in (server, private_server):
+            running.shutdown()
+            running.server_close()
+    assert seen == [], seen
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kept"] == 1 and summary["pages_visited"] == 1, summary
