@@ -410,3 +410,22 @@ def test_slowloris_connections_are_cut_off_and_do_not_lock_out_reviewers(box, tm
             client.close()
         running.stop()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_logout_revokes_the_session_and_every_copy_of_its_cookie(box, tmp_path: Path) -> None:
+    running = Server(write_serve_config(tmp_path / "serve.yaml", box,
+                                        users=[{"name": "alice", "password_hash": password_hash()}]))
+    try:
+        status, headers = login(running, "alice", PASSWORD)
+        assert status == 302
+        copied = session_cookie(headers)                               # e.g. lifted from a shared machine
+        status, headers, page = running.request("GET", "/case", cookie=copied)
+        assert status == 200
+        cookie = session_cookie(headers) or copied
+        assert running.request("POST", "/logout", cookie=cookie, body={"csrf_token": csrf_of(page)})[0] == 302
+        for stale in {copied, cookie}:
+            assert running.request("GET", "/", cookie=stale)[0] == 401
+        status, headers = login(running, "alice", PASSWORD)            # logging in again works
+        assert status == 302 and running.request("GET", "/", cookie=session_cookie(headers))[0] == 200
+    finally:
+        running.stop()

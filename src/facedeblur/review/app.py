@@ -80,9 +80,10 @@ class ReviewGate:
     `state.form` (the parsed urlencoded body; routes never read the body themselves).
     """
 
-    def __init__(self, app: ASGIApp, credentials: auth.Credentials):
+    def __init__(self, app: ASGIApp, credentials: auth.Credentials, sessions: auth.LiveSessions):
         self.app = app
         self.credentials = credentials
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,8 +111,8 @@ class ReviewGate:
             user, via_token = "api-token", True
         elif not credentials.configured:
             user = "local"   # loopback only (command.py refuses anything else without credentials)
-        elif session.get("user") in credentials.users:
-            user = session["user"]
+        elif session.get("user") in credentials.users and self.sessions.user_of(session.get("sid")) == session["user"]:
+            user = session["user"]   # a session logged out (or from before a restart) is not in LiveSessions
         form: dict[str, str] = {}
         body = b""
         if request.method not in SAFE_METHODS:
@@ -209,6 +210,7 @@ def create_app(parts: ServerParts) -> Starlette:
     catalog = Catalog(parts.outbox, parts.state)
     store = ReviewStore(parts.state)
     limiter = auth.LoginLimiter(parts.settings.login_attempts, parts.settings.login_window_seconds)
+    sessions = auth.LiveSessions()
     credentials = parts.credentials
     environment = templates_environment()
 
@@ -246,10 +248,12 @@ def create_app(parts: ServerParts) -> Starlette:
         limiter.succeeded(attempt, client, f"user:{name}")
         request.session.clear()   # a fresh session (and CSRF token) on login: no fixation
         request.session["user"] = name
+        request.session["sid"] = sessions.open(name)
         request.session["csrf"] = auth.new_csrf_token()
         return RedirectResponse(target, 302)
 
     def logout(request: Request) -> Response:
+        sessions.close(request.session.get("sid"))   # copies of this cookie stop working too
         request.session.clear()
         return RedirectResponse(url_for("login"), 302)
 
@@ -438,7 +442,7 @@ def create_app(parts: ServerParts) -> Starlette:
             # No max_age: a browser-session cookie, as before; SameSite=Strict keeps it off cross-site requests.
             Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32), session_cookie=SESSION_COOKIE,
                        max_age=None, same_site="strict", https_only=parts.settings.secure_cookies),
-            Middleware(ReviewGate, credentials=credentials),
+            Middleware(ReviewGate, credentials=credentials, sessions=sessions),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

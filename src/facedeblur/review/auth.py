@@ -166,6 +166,40 @@ class LoginLimiter:
             self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
 
 
+class LiveSessions:
+    """The logged-in sessions this process knows, by a random id the signed cookie carries.
+
+    The cookie alone cannot be revoked: a copy of it would work until the server restarts (a new signing key).
+    A login adds an id here and logout removes it, so a copied cookie stops working at logout. Held in memory
+    like the signing key, and bounded: beyond MAX_LIVE the oldest sessions are logged out.
+    """
+
+    MAX_LIVE = 10_000
+
+    def __init__(self):
+        self._users: dict[str, str] = {}   # session id -> user name, oldest first
+        self._lock = threading.Lock()
+
+    def open(self, user: str) -> str:
+        session_id = secrets.token_urlsafe(24)
+        with self._lock:
+            self._users[session_id] = user
+            while len(self._users) > self.MAX_LIVE:
+                del self._users[next(iter(self._users))]
+        return session_id
+
+    def user_of(self, session_id: object) -> str | None:
+        if not isinstance(session_id, str):
+            return None
+        with self._lock:
+            return self._users.get(session_id)
+
+    def close(self, session_id: object) -> None:
+        if isinstance(session_id, str):
+            with self._lock:
+                self._users.pop(session_id, None)
+
+
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(32)
 
