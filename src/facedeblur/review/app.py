@@ -37,7 +37,7 @@ from ..daemon.journal import STATES
 from ..config import ServeSettings
 from ..safe_text import display_name
 from . import auth, safe_files
-from .case_export import CASE_ID, ExportError, build_case, sha256_fd
+from .case_export import CASE_ID, ExportError, build_case, case_lock, sha256_fd
 from .catalog import ROOT_FOLDER, BadQuery, Catalog, JobFilter
 from .report import AI_NOTICE, processing_steps, utc_text
 from .store import MARK_STATES, ReviewStore, StaleMark
@@ -379,8 +379,9 @@ def create_app(parts: ServerParts) -> Starlette:
         case_id = request.path_params["case_id"]
         folder = case_folder(case_id)
         try:
-            sums = safe_files.read_below(parts.exports, [folder, "SHA256SUMS"], 16 * 1024 * 1024).decode()
-            fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
+            with case_lock(case_id):   # the folder and the zip of one export, never one from each
+                sums = safe_files.read_below(parts.exports, [folder, "SHA256SUMS"], 16 * 1024 * 1024).decode()
+                fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
         except safe_files.NotServable:
             raise HTTPException(404) from None
         zip_sha = sha256_fd(fd)
@@ -390,7 +391,8 @@ def create_app(parts: ServerParts) -> Starlette:
     def case_download(request: Request) -> Response:
         folder = case_folder(request.path_params["case_id"])
         try:
-            fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
+            with case_lock(request.path_params["case_id"]):
+                fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
         except safe_files.NotServable:
             raise HTTPException(404) from None
         return send_fd(request, fd, f"{folder}.zip", attachment=True)
@@ -399,7 +401,8 @@ def create_app(parts: ServerParts) -> Starlette:
         folder = case_folder(request.path_params["case_id"])
         relative = request.path_params["relative"]
         try:
-            fd = safe_files.open_below(parts.exports, [folder, *safe_files.checked_parts(relative)])
+            with case_lock(request.path_params["case_id"]):
+                fd = safe_files.open_below(parts.exports, [folder, *safe_files.checked_parts(relative)])
         except safe_files.NotServable:
             raise HTTPException(404) from None
         return send_fd(request, fd, relative)

@@ -21,7 +21,10 @@ import re
 import secrets
 import shutil
 import stat
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +41,21 @@ from .store import Mark, ReviewStore
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 CASE_ID = re.compile(r"^[0-9a-f]{16}$")
 CHUNK = 1 << 20
+
+
+_case_locks: dict[str, threading.Lock] = {}
+_case_locks_guard = threading.Lock()
+
+
+@contextmanager
+def case_lock(case_id: str) -> Iterator[None]:
+    """One export of a case at a time, and no reader opening its files while an export swaps them in: two
+    exports of one selection would otherwise rename the same folders under each other (a 500, a 404 for a
+    viewer, an old copy left behind, the other export's zip hash in the audit row)."""
+    with _case_locks_guard:
+        lock = _case_locks.setdefault(case_id, threading.Lock())
+    with lock:
+        yield
 
 
 class ExportError(FacedeblurError):
@@ -152,23 +170,24 @@ def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, 
         raise ExportError("nothing selected: add tracks to the case from their job pages first")
     case_id = case_id_of(selection)
     exports.mkdir(parents=True, exist_ok=True)
-    staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
-    root = staging / f"case-{case_id}"
-    try:
-        document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
-        (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
-        (root / "report.pdf").write_bytes(report.render_pdf(document))
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        sums = "".join(f"{sha256_of_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
-        (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
-        zip_tmp = staging / f"case-{case_id}.zip"
-        _write_zip(root, zip_tmp)
-        folder, zip_path = exports / f"case-{case_id}", exports / f"case-{case_id}.zip"
-        _replace(root, folder, exports)
-        os.replace(zip_tmp, zip_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return CaseResult(case_id, folder, zip_path, sha256_of_file(zip_path))
+    with case_lock(case_id):
+        staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
+        root = staging / f"case-{case_id}"
+        try:
+            document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
+            (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
+            (root / "report.pdf").write_bytes(report.render_pdf(document))
+            files = sorted(p for p in root.rglob("*") if p.is_file())
+            sums = "".join(f"{sha256_of_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
+            (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
+            zip_tmp = staging / f"case-{case_id}.zip"
+            _write_zip(root, zip_tmp)
+            folder, zip_path = exports / f"case-{case_id}", exports / f"case-{case_id}.zip"
+            _replace(root, folder, exports)
+            os.replace(zip_tmp, zip_path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return CaseResult(case_id, folder, zip_path, sha256_of_file(zip_path))
 
 
 def _replace(built: Path, final: Path, exports: Path) -> None:
