@@ -19,8 +19,8 @@ import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
-from test_review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, password_hash,
-                                 processed_outbox, session_cookie, write_serve_config)
+from test_review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, one_job_copy,
+                                 password_hash, processed_outbox, session_cookie, write_serve_config)
 
 
 @pytest.fixture(scope="module")
@@ -429,3 +429,40 @@ def test_logout_revokes_the_session_and_every_copy_of_its_cookie(box, tmp_path: 
         assert status == 302 and running.request("GET", "/", cookie=session_cookie(headers))[0] == 200
     finally:
         running.stop()
+
+
+def test_weak_password_hashes_are_refused_at_start(tmp_path: Path, box) -> None:
+    import hashlib
+    weak = {"pbkdf2:sha256:1$salt$" + hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), b"salt", 1).hex():
+            "pbkdf2 with 1 iterations",
+            "scrypt:2:8:1$salt$" + hashlib.scrypt(PASSWORD.encode(), salt=b"salt", n=2, r=8, p=1, dklen=64).hex():
+            "scrypt with N=2"}
+    for stored, named in weak.items():
+        config = write_serve_config(tmp_path / "weak.yaml", box, users=[{"name": "alice", "password_hash": stored}])
+        result = serve_command("--config", str(config), "--port", "0")
+        assert result.returncode == 2
+        one_error_line(result, "serve.users alice", named, "--hash-password")
+
+
+def test_the_report_never_hashes_a_file_the_manifest_names(box, tmp_path: Path) -> None:
+    """A manifest without model.sha256 whose settings name another file: the server must not hash that file
+    and show the hash (an oracle for any file it can read); only its own bundled models are hashed."""
+    import hashlib
+    import json
+    copy, job = one_job_copy(box, tmp_path / "box")
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"the server's private key\n")
+    manifest_path = next(copy.outbox.iterdir()) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model"].pop("sha256", None)
+    manifest["model"]["file"] = "secret.key"
+    manifest["settings"]["restorer"]["model"] = str(secret)
+    manifest_path.write_text(json.dumps(manifest))
+    running = Server(write_serve_config(tmp_path / "serve.yaml", copy))
+    try:
+        status, _, page = running.request("GET", f"/jobs/{job}")
+    finally:
+        running.stop()
+    assert status == 200
+    assert hashlib.sha256(secret.read_bytes()).hexdigest().encode() not in page
+    assert b"not available on this server" in page

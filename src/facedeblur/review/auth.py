@@ -60,6 +60,24 @@ def check_password_hash(stored: str, password: str) -> bool:
     return hmac.compare_digest(actual.encode(), expected.encode())
 
 
+# The weakest hashes accepted in serve.users: below these a leaked config.yaml gives the passwords away fast.
+MIN_PBKDF2_ITERATIONS = 100_000
+MIN_SCRYPT_N = 2 ** 14
+
+
+def weak_hash_problem(stored: str) -> str | None:
+    """Why a stored hash is too weak to accept (pbkdf2 with few iterations, scrypt with a small N), or None."""
+    kind, *numbers = stored.partition("$")[0].split(":")
+    try:
+        if kind == "pbkdf2" and len(numbers) > 1 and int(numbers[1]) < MIN_PBKDF2_ITERATIONS:
+            return f"pbkdf2 with {int(numbers[1])} iterations (at least {MIN_PBKDF2_ITERATIONS} needed)"
+        if kind == "scrypt" and numbers and int(numbers[0]) < MIN_SCRYPT_N:
+            return f"scrypt with N={int(numbers[0])} (at least {MIN_SCRYPT_N} needed)"
+    except ValueError:
+        return None   # a malformed hash never matches (check_password_hash); config.py names the layout
+    return None
+
+
 # Checked against when the user name is unknown, so a wrong name costs as long as a wrong password.
 _UNKNOWN_USER_HASH = hash_password(secrets.token_hex(16))
 
@@ -102,6 +120,11 @@ def load_credentials(settings: ServeSettings) -> Credentials:
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise FacedeblurError(f"{where} holds no usable token (at least {MIN_TOKEN_LENGTH} characters); put a "
                               "long random one there, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    for user in settings.users:
+        problem = weak_hash_problem(user.password_hash)
+        if problem is not None:
+            raise FacedeblurError(f"serve.users {user.name}: the password hash is too weak ({problem}); make a new "
+                                  "one with: facedeblur serve --hash-password")
     return Credentials(users={user.name: user.password_hash for user in settings.users}, token=token)
 
 
