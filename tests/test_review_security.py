@@ -466,3 +466,32 @@ def test_the_report_never_hashes_a_file_the_manifest_names(box, tmp_path: Path) 
     assert status == 200
     assert hashlib.sha256(secret.read_bytes()).hexdigest().encode() not in page
     assert b"not available on this server" in page
+
+
+def test_hostile_ids_and_manifests_of_the_wrong_types_get_no_bare_500(box, tmp_path: Path) -> None:
+    """A job id beyond SQLite's integers, and manifests whose tracks are an object or whose track id is a
+    string: each is a clear answer below 500, and every answer carries the security headers."""
+    import json
+    copy, job = one_job_copy(box, tmp_path / "box")
+    manifest_path = next(copy.outbox.iterdir()) / "manifest.json"
+    good = json.loads(manifest_path.read_text())
+    running = Server(write_serve_config(tmp_path / "serve.yaml", copy))
+    try:
+        for path in (f"/jobs/{2 ** 63}", f"/jobs/{10 ** 30}", f"/jobs/{2 ** 63}/thumbnail",
+                     f"/jobs/{2 ** 63}/files/manifest.json"):
+            status, headers, _ = running.request("GET", path)
+            assert status == 404 and "content-security-policy" in headers, (path, status)
+        _, headers, page = running.request("GET", f"/jobs/{job}")
+        cookie, csrf = session_cookie(headers), csrf_of(page)
+        status, headers, _ = running.request("POST", "/case/toggle", cookie=cookie,
+                                             body={"csrf_token": csrf, "job": 2 ** 64, "track": 1})
+        assert status == 400 and "content-security-policy" in headers
+        tracks_as_object = {**good, "tracks": {"1": good["tracks"][0]}}
+        id_as_text = {**good, "tracks": [{**good["tracks"][0], "id": "1"}]}
+        for variant in (tracks_as_object, id_as_text):
+            manifest_path.write_text(json.dumps(variant))
+            status, headers, page = running.request("GET", f"/jobs/{job}")
+            assert status == 200 and "content-security-policy" in headers
+            assert b"manifest cannot be read" in page
+    finally:
+        running.stop()

@@ -10,6 +10,7 @@ blocking SQLite and file reads they do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
 import os
 import secrets
@@ -38,7 +39,7 @@ from ..config import ServeSettings
 from ..safe_text import display_name
 from . import auth, safe_files
 from .case_export import CASE_ID, ExportError, build_case, case_lock, sha256_fd
-from .catalog import ROOT_FOLDER, BadQuery, Catalog, JobFilter
+from .catalog import MAX_ROW_ID, ROOT_FOLDER, BadQuery, Catalog, JobFilter
 from .report import AI_NOTICE, processing_steps, utc_text
 from .store import MARK_STATES, ReviewStore, StaleMark
 
@@ -197,6 +198,32 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class ErrorPage:
+    """A plain 500 for an unexpected error, sent inside SecurityHeaders so it carries the security headers
+    (Starlette's own error middleware sits outside every user middleware); the traceback goes to the log."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            logging.getLogger(__name__).exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await plain(500, "Internal error: the server log has the details.")(scope, receive, send)
+
+
 @dataclass
 class ServerParts:
     outbox: Path
@@ -341,6 +368,8 @@ def create_app(parts: ServerParts) -> Starlette:
             item = [int(form(request)["job"]), int(form(request)["track"])]
         except (KeyError, ValueError):
             raise HTTPException(400) from None
+        if not all(0 <= number <= MAX_ROW_ID for number in item):
+            raise HTTPException(400)
         case = [list(x) for x in request.session.get("case", [])]
         if item in case:
             case.remove(item)
@@ -441,6 +470,7 @@ def create_app(parts: ServerParts) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders),
+            Middleware(ErrorPage),
             # The key is new at each start, so a restart logs everyone out and no secret is kept on disk.
             # No max_age: a browser-session cookie, as before; SameSite=Strict keeps it off cross-site requests.
             Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32), session_cookie=SESSION_COOKIE,
