@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -109,10 +110,14 @@ def write_serve_config(path: Path, box: Outbox, **serve: object) -> Path:
 class Server:
     """A real `facedeblur serve` process on a free port."""
 
-    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None):
+    def __init__(self, config: Path, *extra: str, env: dict[str, str] | None = None, open_files: int | None = None):
+        """`open_files`: start it with that soft limit on open files (systemd's default is 1024)."""
+        def limit_files() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
         self.process = subprocess.Popen([PYTHON, "-m", "facedeblur", "serve", "--config", str(config), "--port", "0",
                                          *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})}, preexec_fn=limit_files)
         line = self.process.stderr.readline()
         match = re.search(r"serving (http://[^/]+)/", line)
         if not match:
@@ -153,3 +158,26 @@ def session_cookie(headers: dict) -> str | None:
 
 def csrf_of(page: bytes) -> str:
     return re.search(rb'name="csrf_token" value="([^"]+)"', page).group(1).decode()
+
+
+def one_job_copy(box: Outbox, root: Path, rel_path: str = "cam1/sample-clip.mp4") -> tuple[Outbox, int]:
+    """A private outbox, inbox and journal holding one done job copied from `box`, for tests that change the
+    inbox or the output under the server (the shared outbox stays as the daemon left it)."""
+    from facedeblur.daemon.journal import Journal
+
+    job = box.job_by_input(rel_path)
+    inbox, outbox, state = root / "inbox", root / "outbox", root / "state"
+    for folder in (inbox, outbox, state):
+        folder.mkdir(parents=True)
+    source = Path(job["path"])
+    shutil.copyfile(source, inbox / source.name)
+    output = outbox / Path(job["output"]).name
+    shutil.copytree(job["output"], output, symlinks=True)
+    journal = Journal(state)
+    try:
+        job_id = journal.add(path=str(inbox / source.name), inbox=str(inbox), rel_path=source.name, kind="file",
+                             size=job["size"], mtime_ns=job["mtime_ns"], sha256=job["sha256"])
+        journal.mark_done(job_id, str(output), 1.0, job["frames"], job["faces"], job.get("tracks"))
+    finally:
+        journal.close()
+    return Outbox(root, inbox, outbox, state), job_id

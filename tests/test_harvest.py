@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 import zlib
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -440,3 +441,180 @@ def test_a_server_error_on_robots_txt_keeps_the_harvester_off_the_host(tmp_path)
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+def serve_locally(files: dict[str, bytes], root: Path, handler=_QuietHandler) -> tuple[str, ThreadingHTTPServer]:
+    """A real HTTP server on 127.0.0.1 serving `files` from `root` (stop it with .shutdown()/.server_close())."""
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a, **k: handler(*a, directory=str(root), **k))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", server
+
+
+def harvest_within(seconds: float, *args: str) -> subprocess.CompletedProcess:
+    """The harvester CLI, failing the test when it has not finished after `seconds` (a stalled harvest)."""
+    try:
+        result = subprocess.run([sys.executable, "-m", "facedeblur.cli", "train", "harvest", *args],
+                                capture_output=True, text=True, cwd=REPO, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the harvest did not finish within {seconds} s") from None
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_robots_wildcards_cannot_stall_the_harvest(tmp_path):
+    """`Disallow: /*a*a*a*a*a*a*a*a*a*a*b` as a regular expression backtracks for hours on a path of 60 a's;
+    the harvester matches RFC 9309 patterns without backtracking, so the photo is fetched at once."""
+    rule = "/" + "*a" * 10 + "*b"
+    files = {"robots.txt": f"User-agent: *\nDisallow: {rule}\nDisallow: /x**********y\n".encode(),
+             "img/" + "a" * 60 + ".jpg": jpeg(portrait(240, (90, 110, 130))),
+             "img/aaaaaaaaaab.jpg": jpeg(portrait(200, (40, 160, 60), mirror=True))}
+    base, server = serve_locally(files, tmp_path / "site")
+    try:
+        listing = tmp_path / "urls.txt"
+        listing.write_text(f"{base}/img/{'a' * 60}.jpg\n{base}/img/aaaaaaaaaab.jpg\n")
+        out = tmp_path / "out"
+        harvest_within(120, str(listing), "-o", str(out), "--delay", "0", "--no-progress")
+    finally:
+        server.shutdown()
+        server.server_close()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kept"] == 1 and summary["skipped"] == {"robots": 1}, summary
+
+
+def test_robots_rules_are_collapsed_and_capped():
+    from facedeblur.harvest.politeness import MAX_RULE_LENGTH, SiteRules
+
+    rules = SiteRules("User-agent: *\nDisallow: /a**b\nDisallow: /c***$\n"
+                      f"Disallow: /long{'*x' * MAX_RULE_LENGTH}$\n")
+    paths = rules.disallowed_paths()
+    assert paths[:2] == ["/a*b", "/c*$"]
+    assert len(paths[2]) == MAX_RULE_LENGTH and not paths[2].endswith("$")   # cut: blocks more, never less
+    assert not rules.allowed("http://h/a-to-b") and not rules.allowed("http://h/c/anything")
+    assert not rules.allowed("http://h/long" + "yx" * MAX_RULE_LENGTH)
+    assert rules.allowed("http://h/a-only") and rules.allowed("http://h/lon")
+
+
+def test_a_dribbling_server_is_cut_off_at_the_timeout(tmp_path):
+    """A server that sends one byte every half second: read(64 KiB) would wait for all of it; the fetch must
+    hang up once --timeout has passed, long before the server is done dribbling."""
+    from facedeblur.harvest.checks import Skipped
+    from facedeblur.harvest.fetch import Fetcher
+    from facedeblur.harvest.settings import HarvestSettings
+
+    sent: list[int] = []
+
+    class Dribbling(_QuietHandler):
+        def do_GET(self) -> None:
+            if self.path == "/robots.txt":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.end_headers()
+            count = 0
+            try:
+                for _ in range(120):                                  # a minute of dribbling at most
+                    self.wfile.write(b"\xff")
+                    self.wfile.flush()
+                    count += 1
+                    time.sleep(0.5)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            sent.append(count)
+            self.close_connection = True
+
+    base, server = serve_locally({}, tmp_path, Dribbling)
+    try:
+        fetcher = Fetcher(HarvestSettings(delay=0, timeout=3))
+        fetcher.named_hosts.add(base.split("/")[2])
+        with pytest.raises(Skipped) as refused:
+            fetcher.get(f"{base}/slow.jpg")
+        assert refused.value.reason == "HTTP error" and "timeout" in refused.value.detail
+        deadline = time.monotonic() + 90
+        while not sent and time.monotonic() < deadline:            # the server notices the hang-up on its next write
+            time.sleep(0.2)
+        assert sent and sent[0] < 120, sent                           # cut off while the server was still sending
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_huge_crawl_delay_skips_the_host_instead_of_stalling_the_harvest(tmp_path):
+    """`Crawl-delay: 86400` would hold every later source for a day per request: that host is skipped with a
+    reason, and the photo folder after it is still harvested."""
+    files = {"robots.txt": b"User-agent: *\nCrawl-delay: 86400\n",
+             "img/face-a.jpg": jpeg(portrait(240, (90, 110, 130))),
+             "img/face-b.jpg": jpeg(portrait(200, (40, 160, 60), mirror=True))}
+    base, server = serve_locally(files, tmp_path / "site")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "c.jpg").write_bytes(jpeg(portrait(260, (150, 60, 140), angle=10)))
+    try:
+        listing = tmp_path / "urls.txt"
+        listing.write_text(f"{base}/img/face-a.jpg\n{base}/img/face-b.jpg\n")
+        out = tmp_path / "out"
+        harvest_within(120, str(listing), str(photos), "-o", str(out), "--delay", "0", "--no-progress")
+    finally:
+        server.shutdown()
+        server.server_close()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kept"] == 1 and summary["skipped"] == {"crawl-delay too long": 2}, summary
+    detail = [json.loads(line)["detail"] for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert all("86400 s" in d for d in detail), detail
+
+
+ROGUE_PAGE = """<!doctype html><html><head><title>Rogue</title>
+<link rel="stylesheet" href="%(private)s/style.css"><script src="%(private)s/script.js"></script></head>
+<body><iframe src="%(private)s/frame.html"></iframe><div id="gallery"></div>
+<script src="gallery.js"></script>
+<script>
+fetch('%(private)s/fetch', {mode: 'no-cors'}).catch(() => {});
+navigator.sendBeacon('%(private)s/beacon', 'stolen');
+</script></body></html>
+"""
+GALLERY_SCRIPT = b"""const img = document.createElement('img'); img.src = 'img/face-a.jpg';
+document.getElementById('gallery').appendChild(img);"""
+
+
+@needs_chromium
+def test_the_browser_cannot_reach_a_private_host_the_harvester_refuses(tmp_path):
+    """A page on the host the user named makes the browser ask a private host (loopback under another name,
+    which the user did not give) for a script, a stylesheet, an iframe, a fetch and a sendBeacon POST. None of
+    them may arrive there; the page's own script still runs and its photo is still harvested."""
+    pytest.importorskip("selenium", reason="pip install selenium (the train extra)")
+    seen: list[tuple[str, str]] = []
+
+    class Private(_QuietHandler):
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path))
+            super().do_GET()
+
+        def do_POST(self) -> None:
+            seen.append(("POST", self.path))
+            self.send_response(204)
+            self.end_headers()
+
+    private_base, private_server = serve_locally({"style.css": b"body{}", "script.js": b"1;",
+                                                  "frame.html": b"<p>inside</p>"}, tmp_path / "private", Private)
+    private = private_base.replace("127.0.0.1", "localhost")
+    base, server = serve_locally({"page.html": (ROGUE_PAGE % {"private": private}).encode(),
+                                  "gallery.js": GALLERY_SCRIPT, "img/face-a.jpg": jpeg(portrait(240, (90, 110, 130)))},
+                                 tmp_path / "site")
+    try:
+        out = tmp_path / "out"
+        harvest_within(240, f"{base}/page.html", "-o", str(out), "--delay", "0", "--no-progress")
+    finally:
+        for running in (server, private_server):
+            running.shutdown()
+            running.server_close()
+    assert seen == [], seen
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["kept"] == 1 and summary["pages_visited"] == 1, summary

@@ -5,18 +5,22 @@ from __future__ import annotations
 import html
 import os
 import re
+import resource
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
-from review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, password_hash,
-                                 processed_outbox, session_cookie, write_serve_config)
+from review_support import (HOSTILE_NAME, PASSWORD, PYTHON, REPO, TOKEN, Outbox, Server, csrf_of, one_job_copy,
+                            password_hash, processed_outbox, session_cookie, write_serve_config)
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +323,8 @@ def test_the_unit_is_hardened_and_read_only_on_the_outbox() -> None:
     assert settings["PrivateDevices"] == ["yes"]                     # no GPU needed to serve pages
     assert any("facedeblur serve" in line for line in settings["ExecStart"])
     assert settings["RestartPreventExitStatus"] == ["2"]
+    from facedeblur.review.connections import WANTED_OPEN_FILES
+    assert settings["LimitNOFILE"] == [str(WANTED_OPEN_FILES)]      # room for many clients, not systemd's 1024
 
 
 def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
@@ -333,3 +339,173 @@ def test_the_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=120)
     problems = [line for line in (result.stdout + result.stderr).splitlines() if "facedeblur-serve.service" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def test_concurrent_wrong_logins_get_no_more_password_checks_than_the_limit(box, tmp_path: Path) -> None:
+    """40 wrong logins sent at once: only login_attempts of them may reach the password check (401); the rest
+    are refused by the limiter (429) however they interleave."""
+    config = write_serve_config(tmp_path / "serve.yaml", box, login_attempts=3, threads=16,
+                                users=[{"name": "alice", "password_hash": password_hash()}])
+    running = Server(config)
+    try:
+        sessions = []
+        for _ in range(40):
+            _, headers, page = running.request("GET", "/login")
+            sessions.append((session_cookie(headers), csrf_of(page)))
+        start = threading.Barrier(len(sessions))
+        statuses: list[int] = []
+
+        def attempt(cookie: str, csrf: str) -> None:
+            start.wait()
+            statuses.append(running.request("POST", "/login", cookie=cookie,
+                                            body={"csrf_token": csrf, "user": "alice", "password": "wrong"})[0])
+        threads = [threading.Thread(target=attempt, args=session) for session in sessions]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert sorted(statuses) == [401] * 3 + [429] * 37, sorted(statuses)
+    finally:
+        running.stop()
+
+
+def test_a_right_password_does_not_count_against_the_limit(box, tmp_path: Path) -> None:
+    config = write_serve_config(tmp_path / "serve.yaml", box, login_attempts=2,
+                                users=[{"name": "alice", "password_hash": password_hash()}])
+    running = Server(config)
+    try:
+        for _ in range(4):
+            assert login(running, "alice", PASSWORD)[0] == 302
+        assert login(running, "alice", "wrong password")[0] == 401
+        assert login(running, "alice", PASSWORD)[0] == 302
+    finally:
+        running.stop()
+
+
+# ---- slow clients ------------------------------------------------------------------------------------------
+def test_slowloris_connections_are_cut_off_and_do_not_lock_out_reviewers(box, tmp_path: Path) -> None:
+    """1,100 connections each sending one header line every 2 s, against a server started with systemd's
+    default of 1,024 open files: a reviewer is still answered while they are held, and the server closes them
+    once their request head has taken longer than REQUEST_HEAD_SECONDS."""
+    from facedeblur.review.connections import REQUEST_HEAD_SECONDS
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"the hard limit on open files is {hard}; this test needs 4096")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))   # this test's own 1,100 sockets
+    running = Server(write_serve_config(tmp_path / "serve.yaml", box), open_files=1024)
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            client = socket.create_connection(("127.0.0.1", running.port), timeout=30)
+            client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            slow.append(client)
+        started = time.monotonic()
+        assert running.request("GET", "/healthz")[0] == 200          # answered while all 1,100 are held
+        closed: set[int] = set()
+        while len(closed) < len(slow) and time.monotonic() < started + REQUEST_HEAD_SECONDS + 30:
+            for index, client in enumerate(slow):
+                if index in closed:
+                    continue
+                try:
+                    client.sendall(b"X-Slow: 1\r\n")
+                    client.settimeout(0.001)
+                    if client.recv(1024) == b"":
+                        closed.add(index)
+                except (BlockingIOError, TimeoutError):
+                    pass
+                except OSError:
+                    closed.add(index)                                  # reset by the server: cut off too
+            time.sleep(2)
+        assert len(closed) == len(slow), f"{len(slow) - len(closed)} slow connections still open"
+        assert running.request("GET", "/healthz")[0] == 200
+    finally:
+        for client in slow:
+            client.close()
+        running.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_logout_revokes_the_session_and_every_copy_of_its_cookie(box, tmp_path: Path) -> None:
+    running = Server(write_serve_config(tmp_path / "serve.yaml", box,
+                                        users=[{"name": "alice", "password_hash": password_hash()}]))
+    try:
+        status, headers = login(running, "alice", PASSWORD)
+        assert status == 302
+        copied = session_cookie(headers)                               # e.g. lifted from a shared machine
+        status, headers, page = running.request("GET", "/case", cookie=copied)
+        assert status == 200
+        cookie = session_cookie(headers) or copied
+        assert running.request("POST", "/logout", cookie=cookie, body={"csrf_token": csrf_of(page)})[0] == 302
+        for stale in {copied, cookie}:
+            assert running.request("GET", "/", cookie=stale)[0] == 401
+        status, headers = login(running, "alice", PASSWORD)            # logging in again works
+        assert status == 302 and running.request("GET", "/", cookie=session_cookie(headers))[0] == 200
+    finally:
+        running.stop()
+
+
+def test_weak_password_hashes_are_refused_at_start(tmp_path: Path, box) -> None:
+    import hashlib
+    weak = {"pbkdf2:sha256:1$salt$" + hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), b"salt", 1).hex():
+            "pbkdf2 with 1 iterations",
+            "scrypt:2:8:1$salt$" + hashlib.scrypt(PASSWORD.encode(), salt=b"salt", n=2, r=8, p=1, dklen=64).hex():
+            "scrypt with N=2"}
+    for stored, named in weak.items():
+        config = write_serve_config(tmp_path / "weak.yaml", box, users=[{"name": "alice", "password_hash": stored}])
+        result = serve_command("--config", str(config), "--port", "0")
+        assert result.returncode == 2
+        one_error_line(result, "serve.users alice", named, "--hash-password")
+
+
+def test_the_report_never_hashes_a_file_the_manifest_names(box, tmp_path: Path) -> None:
+    """A manifest without model.sha256 whose settings name another file: the server must not hash that file
+    and show the hash (an oracle for any file it can read); only its own bundled models are hashed."""
+    import hashlib
+    import json
+    copy, job = one_job_copy(box, tmp_path / "box")
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"the server's private key\n")
+    manifest_path = next(copy.outbox.iterdir()) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["model"].pop("sha256", None)
+    manifest["model"]["file"] = "secret.key"
+    manifest["settings"]["restorer"]["model"] = str(secret)
+    manifest_path.write_text(json.dumps(manifest))
+    running = Server(write_serve_config(tmp_path / "serve.yaml", copy))
+    try:
+        status, _, page = running.request("GET", f"/jobs/{job}")
+    finally:
+        running.stop()
+    assert status == 200
+    assert hashlib.sha256(secret.read_bytes()).hexdigest().encode() not in page
+    assert b"not available on this server" in page
+
+
+def test_hostile_ids_and_manifests_of_the_wrong_types_get_no_bare_500(box, tmp_path: Path) -> None:
+    """A job id beyond SQLite's integers, and manifests whose tracks are an object or whose track id is a
+    string: each is a clear answer below 500, and every answer carries the security headers."""
+    import json
+    copy, job = one_job_copy(box, tmp_path / "box")
+    manifest_path = next(copy.outbox.iterdir()) / "manifest.json"
+    good = json.loads(manifest_path.read_text())
+    running = Server(write_serve_config(tmp_path / "serve.yaml", copy))
+    try:
+        for path in (f"/jobs/{2 ** 63}", f"/jobs/{10 ** 30}", f"/jobs/{2 ** 63}/thumbnail",
+                     f"/jobs/{2 ** 63}/files/manifest.json"):
+            status, headers, _ = running.request("GET", path)
+            assert status == 404 and "content-security-policy" in headers, (path, status)
+        _, headers, page = running.request("GET", f"/jobs/{job}")
+        cookie, csrf = session_cookie(headers), csrf_of(page)
+        status, headers, _ = running.request("POST", "/case/toggle", cookie=cookie,
+                                             body={"csrf_token": csrf, "job": 2 ** 64, "track": 1})
+        assert status == 400 and "content-security-policy" in headers
+        tracks_as_object = {**good, "tracks": {"1": good["tracks"][0]}}
+        id_as_text = {**good, "tracks": [{**good["tracks"][0], "id": "1"}]}
+        for variant in (tracks_as_object, id_as_text):
+            manifest_path.write_text(json.dumps(variant))
+            status, headers, page = running.request("GET", f"/jobs/{job}")
+            assert status == 200 and "content-security-policy" in headers
+            assert b"manifest cannot be read" in page
+    finally:
+        running.stop()

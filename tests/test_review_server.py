@@ -6,6 +6,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -20,7 +21,7 @@ from cli_support import one_error_line
 from facedeblur.daemon.journal import Journal
 from facedeblur.review.command import SERVE_EXTRA_MISSING
 from review_support import (CAMERA_INPUTS, FAILING_INPUT, HOSTILE_NAME, SAMPLE_CLIP, Server, csrf_of,
-                                 processed_outbox, session_cookie, write_serve_config)
+                            one_job_copy, processed_outbox, session_cookie, write_serve_config)
 
 
 @pytest.fixture(scope="module")
@@ -411,3 +412,79 @@ def test_repo_config_documents_every_serve_key() -> None:
         line = next((l for l in text.splitlines() if l.strip().startswith(f"{key}:")), None)
         assert line is not None and "#" in line, f"serve.{key} missing or uncommented in config.yaml"
     assert load_config(repo_config).serve == ServeSettings()
+
+
+def test_an_inbox_input_swapped_for_a_fifo_or_a_larger_file_does_not_hang_or_bloat_the_export(
+        box, tmp_path: Path) -> None:
+    """The inbox is writable by whoever drops footage: the export must neither wait on a FIFO planted in place
+    of a processed input nor copy a larger file that took its name."""
+    copy, job = one_job_copy(box, tmp_path / "box")
+    original = copy.inbox / "sample-clip.mp4"
+    exports = tmp_path / "exports"
+    running = Server(write_serve_config(tmp_path / "serve.yaml", copy, exports=str(exports),
+                                        export_max_input_mb=200))
+    try:
+        original.unlink()
+        os.mkfifo(original)
+        cookie, csrf = browser_session(running, f"/jobs/{job}")
+        case_id, cookie = export(running, cookie, csrf, [(job, 1)])            # returns: no wait for a writer
+        recorded = (exports / f"case-{case_id}" / "jobs" / f"j{job}" / "input" / "input.sha256").read_text()
+        assert "no longer a regular file" in recorded
+        assert running.request("GET", "/healthz")[0] == 200
+        original.unlink()
+        with open(original, "wb") as grown:                                    # the processed bytes, then more
+            grown.write(SAMPLE_CLIP.read_bytes())
+            grown.truncate(SAMPLE_CLIP.stat().st_size + 64 * 1024 * 1024)
+        status, _, body = running.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})
+        assert status == 303, body
+        folder = exports / f"case-{case_id}" / "jobs" / f"j{job}" / "input"
+        assert [p.name for p in folder.iterdir()] == ["input.sha256"]
+        assert f"not the {SAMPLE_CLIP.stat().st_size} bytes processed" in (folder / "input.sha256").read_text()
+    finally:
+        running.stop()
+
+
+def test_concurrent_exports_of_one_selection_are_serialised(box, tmp_path: Path) -> None:
+    """Reviewers pressing export on one selection at once, while another views the case: every export
+    succeeds, the viewer never gets a 404 once the case exists, no swapped-out folder is left behind, and
+    every audit row holds the hash of the zip that is there."""
+    exports = tmp_path / "exports"
+    running = Server(write_serve_config(tmp_path / "serve.yaml", box, exports=str(exports), threads=16))
+    try:
+        job = box.job_by_input("cam1/sample-clip.mp4")["id"]
+        cookie, csrf = browser_session(running, f"/jobs/{job}")
+        case_id, cookie = export(running, cookie, csrf, [(job, 1)])
+        db = sqlite3.connect(box.state / "review.sqlite3")
+        first_row = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
+        db.close()
+        statuses: list[int] = []
+        viewed: list[int] = []
+        done = threading.Event()
+
+        def exporter() -> None:
+            statuses.append(running.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})[0])
+
+        def viewer() -> None:
+            while not done.is_set():
+                viewed.append(running.request("GET", f"/cases/{case_id}", cookie=cookie)[0])
+                viewed.append(running.request("GET", f"/cases/{case_id}/download", cookie=cookie)[0])
+        threads = [threading.Thread(target=exporter) for _ in range(24)]
+        watchers = [threading.Thread(target=viewer) for _ in range(2)]
+        for thread in watchers + threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=600)
+        done.set()
+        for thread in watchers:
+            thread.join(timeout=120)
+    finally:
+        running.stop()
+    assert statuses == [303] * 24, statuses
+    assert viewed and set(viewed) == {200}, sorted(set(viewed))
+    assert sorted(p.name for p in exports.iterdir()) == [f"case-{case_id}", f"case-{case_id}.zip"]
+    final = sha256((exports / f"case-{case_id}.zip").read_bytes())
+    db = sqlite3.connect(box.state / "review.sqlite3")
+    rows = [json.loads(r[0]) for r in db.execute("SELECT after FROM audit WHERE action = 'export' AND id > ?",
+                                                 (first_row,))]
+    db.close()
+    assert len(rows) == 24 and {r["zip_sha256"] for r in rows if r["case"] == case_id} == {final}

@@ -29,8 +29,9 @@ HTTP_ERROR = "HTTP error"
 NOT_HTTP = "not http(s)"
 PRIVATE_ADDRESS = "private address"
 UNREADABLE = "unreadable"
+CRAWL_DELAY = "crawl-delay too long"
 SKIP_REASONS = (ROBOTS, DUPLICATE, NO_FACE, TOO_SMALL, TOO_BLURRED, TURNED_AWAY, TOO_LARGE, NOT_AN_IMAGE, HTTP_ERROR, NOT_HTTP,
-                PRIVATE_ADDRESS, UNREADABLE)
+                PRIVATE_ADDRESS, UNREADABLE, CRAWL_DELAY)
 
 # Magic bytes -> the extension the kept file gets. Only formats OpenCV decodes and `train prepare` reads
 # (inputs.IMAGE_EXTENSIONS); a GIF or SVG is "not an image" for training.

@@ -8,7 +8,9 @@
   it (a start page or a URL-list entry on an intranet): a public page cannot point the harvester at the
   router, a cloud metadata service or anything else inside the user's network.
 * A Content-Length above the byte limit is refused before the body is read; a body without one is read up
-  to the limit and dropped when it goes past it; a server dribbling bytes is cut off at the overall timeout.
+  to the limit and dropped when it goes past it; a server dribbling bytes is cut off at the overall timeout
+  (checked after every packet received).
+* A robots.txt Crawl-delay above MAX_CRAWL_DELAY skips the host with a reason instead of stalling the harvest.
 * The content type is checked from the headers, before the body is read.
 * No Accept-Encoding is sent, so nothing is decompressed here (no gzip bombs).
 """
@@ -23,10 +25,10 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
-from .checks import (HTTP_ERROR, NOT_AN_IMAGE, NOT_HTTP, PRIVATE_ADDRESS, ROBOTS, TOO_LARGE, Skipped,
-                     content_type_is_image)
+from .checks import (CRAWL_DELAY, HTTP_ERROR, NOT_AN_IMAGE, NOT_HTTP, PRIVATE_ADDRESS, ROBOTS, TOO_LARGE,
+                     Skipped, content_type_is_image)
 from .politeness import MAX_ROBOTS_BYTES, HostPacer, SiteRules, host_key, origin
-from .settings import MAX_REDIRECTS, USER_AGENT, HarvestSettings
+from .settings import MAX_CRAWL_DELAY, MAX_REDIRECTS, USER_AGENT, HarvestSettings
 
 CHUNK = 64 * 1024
 PAGE_TYPES = ("text/html", "application/xhtml+xml")
@@ -106,8 +108,12 @@ class Fetcher:
     def check_allowed(self, url: str) -> None:
         refuse_unsafe_url(url)
         self.refuse_private_address(url)
-        if not self.site_rules(url).allowed(url):
+        rules = self.site_rules(url)
+        if not rules.allowed(url):
             raise Skipped(ROBOTS, f"{url} is disallowed by robots.txt")
+        if rules.crawl_delay > MAX_CRAWL_DELAY:
+            raise Skipped(CRAWL_DELAY, f"robots.txt of {host_key(url)} asks for {rules.crawl_delay:g} s between "
+                                       f"requests, above the {MAX_CRAWL_DELAY:g} s the harvester waits")
 
     def get(self, url: str, accept_page: bool = False) -> Response:
         """An image's bytes, following redirects hop by hop. With `accept_page`, an HTML answer comes back as
@@ -170,14 +176,22 @@ class Fetcher:
 
 
 def _read_limited(handle, max_bytes: int, deadline: float) -> bytes:
+    """The body, up to `max_bytes`, cut off at `deadline`. read1 returns what one receive brings, so the
+    deadline is checked after every packet; read(CHUNK) would wait for a whole chunk, which a server
+    dribbling a byte at a time can stretch to hours (each receive stays within the socket timeout)."""
     chunks, total = [], 0
-    while chunk := handle.read(CHUNK):
+    while True:
+        if time.monotonic() > deadline:
+            raise Skipped(HTTP_ERROR, "download too slow (timeout)")
+        chunk = handle.read1(CHUNK)
+        if not chunk:
+            break
         total += len(chunk)
         if total > max_bytes:
             raise Skipped(TOO_LARGE, f"more than {max_bytes} bytes")
-        if time.monotonic() > deadline:
-            raise Skipped(HTTP_ERROR, "download too slow (timeout)")
         chunks.append(chunk)
+    if time.monotonic() > deadline:
+        raise Skipped(HTTP_ERROR, "download too slow (timeout)")
     return b"".join(chunks)
 
 

@@ -167,7 +167,7 @@ class Harvester:
     def browser(self):
         if self._browser is None:
             from .web import Browser
-            self._browser = Browser(self.settings)
+            self._browser = Browser(self.settings, self.fetcher)
         return self._browser
 
     def web_image(self, url: str, page: str | None, licence: str | None, accept_page: bool = False,

@@ -34,6 +34,9 @@ DEFAULT_PER_SITE = 500
 DEFAULT_PER_TRACK = 3
 DEFAULT_TIMEOUT = 30.0
 MAX_REDIRECTS = 5
+# A robots.txt Crawl-delay above this skips the host (reason "crawl-delay too long"): honouring
+# `Crawl-delay: 86400` would stall the whole harvest, local sources after it included, for a day per image.
+MAX_CRAWL_DELAY = 60.0
 
 
 @dataclass

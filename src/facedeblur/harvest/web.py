@@ -4,7 +4,9 @@ JavaScript and lazy loading, and a plain HTTP fetch of the HTML misses them.
 The browser only renders and reads the page. It never loads an image (images are switched off: the
 harvester downloads each one itself, checked against robots.txt, paced and size-limited), downloads are
 refused, and the Disallow paths of the site's robots.txt are on its URL block list, so a page cannot make
-it fetch what the site asked crawlers to leave alone. Every page load is one paced request to its host.
+it fetch what the site asked crawlers to leave alone. Every request the browser makes goes through
+browser_proxy.GuardProxy, which applies the harvester's own address and robots checks, so a page's scripts
+cannot reach a private host the harvester refuses. Every page load is one paced request to its host.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from urllib.parse import urlsplit
 
 from ..errors import FacedeblurError
 from ..inputs import is_image_name
+from .browser_proxy import GuardProxy
 from .checks import HTTP_ERROR, ROBOTS, Skipped
 from .fetch import Fetcher, normalise_url, refuse_unsafe_url
 from .politeness import host_key, origin
@@ -111,9 +114,16 @@ def find_chromium() -> tuple[str, str]:
 class Browser:
     """One headless Chromium for the whole harvest, started on first use."""
 
-    def __init__(self, settings: HarvestSettings):
+    def __init__(self, settings: HarvestSettings, fetcher: Fetcher):
         self.settings = settings
+        self.fetcher = fetcher
         self._driver = None
+        self._proxy: GuardProxy | None = None
+
+    def _check_host(self, url: str) -> None:
+        """What an https request (a CONNECT) can be checked for: the scheme and the host's address."""
+        refuse_unsafe_url(url)
+        self.fetcher.refuse_private_address(url)
 
     def _start(self):
         try:
@@ -130,6 +140,11 @@ class Browser:
                  "--mute-audio", f"--user-agent={USER_AGENT}"]
         if os.geteuid() == 0:
             flags.append("--no-sandbox")  # Chromium refuses to start its sandbox as root (containers)
+        self._proxy = GuardProxy(self.fetcher.check_allowed, self._check_host, self.settings.timeout)
+        # Every request through the checking proxy, loopback included (Chromium bypasses proxies for loopback
+        # unless told otherwise), and no WebRTC UDP around it.
+        flags += [f"--proxy-server=http://{self._proxy.address}", "--proxy-bypass-list=<-loopback>",
+                  "--force-webrtc-ip-handling-policy=disable_non_proxied_udp"]
         for flag in flags:
             options.add_argument(flag)
         options.add_experimental_option("prefs", {
@@ -185,11 +200,14 @@ class Browser:
         return driver.execute_script(_READ_PAGE)
 
     def close(self) -> None:
-        if self._driver is not None:
-            try:
+        try:
+            if self._driver is not None:
                 self._driver.quit()
-            finally:
-                self._driver = None
+        finally:
+            self._driver = None
+            if self._proxy is not None:
+                self._proxy.close()
+                self._proxy = None
 
 
 def _escape_pattern(text: str) -> str:

@@ -10,6 +10,7 @@ blocking SQLite and file reads they do.
 from __future__ import annotations
 
 import contextlib
+import logging
 import mimetypes
 import os
 import secrets
@@ -37,8 +38,8 @@ from ..daemon.journal import STATES
 from ..config import ServeSettings
 from ..safe_text import display_name
 from . import auth, safe_files
-from .case_export import CASE_ID, ExportError, build_case, sha256_fd
-from .catalog import ROOT_FOLDER, BadQuery, Catalog, JobFilter
+from .case_export import CASE_ID, ExportError, build_case, case_lock, sha256_fd
+from .catalog import MAX_ROW_ID, ROOT_FOLDER, BadQuery, Catalog, JobFilter
 from .report import AI_NOTICE, processing_steps, utc_text
 from .store import MARK_STATES, ReviewStore, StaleMark
 
@@ -80,9 +81,10 @@ class ReviewGate:
     `state.form` (the parsed urlencoded body; routes never read the body themselves).
     """
 
-    def __init__(self, app: ASGIApp, credentials: auth.Credentials):
+    def __init__(self, app: ASGIApp, credentials: auth.Credentials, sessions: auth.LiveSessions):
         self.app = app
         self.credentials = credentials
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,8 +112,8 @@ class ReviewGate:
             user, via_token = "api-token", True
         elif not credentials.configured:
             user = "local"   # loopback only (command.py refuses anything else without credentials)
-        elif session.get("user") in credentials.users:
-            user = session["user"]
+        elif session.get("user") in credentials.users and self.sessions.user_of(session.get("sid")) == session["user"]:
+            user = session["user"]   # a session logged out (or from before a restart) is not in LiveSessions
         form: dict[str, str] = {}
         body = b""
         if request.method not in SAFE_METHODS:
@@ -196,6 +198,32 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class ErrorPage:
+    """A plain 500 for an unexpected error, sent inside SecurityHeaders so it carries the security headers
+    (Starlette's own error middleware sits outside every user middleware); the traceback goes to the log."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            logging.getLogger(__name__).exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await plain(500, "Internal error: the server log has the details.")(scope, receive, send)
+
+
 @dataclass
 class ServerParts:
     outbox: Path
@@ -209,6 +237,7 @@ def create_app(parts: ServerParts) -> Starlette:
     catalog = Catalog(parts.outbox, parts.state)
     store = ReviewStore(parts.state)
     limiter = auth.LoginLimiter(parts.settings.login_attempts, parts.settings.login_window_seconds)
+    sessions = auth.LiveSessions()
     credentials = parts.credentials
     environment = templates_environment()
 
@@ -237,19 +266,21 @@ def create_app(parts: ServerParts) -> Starlette:
             return page(request, "login.html", next=target, error=None)
         name = form(request).get("user", "")[:64]
         client = f"address:{request.client.host if request.client else 'unknown'}"
-        wait = limiter.retry_after(client, f"user:{name}")
+        wait, attempt = limiter.begin_attempt(client, f"user:{name}")
         if wait > 0:
             return page(request, "login.html", 429, {"Retry-After": str(int(wait) + 1)}, next=target,
                         error=f"Too many failed logins: try again in {int(wait) + 1} s.")
         if not credentials.check_password(name, form(request).get("password", "")):
-            limiter.failed(client, f"user:{name}")
             return page(request, "login.html", 401, next=target, error="Wrong user name or password.")
+        limiter.succeeded(attempt, client, f"user:{name}")
         request.session.clear()   # a fresh session (and CSRF token) on login: no fixation
         request.session["user"] = name
+        request.session["sid"] = sessions.open(name)
         request.session["csrf"] = auth.new_csrf_token()
         return RedirectResponse(target, 302)
 
     def logout(request: Request) -> Response:
+        sessions.close(request.session.get("sid"))   # copies of this cookie stop working too
         request.session.clear()
         return RedirectResponse(url_for("login"), 302)
 
@@ -337,6 +368,8 @@ def create_app(parts: ServerParts) -> Starlette:
             item = [int(form(request)["job"]), int(form(request)["track"])]
         except (KeyError, ValueError):
             raise HTTPException(400) from None
+        if not all(0 <= number <= MAX_ROW_ID for number in item):
+            raise HTTPException(400)
         case = [list(x) for x in request.session.get("case", [])]
         if item in case:
             case.remove(item)
@@ -375,8 +408,9 @@ def create_app(parts: ServerParts) -> Starlette:
         case_id = request.path_params["case_id"]
         folder = case_folder(case_id)
         try:
-            sums = safe_files.read_below(parts.exports, [folder, "SHA256SUMS"], 16 * 1024 * 1024).decode()
-            fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
+            with case_lock(case_id):   # the folder and the zip of one export, never one from each
+                sums = safe_files.read_below(parts.exports, [folder, "SHA256SUMS"], 16 * 1024 * 1024).decode()
+                fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
         except safe_files.NotServable:
             raise HTTPException(404) from None
         zip_sha = sha256_fd(fd)
@@ -386,7 +420,8 @@ def create_app(parts: ServerParts) -> Starlette:
     def case_download(request: Request) -> Response:
         folder = case_folder(request.path_params["case_id"])
         try:
-            fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
+            with case_lock(request.path_params["case_id"]):
+                fd = safe_files.open_below(parts.exports, [f"{folder}.zip"])
         except safe_files.NotServable:
             raise HTTPException(404) from None
         return send_fd(request, fd, f"{folder}.zip", attachment=True)
@@ -395,7 +430,8 @@ def create_app(parts: ServerParts) -> Starlette:
         folder = case_folder(request.path_params["case_id"])
         relative = request.path_params["relative"]
         try:
-            fd = safe_files.open_below(parts.exports, [folder, *safe_files.checked_parts(relative)])
+            with case_lock(request.path_params["case_id"]):
+                fd = safe_files.open_below(parts.exports, [folder, *safe_files.checked_parts(relative)])
         except safe_files.NotServable:
             raise HTTPException(404) from None
         return send_fd(request, fd, relative)
@@ -434,11 +470,12 @@ def create_app(parts: ServerParts) -> Starlette:
         routes=routes,
         middleware=[
             Middleware(SecurityHeaders),
+            Middleware(ErrorPage),
             # The key is new at each start, so a restart logs everyone out and no secret is kept on disk.
             # No max_age: a browser-session cookie, as before; SameSite=Strict keeps it off cross-site requests.
             Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32), session_cookie=SESSION_COOKIE,
                        max_age=None, same_site="strict", https_only=parts.settings.secure_cookies),
-            Middleware(ReviewGate, credentials=credentials),
+            Middleware(ReviewGate, credentials=credentials, sessions=sessions),
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

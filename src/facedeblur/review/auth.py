@@ -60,6 +60,24 @@ def check_password_hash(stored: str, password: str) -> bool:
     return hmac.compare_digest(actual.encode(), expected.encode())
 
 
+# The weakest hashes accepted in serve.users: below these a leaked config.yaml gives the passwords away fast.
+MIN_PBKDF2_ITERATIONS = 100_000
+MIN_SCRYPT_N = 2 ** 14
+
+
+def weak_hash_problem(stored: str) -> str | None:
+    """Why a stored hash is too weak to accept (pbkdf2 with few iterations, scrypt with a small N), or None."""
+    kind, *numbers = stored.partition("$")[0].split(":")
+    try:
+        if kind == "pbkdf2" and len(numbers) > 1 and int(numbers[1]) < MIN_PBKDF2_ITERATIONS:
+            return f"pbkdf2 with {int(numbers[1])} iterations (at least {MIN_PBKDF2_ITERATIONS} needed)"
+        if kind == "scrypt" and numbers and int(numbers[0]) < MIN_SCRYPT_N:
+            return f"scrypt with N={int(numbers[0])} (at least {MIN_SCRYPT_N} needed)"
+    except ValueError:
+        return None   # a malformed hash never matches (check_password_hash); config.py names the layout
+    return None
+
+
 # Checked against when the user name is unknown, so a wrong name costs as long as a wrong password.
 _UNKNOWN_USER_HASH = hash_password(secrets.token_hex(16))
 
@@ -102,6 +120,11 @@ def load_credentials(settings: ServeSettings) -> Credentials:
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise FacedeblurError(f"{where} holds no usable token (at least {MIN_TOKEN_LENGTH} characters); put a "
                               "long random one there, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    for user in settings.users:
+        problem = weak_hash_problem(user.password_hash)
+        if problem is not None:
+            raise FacedeblurError(f"serve.users {user.name}: the password hash is too weak ({problem}); make a new "
+                                  "one with: facedeblur serve --hash-password")
     return Credentials(users={user.name: user.password_hash for user in settings.users}, token=token)
 
 
@@ -135,21 +158,69 @@ class LoginLimiter:
             failures.popleft()
         return failures
 
-    def retry_after(self, *keys: str) -> float:
+    def _wait(self, keys: tuple[str, ...], now: float) -> float:
         """Seconds until a login may be tried again under every key; 0 when it may be tried now."""
-        now = time.monotonic()
-        with self._lock:
-            waits = [failures[0] + self.window - now for key in keys
-                     if len(failures := self._recent(key, now)) >= self.attempts]
+        waits = [failures[0] + self.window - now for key in keys
+                 if len(failures := self._recent(key, now)) >= self.attempts]
         return max(waits, default=0.0)
 
-    def failed(self, *keys: str) -> None:
+    def begin_attempt(self, *keys: str) -> tuple[float, float]:
+        """(wait, attempt): a wait above 0 refuses the attempt; otherwise it is counted as failed at once, in the
+        same locked step as the check, so concurrent attempts cannot all pass the check before any failure is
+        recorded. `succeeded(attempt, ...)` takes it back when the password was right."""
         now = time.monotonic()
         with self._lock:
+            wait = self._wait(keys, now)
+            if wait <= 0:
+                self._record(keys, now)
+        return wait, now
+
+    def succeeded(self, attempt: float, *keys: str) -> None:
+        with self._lock:
             for key in keys:
-                self._recent(key, now).append(now)
-            if len(self._failures) > 100_000:   # a flood of distinct keys must not grow memory forever
-                self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+                failures = self._failures.get(key)
+                if failures is not None and attempt in failures:
+                    failures.remove(attempt)
+
+    def _record(self, keys: tuple[str, ...], now: float) -> None:
+        for key in keys:
+            self._recent(key, now).append(now)
+        if len(self._failures) > 100_000:   # a flood of distinct keys must not grow memory forever
+            self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
+
+
+class LiveSessions:
+    """The logged-in sessions this process knows, by a random id the signed cookie carries.
+
+    The cookie alone cannot be revoked: a copy of it would work until the server restarts (a new signing key).
+    A login adds an id here and logout removes it, so a copied cookie stops working at logout. Held in memory
+    like the signing key, and bounded: beyond MAX_LIVE the oldest sessions are logged out.
+    """
+
+    MAX_LIVE = 10_000
+
+    def __init__(self):
+        self._users: dict[str, str] = {}   # session id -> user name, oldest first
+        self._lock = threading.Lock()
+
+    def open(self, user: str) -> str:
+        session_id = secrets.token_urlsafe(24)
+        with self._lock:
+            self._users[session_id] = user
+            while len(self._users) > self.MAX_LIVE:
+                del self._users[next(iter(self._users))]
+        return session_id
+
+    def user_of(self, session_id: object) -> str | None:
+        if not isinstance(session_id, str):
+            return None
+        with self._lock:
+            return self._users.get(session_id)
+
+    def close(self, session_id: object) -> None:
+        if isinstance(session_id, str):
+            with self._lock:
+                self._users.pop(session_id, None)
 
 
 def new_csrf_token() -> str:

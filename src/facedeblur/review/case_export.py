@@ -20,7 +20,11 @@ import os
 import re
 import secrets
 import shutil
+import stat
+import threading
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,6 +41,21 @@ from .store import Mark, ReviewStore
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 CASE_ID = re.compile(r"^[0-9a-f]{16}$")
 CHUNK = 1 << 20
+
+
+_case_locks: dict[str, threading.Lock] = {}
+_case_locks_guard = threading.Lock()
+
+
+@contextmanager
+def case_lock(case_id: str) -> Iterator[None]:
+    """One export of a case at a time, and no reader opening its files while an export swaps them in: two
+    exports of one selection would otherwise rename the same folders under each other (a 500, a 404 for a
+    viewer, an old copy left behind, the other export's zip hash in the audit row)."""
+    with _case_locks_guard:
+        lock = _case_locks.setdefault(case_id, threading.Lock())
+    with lock:
+        yield
 
 
 class ExportError(FacedeblurError):
@@ -62,13 +81,48 @@ def _file_name(name: str) -> str:
     return cleaned[:150] or "input"
 
 
-def _copy_fd(fd: int, target: Path) -> str:
+def _copy_fd(fd: int, target: Path, limit: int | None = None) -> str:
+    """Copy what the descriptor holds (at most `limit` bytes) to `target`; returns the SHA-256 of the copy."""
     digest = hashlib.sha256()
+    left = limit
     with os.fdopen(fd, "rb") as source, open(target, "wb") as sink:
-        while block := source.read(CHUNK):
+        while left is None or left > 0:
+            block = source.read(CHUNK if left is None else min(CHUNK, left))
+            if not block:
+                break
+            if left is not None:
+                left -= len(block)
             digest.update(block)
             sink.write(block)
     return digest.hexdigest()
+
+
+class _InputUnusable(Exception):
+    """The inbox file is not the one that was processed; the message says why, for the report."""
+
+
+def _open_recorded_input(path: Path, recorded_size: int) -> int:
+    """A blocking descriptor of the inbox file, only when it is still a regular file of the recorded size.
+
+    The inbox is writable by whoever drops footage: the file may since have been swapped for a FIFO (a plain
+    open would wait for a writer forever), a symlink, or a much larger file. O_NONBLOCK makes the open of a
+    FIFO return at once, and fstat on the open descriptor decides, so a swap after the check changes nothing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _InputUnusable(f"no longer readable in the inbox ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise _InputUnusable("no longer a regular file in the inbox")
+        if info.st_size != recorded_size:
+            raise _InputUnusable(f"now {info.st_size} bytes in the inbox, not the {recorded_size} bytes processed")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def sha256_fd(fd: int) -> str:
@@ -90,11 +144,11 @@ def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[
         path = Path(job["path"])
         target = target_dir / _file_name(job["name"])
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as exc:
-            reason = f"no longer readable in the inbox ({exc.strerror}): listed by its SHA-256 only"
+            fd = _open_recorded_input(path, int(job.get("size") or 0))
+        except _InputUnusable as exc:
+            reason = f"{exc}: listed by its SHA-256 only"
         else:
-            copied = _copy_fd(fd, target)
+            copied = _copy_fd(fd, target, limit=int(job.get("size") or 0))
             if copied == recorded:
                 return f"yes: input/{target.name}", recorded
             target.unlink()
@@ -116,23 +170,24 @@ def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, 
         raise ExportError("nothing selected: add tracks to the case from their job pages first")
     case_id = case_id_of(selection)
     exports.mkdir(parents=True, exist_ok=True)
-    staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
-    root = staging / f"case-{case_id}"
-    try:
-        document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
-        (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
-        (root / "report.pdf").write_bytes(report.render_pdf(document))
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        sums = "".join(f"{sha256_of_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
-        (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
-        zip_tmp = staging / f"case-{case_id}.zip"
-        _write_zip(root, zip_tmp)
-        folder, zip_path = exports / f"case-{case_id}", exports / f"case-{case_id}.zip"
-        _replace(root, folder, exports)
-        os.replace(zip_tmp, zip_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return CaseResult(case_id, folder, zip_path, sha256_of_file(zip_path))
+    with case_lock(case_id):
+        staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
+        root = staging / f"case-{case_id}"
+        try:
+            document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
+            (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
+            (root / "report.pdf").write_bytes(report.render_pdf(document))
+            files = sorted(p for p in root.rglob("*") if p.is_file())
+            sums = "".join(f"{sha256_of_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
+            (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
+            zip_tmp = staging / f"case-{case_id}.zip"
+            _write_zip(root, zip_tmp)
+            folder, zip_path = exports / f"case-{case_id}", exports / f"case-{case_id}.zip"
+            _replace(root, folder, exports)
+            os.replace(zip_tmp, zip_path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return CaseResult(case_id, folder, zip_path, sha256_of_file(zip_path))
 
 
 def _replace(built: Path, final: Path, exports: Path) -> None:

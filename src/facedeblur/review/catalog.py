@@ -21,6 +21,7 @@ from ..safe_text import display_name
 from . import safe_files
 
 MANIFEST_LIMIT = 256 * 1024 * 1024   # a manifest of a very long clip is large, but never this large
+MAX_ROW_ID = 2 ** 63 - 1               # SQLite's largest integer
 ROOT_FOLDER = "(inbox root)"         # the folder filter's name for inputs dropped straight into an inbox
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -128,6 +129,8 @@ class Catalog:
         return JobPage([self._job(row) for row in rows], total, page, pages, folders)
 
     def job(self, job_id: int) -> dict[str, Any] | None:
+        if not 0 <= job_id <= MAX_ROW_ID:
+            return None   # SQLite cannot even look it up (OverflowError): no such job
         with JournalReader(self.journal_path.parent, verify=False) as journal:
             row = journal.job(job_id)
         return self._job(row) if row is not None else None
@@ -181,7 +184,7 @@ class Catalog:
                 manifest = json.loads(handle.read())
             except (ValueError, UnicodeDecodeError):
                 return None
-        if not isinstance(manifest, dict):
+        if not isinstance(manifest, dict) or not manifest_is_well_formed(manifest):
             return None
         with self._manifest_lock:
             if len(self._manifests) > 256:
@@ -201,3 +204,33 @@ class Catalog:
             if images:
                 return [name, "faces", track, images[0]]
         return None
+
+
+_OBJECT_FIELDS = ("outputs", "summary", "input", "model", "tool", "settings", "detector")
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def manifest_is_well_formed(manifest: dict[str, Any]) -> bool:
+    """True when the fields the pages and the report read have the types manifest-schema.md gives them; a
+    manifest edited into other types (a track id as a string, tracks as an object) is shown as unreadable
+    rather than breaking the page."""
+    if any(not isinstance(manifest.get(key, {}), dict) for key in _OBJECT_FIELDS):
+        return False
+    if not isinstance(manifest.get("tracks", []), list):
+        return False
+    for track in manifest.get("tracks", []):
+        if not isinstance(track, dict) or isinstance(track.get("id"), bool) or not isinstance(track.get("id"), int):
+            return False
+        if not 0 <= track["id"] <= MAX_ROW_ID or not all(_number(track.get(k)) for k in ("start_time", "end_time")):
+            return False
+        for key in ("best_frames", "frames"):
+            entries = track.get(key, [])
+            if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+                return False
+        for best in track.get("best_frames", []):
+            if any(not isinstance(best.get(role, ""), str) for role in ("original", "restored", "side_by_side")):
+                return False
+    return True

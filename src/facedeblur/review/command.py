@@ -65,17 +65,23 @@ def run_serve(args: argparse.Namespace) -> int:
     from .app import ServerParts, create_app
     app = create_app(ServerParts(outbox=Path(outbox), state=Path(state), exports=Path(exports), settings=settings,
                                  credentials=credentials))
+    from .connections import MAX_CONCURRENCY, HeadDeadlineProtocol, raise_open_file_limit
+    open_files = raise_open_file_limit()
     listener = _listen(host, port)
     bound_port = listener.getsockname()[1]
     # One process, no reload, no worker pool: the login limiter and the session key live in this process.
     # Proxy headers stay off: X-Forwarded-For from any client would otherwise pick the address the per-address
     # login limit counts. Access logs stay off too (the audit table records every change); warnings still show.
+    # Slow clients: a deadline for the request head (connections.py), a cap on connections, a short keep-alive.
     server = uvicorn.Server(uvicorn.Config(app, workers=1, reload=False, proxy_headers=False, server_header=False,
                                            access_log=False, log_level="warning", lifespan="on",
-                                           timeout_graceful_shutdown=10))
+                                           timeout_graceful_shutdown=10, http=HeadDeadlineProtocol,
+                                           limit_concurrency=MAX_CONCURRENCY, timeout_keep_alive=5))
     # Tests and scripts read this line to learn the port when --port 0 asked for any free one.
     print(f"facedeblur review serving http://{host}:{bound_port}/ (outbox {outbox}, journal {state})",
           file=sys.stderr, flush=True)
+    if not is_loopback(host):
+        _warn_beyond_loopback(host, open_files)
     try:
         server.run(sockets=[listener])
     except KeyboardInterrupt:
@@ -85,6 +91,14 @@ def run_serve(args: argparse.Namespace) -> int:
     if not server.started:
         raise FacedeblurError("the review server stopped during start-up; the message above says why")
     return 0
+
+
+def _warn_beyond_loopback(host: str, open_files: int) -> None:
+    """One line at start: a server reachable from a network belongs behind a reverse proxy."""
+    from .connections import REQUEST_HEAD_SECONDS
+    print(f"facedeblur review: listening on {host}, beyond loopback; put a TLS reverse proxy with header and body "
+          f"timeouts in front of it (docs/review.md); on its own it closes request heads slower than "
+          f"{REQUEST_HEAD_SECONDS:g} s and holds at most {open_files} open files", file=sys.stderr, flush=True)
 
 
 def _serve_extra():

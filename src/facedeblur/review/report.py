@@ -6,6 +6,7 @@ journal and review marks gives byte-identical files (the PDF's dates come from t
 from __future__ import annotations
 
 import os
+import stat
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,21 @@ _model_hashes: dict[tuple[str, int, int], str] = {}
 
 def model_file_sha256(manifest: dict[str, Any]) -> str:
     """SHA-256 of the restorer model file: as recorded in the manifest when it was processed, else (manifests
-    older than that record) the file of that name as found on this server now, and the report says which."""
-    recorded = (manifest.get("model") or {}).get("sha256")
+    older than that record) the bundled model of that file name as found on this server now, and the report
+    says which. Only the server's own models folder is looked in: a manifest naming any other path (its
+    settings.restorer.model) must not make the server hash, and so reveal, a file of the attacker's choosing."""
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    recorded = model.get("sha256")
     if isinstance(recorded, str) and recorded:
         return recorded
-    configured = ((manifest.get("settings") or {}).get("restorer") or {}).get("model")
-    name = str((manifest.get("model") or {}).get("file") or "")
-    path = Path(configured) if configured else _MODELS / os.path.basename(name)
+    name = os.path.basename(str(model.get("file") or ""))
+    path = _MODELS / name
     try:
-        info = path.stat()
+        info = path.lstat()
     except OSError:
-        return f"not available on this server ({display_name(path)})"
+        info = None
+    if not name or name in (".", "..") or info is None or not stat.S_ISREG(info.st_mode):
+        return f"not available on this server ({display_name(name or 'no model file named')})"
     key = (str(path), info.st_mtime_ns, info.st_size)
     if key not in _model_hashes:
         _model_hashes[key] = sha256_of_file(path)
