@@ -1,0 +1,74 @@
+"""What every route of the review server shares: the catalog, the marks store, the login limiter, the live
+sessions, the credentials and the page templates, built once per application."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.routing import Router
+
+from ..config import ServeSettings
+from . import auth
+from .catalog import Catalog
+from .store import ReviewStore
+
+
+@dataclass
+class ServerParts:
+    outbox: Path
+    state: Path
+    exports: Path
+    settings: ServeSettings
+    credentials: auth.Credentials
+
+
+@dataclass
+class ReviewContext:
+    parts: ServerParts
+    catalog: Catalog
+    store: ReviewStore
+    limiter: auth.LoginLimiter
+    sessions: auth.LiveSessions
+    credentials: auth.Credentials
+    environment: Environment
+    router: Router | None = field(default=None)   # set once the application that owns the routes exists
+
+    @classmethod
+    def build(cls, parts: ServerParts, environment: Environment) -> ReviewContext:
+        return cls(parts=parts, catalog=Catalog(parts.outbox, parts.state), store=ReviewStore(parts.state),
+                   limiter=auth.LoginLimiter(parts.settings.login_attempts, parts.settings.login_window_seconds),
+                   sessions=auth.LiveSessions(), credentials=parts.credentials, environment=environment)
+
+    def page(self, request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None,
+             **context: Any) -> HTMLResponse:
+        html = self.environment.get_template(template).render(session=request.session,
+                                                              user=getattr(request.state, "user", None), **context)
+        return HTMLResponse(html, status, headers)
+
+    def url_for(self, name: str, **params: Any) -> str:
+        """A path on this server (never an absolute URL built from the request's Host header)."""
+        assert self.router is not None, "url_for before the application was built"
+        # Starlette puts parameters into the path as they are: quote them here, so a name stays one segment.
+        return str(self.router.url_path_for(name, **{key: quote(value, safe="/") if isinstance(value, str) else value
+                                                     for key, value in params.items()}))
+
+    def job_or_404(self, job_id: int) -> dict[str, Any]:
+        job = self.catalog.job(job_id)
+        if job is None:
+            raise HTTPException(404)
+        return job
+
+
+def form(request: Request) -> dict[str, str]:
+    """The urlencoded form, read and CSRF-checked by the gate before any route runs."""
+    return request.state.form
+
+
+def user_of(request: Request) -> str:
+    return request.state.user
