@@ -244,7 +244,7 @@ def create_app(parts: ServerParts) -> Starlette:
             Middleware(SecurityHeaders),
             Middleware(ErrorPage),
             # The key is new at each start, so a restart logs everyone out and no secret is kept on disk.
-            # No max_age: a browser-session cookie, as before; SameSite=Strict keeps it off cross-site requests.
+            # No max_age: a cookie for the browser session only; SameSite=Strict keeps it off cross-site requests.
             Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32), session_cookie=SESSION_COOKIE,
                        max_age=None, same_site="strict", https_only=parts.settings.secure_cookies),
             Middleware(ReviewGate, credentials=context.credentials, sessions=context.sessions),
