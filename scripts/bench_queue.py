@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
 from benchmarks_doc import write_section  # noqa: E402
-from facedeblur.daemon.journal import JOURNAL_FILE, JournalReader  # noqa: E402
+from facedeblur.daemon.journal import jobs_so_far  # noqa: E402
 from daemon_support import make_clip  # noqa: E402
 
 PASSWORD = "bench-password"
@@ -49,16 +48,6 @@ def wait_until(predicate, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise SystemExit(f"bench_queue: timed out waiting for {what}")
-
-
-def journal_rows(state: Path) -> list[dict]:
-    if not (state / JOURNAL_FILE).exists():
-        return []
-    try:
-        with JournalReader(state) as journal:
-            return journal.jobs()
-    except sqlite3.OperationalError:   # the tables are being created right now
-        return []
 
 
 def run_once(clips: list[Path], workers: int, root: Path) -> dict:
@@ -99,9 +88,9 @@ def run_once(clips: list[Path], workers: int, root: Path) -> dict:
         for clip in clips:
             shutil.copy(clip, root / clip.name)
             os.rename(root / clip.name, inbox / clip.name)
-        wait_until(lambda: sum(r["state"] == "done" for r in journal_rows(state)) == len(clips), 1800,
+        wait_until(lambda: sum(r["state"] == "done" for r in jobs_so_far(state)) == len(clips), 1800,
                    "every clip to be done")
-        rows = journal_rows(state)
+        rows = jobs_so_far(state)
         first = min(r["started_at"] for r in rows)
         last = max(r["finished_at"] for r in rows)
         frames = sum(r["frames"] or 0 for r in rows)

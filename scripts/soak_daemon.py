@@ -20,7 +20,6 @@ import os
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedeblur.daemon.journal import JournalReader
+from facedeblur.daemon.journal import JournalReader, jobs_so_far
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,14 +86,6 @@ class Chaos:
             code = self.process.wait(timeout=120)
             if code != 0:
                 self.bad_exits.append(code)
-
-
-def journal_rows(state: Path) -> list[dict]:
-    try:
-        with JournalReader(state) as journal:
-            return journal.jobs()
-    except (FileNotFoundError, sqlite3.OperationalError):   # not created yet
-        return []
 
 
 def parse_args() -> argparse.Namespace:
@@ -200,7 +191,7 @@ def run_with_chaos(chaos: "Chaos", plan: Plan, state: Path, args: argparse.Names
             chaos.start()
             next_kill = time.monotonic() + rng.uniform(*args.kill_every)
         if dropped.is_set():
-            rows = journal_rows(state)
+            rows = jobs_so_far(state)
             if len(rows) >= plan.expected and all(r["state"] in ("done", "failed", "duplicate") for r in rows):
                 return True
     return False
@@ -284,7 +275,7 @@ def main() -> int:
     chaos.stop()
     elapsed = time.monotonic() - started
 
-    rows = journal_rows(state)
+    rows = jobs_so_far(state)
     problems = check(plan, rows, outbox, state, chaos, settled)
     log_text = (root / "daemon.log").read_text(encoding="utf-8", errors="replace")
     done_rows = [r for r in rows if r["state"] == "done"]

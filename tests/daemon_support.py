@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facedeblur.daemon.journal import FINISHED_STATES, JOURNAL_FILE, JournalReader
+from facedeblur.daemon.journal import FINISHED_STATES, jobs_so_far
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -130,7 +129,7 @@ class DaemonRun:
         raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; jobs={self.jobs()}\n{self.log()[-3000:]}")
 
     def jobs(self) -> list[dict]:
-        return journal_jobs(self.state)
+        return jobs_so_far(self.state)
 
     def settled(self, expected: int) -> bool:
         """`expected` jobs known and none queued or running."""
@@ -149,17 +148,6 @@ class DaemonRun:
 
     def manifests(self) -> list[dict]:
         return [json.loads((p / "manifest.json").read_text(encoding="utf-8")) for p in self.published()]
-
-
-def journal_jobs(state: Path) -> list[dict]:
-    """Every job row, oldest first; [] before the daemon created its journal."""
-    if not (state / JOURNAL_FILE).exists():
-        return []
-    try:
-        with JournalReader(state) as journal:
-            return journal.jobs()
-    except sqlite3.OperationalError:   # the tables are being created right now
-        return []
 
 
 def kill_leftover_daemons() -> None:

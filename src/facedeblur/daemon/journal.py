@@ -258,6 +258,16 @@ class JournalReader(JobQueries):
         return str(self.db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+def jobs_so_far(state_dir: Path) -> list[dict[str, Any]]:
+    """Every job row, oldest first, for a watcher outside the daemon (tests, benchmarks): [] before the daemon
+    has created its journal, or while it is creating the tables."""
+    try:
+        with JournalReader(state_dir) as journal:
+            return journal.jobs()
+    except (FileNotFoundError, sqlite3.OperationalError):
+        return []
+
+
 class Journal(JobQueries):
     """The daemon's journal: the only writer (its main thread)."""
 
