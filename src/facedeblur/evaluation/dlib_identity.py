@@ -14,7 +14,7 @@ from importlib import resources
 import numpy as np
 
 from ..errors import FacedeblurError
-from ..pipeline.align import template_points
+from ..pipeline.align import FACE_TEMPLATE, template_points
 
 SAME_PERSON_DISTANCE = 0.6
 EVAL_EXTRA_HINT = "pip install 'facedeblur[eval]' (from a checkout: ./scripts/setup-venv eval)"
@@ -48,7 +48,7 @@ class DlibJudge:
         self.recogniser = dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat"))
 
     def _face_box(self, crop_size: int, template: np.ndarray | None):
-        points = template_points(crop_size) if template is None else np.asarray(template) * crop_size
+        points = template_points(crop_size, FACE_TEMPLATE if template is None else template)
         eyes = points[:2].mean(axis=0)
         eye_distance = float(np.linalg.norm(points[1] - points[0]))
         half = BOX_SIDE_PER_EYE_DISTANCE * eye_distance / 2
