@@ -178,3 +178,23 @@ def test_init_from_an_exported_model_starts_exactly_where_it_was(tmp_path):
         assert torch.allclose(deeper(x), expected, atol=1e-5)
     with pytest.raises(Exception, match="no weights match"):
         initialise_from(build_model(dict(width=12, levels=2, unshuffle=1)), onnx_path)
+
+
+def test_training_clock_leaves_out_a_stopped_stretch():
+    """A trainer stopped (SIGSTOP) for longer than any step could take has not trained then: the campaign's
+    hours and its schedule must not count it, while ordinary steps are all counted."""
+    import time
+
+    from facedeblur.trainer.train import TrainingClock
+
+    clock = TrainingClock(pause_seconds=0.5)
+    time.sleep(0.1)
+    first = clock.tick()
+    time.sleep(0.8)  # stands for a stop: longer than pause_seconds
+    second = clock.tick()
+    time.sleep(0.1)
+    third = clock.tick()
+    assert 0.09 / 60 <= first < 0.5 / 60
+    assert second == first
+    assert clock.paused_seconds >= 0.8
+    assert third > second and third < 0.5 / 60

@@ -415,11 +415,32 @@ def report_speed(steps: int, samples_per_step: int, seconds: float) -> None:
           f"{steps * samples_per_step / seconds:.0f} samples/s", file=sys.stderr)
 
 
-def agreed_minutes(started: float, device: torch.device, across_ranks: bool) -> float:
-    """Minutes since `started`. Across ranks each has its own clock: agree on one (the slowest), so every
-    rank uses the same learning rate and all stop at the same step (one rank leaving alone would block the
-    others for ever)."""
-    minutes = (time.time() - started) / 60
+class TrainingClock:
+    """Minutes spent training in this call. Each step adds its wall time, except a gap so long that the
+    process cannot have been stepping (stopped with SIGSTOP, a suspended machine): that trains nothing, and
+    the campaign's hours and its schedule count training only. A step with validation takes well under
+    `pause_seconds`, however busy the machine."""
+
+    def __init__(self, pause_seconds: float = 600.0):
+        self.pause_seconds = pause_seconds
+        self.last = time.monotonic()
+        self.training_seconds = 0.0
+        self.paused_seconds = 0.0
+
+    def tick(self) -> float:
+        now = time.monotonic()
+        gap, self.last = now - self.last, now
+        if gap > self.pause_seconds:
+            self.paused_seconds += gap
+            print(f"the trainer was stopped for {gap / 60:.1f} min; not counted as training", file=sys.stderr)
+        else:
+            self.training_seconds += gap
+        return self.training_seconds / 60
+
+
+def agreed_minutes(minutes: float, device: torch.device, across_ranks: bool) -> float:
+    """Across ranks each has its own clock: agree on one (the slowest), so every rank uses the same learning
+    rate and all stop at the same step (one rank leaving alone would block the others for ever)."""
     if not across_ranks:
         return minutes
     clock = torch.tensor([minutes], device=device, dtype=torch.float64)
@@ -487,13 +508,13 @@ def train(args: argparse.Namespace) -> dict:
             "training_summary": {**summary, "steps": step, **training_totals(history)}})
 
     ema_parameters, model_parameters = list(ema.parameters()), list(model.parameters())
-    started, step, data_iter = time.time(), start_step, iter(loader)
+    clock, step, data_iter = TrainingClock(), start_step, iter(loader)
     metrics: dict = history[-1] if history else {}
     progress = tqdm(total=args.steps, initial=start_step, disable=not is_main, desc="training", unit="step",
                     dynamic_ncols=True)
     while step < args.steps:
         batch = _to_device(next(data_iter), device, memory_format)
-        elapsed_minutes = agreed_minutes(started, device, distributed and bool(args.max_minutes))
+        elapsed_minutes = agreed_minutes(clock.tick(), device, distributed and bool(args.max_minutes))
         fraction = schedule_fraction(args, previous_minutes, elapsed_minutes)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, fraction, warm_from)
@@ -509,7 +530,7 @@ def train(args: argparse.Namespace) -> dict:
         out_of_time = bool(args.max_minutes) and elapsed_minutes >= args.max_minutes  # the agreed clock
         if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time):
             metrics = validate(ema, validation, device, out / f"val-{step:07d}.png")
-            metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + (time.time() - started) / 60, 2),
+            metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + clock.tick(), 2),
                            samples=previous_samples + (step - start_step) * args.batch * processes)
             log_metrics(out, history, metrics)
             save(step, metrics)
@@ -519,7 +540,7 @@ def train(args: argparse.Namespace) -> dict:
             break
     progress.close()
     if is_main:
-        report_speed(step - start_step, args.batch * processes, time.time() - started)
+        report_speed(step - start_step, args.batch * processes, clock.training_seconds)
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
