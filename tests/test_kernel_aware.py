@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 torch = pytest.importorskip("torch")
 
@@ -56,8 +57,9 @@ def test_deconvolution_with_the_true_kernel_sharpens_a_real_face(face_crop, kern
     assert np.abs(unchanged.astype(int) - blurred.astype(int)).max() <= 1
 
 
-def test_kernel_aware_model_starts_as_the_shipped_one_and_exports_with_dynamic_sizes(face_crop, tmp_path):
-    model = build_model(MODEL_SIZES["kernel-aware"])
+@pytest.mark.parametrize("size", ["kernel-aware", "kernel-aware-frequency"])
+def test_kernel_aware_model_starts_as_the_shipped_one_and_exports_with_dynamic_sizes(face_crop, tmp_path, size):
+    model = build_model(MODEL_SIZES[size])
     assert isinstance(model, KernelAwareRestorer)
     copied, added = initialise_from(model, default_model_path())
     assert copied > 0 and added > 0  # the U-Net comes from 0.2.0, the kernel estimator is new
@@ -69,6 +71,23 @@ def test_kernel_aware_model_starts_as_the_shipped_one_and_exports_with_dynamic_s
     damaged = degrade(face_crop, "defocus", np.random.default_rng(0), "moderate").image
     before, after = shipped.restore_batch([damaged])[0], ours.restore_batch([damaged])[0]
     assert np.abs(before.astype(int) - after.astype(int)).max() <= 1
+
+
+def test_frequency_mixing_sees_the_whole_face_and_exports_with_dynamic_sizes(tmp_path):
+    """Once trained (here: random weights in its zero-initialised output), the bottleneck's frequency block
+    makes every output pixel depend on the whole input, and the DFT-as-matrix-products graph keeps its
+    parity with PyTorch at two crop sizes."""
+    torch.manual_seed(0)
+    model = build_model(MODEL_SIZES["kernel-aware-frequency"]).eval()
+    block = model.restorer.frequency
+    torch.nn.init.normal_(block.mix[-1].weight, std=0.05)
+    torch.nn.init.normal_(model.restorer.tail.weight, std=0.05)
+    features = torch.rand(1, block.mix[0].in_channels // 2, 8, 12, requires_grad=True)
+    (block(features) - features)[0, :, 0, 0].sum().backward()
+    assert bool((features.grad.abs().sum(dim=1) > 0).all())  # the top-left output depends on every position
+    difference = export_onnx(model, tmp_path / "frequency.onnx", {"name": "frequency-test", "version": "test"},
+                             crop_size=128)
+    assert difference < 1e-3
 
 
 @pytest.mark.slow

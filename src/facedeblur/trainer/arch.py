@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .deconvolution import regularised_deconvolution
+from .deconvolution import dft_matrices, regularised_deconvolution
 
 
 class ResidualBlock(nn.Module):
@@ -23,6 +23,41 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv2(self.act(self.conv1(x)))
+
+
+class FrequencyMixing(nn.Module):
+    """Global mixing at the bottleneck: 1x1 convolutions over the feature map's 2-D spectrum, so each output
+    position sees the whole face at once. Camera shake spreads a detail over up to 24 px, wider than the
+    few 3x3 layers at the bottleneck reach; in the spectrum that spread is local, per frequency.
+
+    The DFT is written as matrix products built from the map's own size (see deconvolution.py), so the
+    ONNX graph keeps dynamic sizes. The last convolution starts at zero: the block starts as the identity,
+    and a model initialised from one without it computes the same output."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.mix = nn.Sequential(nn.Conv2d(2 * channels, 2 * channels, 1), nn.LeakyReLU(0.1, inplace=True),
+                                 nn.Conv2d(2 * channels, 2 * channels, 1))
+        nn.init.zeros_(self.mix[-1].weight)
+        nn.init.zeros_(self.mix[-1].bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            features = x.float()
+            cos_h, sin_h = dft_matrices(features.shape[-2], x.device)
+            cos_w, sin_w = dft_matrices(features.shape[-1], x.device)
+            # orthonormal both ways, so the mixing sees the same scale at any crop size; the size is read off
+            # the matrices (row 0 is all ones) because a Python number would be frozen into the exported graph
+            scale = torch.rsqrt(cos_h[0].sum() * cos_w[0].sum())
+            left_real, left_imag = cos_h @ features, sin_h @ features
+            real = (left_real @ cos_w - left_imag @ sin_w) * scale
+            imag = (left_real @ sin_w + left_imag @ cos_w) * scale
+        mixed_real, mixed_imag = self.mix(torch.cat([real, imag], dim=1).to(x.dtype)).float().chunk(2, dim=1)
+        with torch.autocast(x.device.type, enabled=False):
+            back_real = cos_h @ mixed_real + sin_h @ mixed_imag
+            back_imag = cos_h @ mixed_imag - sin_h @ mixed_real
+            spatial = (back_real @ cos_w + back_imag @ sin_w) * scale
+        return x + spatial.to(x.dtype)
 
 
 def _stage(channels: int, blocks: int) -> nn.Sequential:
@@ -38,10 +73,12 @@ class FaceRestorerNet(nn.Module):
     """
 
     def __init__(self, width: int = 16, levels: int = 3, blocks_per_level: int = 1, middle_blocks: int = 2,
-                 unshuffle: int = 1, in_channels: int = 3):
+                 unshuffle: int = 1, in_channels: int = 3, frequency_mixing: bool = False):
         super().__init__()
         self.config = dict(width=width, levels=levels, blocks_per_level=blocks_per_level, middle_blocks=middle_blocks,
                            unshuffle=unshuffle)
+        if frequency_mixing:
+            self.config["frequency_mixing"] = True
         widths = [width * 2 ** i for i in range(levels + 1)]
         self.unshuffle = unshuffle
         # Channels past the first three are guidance (the deconvolved face); the output corrects the first three.
@@ -49,6 +86,7 @@ class FaceRestorerNet(nn.Module):
         self.encoders = nn.ModuleList(_stage(widths[i], blocks_per_level) for i in range(levels))
         self.downs = nn.ModuleList(nn.Conv2d(widths[i], widths[i + 1], 2, stride=2) for i in range(levels))
         self.middle = _stage(widths[levels], middle_blocks)
+        self.frequency = FrequencyMixing(widths[levels]) if frequency_mixing else nn.Identity()
         self.ups = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in range(levels))
         self.decoders = nn.ModuleList(_stage(widths[i], blocks_per_level) for i in range(levels))
         self.tail = nn.Conv2d(width, 3 * unshuffle ** 2, 3, padding=1)
@@ -63,7 +101,7 @@ class FaceRestorerNet(nn.Module):
             features = encoder(features)
             skips.append(features)
             features = down(features)
-        features = self.middle(features)
+        features = self.frequency(self.middle(features))
         for up, decoder, skip in zip(reversed(self.ups), reversed(self.decoders), reversed(skips)):
             features = F.interpolate(up(features), size=skip.shape[-2:], mode="bilinear", align_corners=False)
             features = decoder(features + skip)

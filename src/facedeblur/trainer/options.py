@@ -21,6 +21,9 @@ MODEL_SIZES = {
     # weights start at zero). Kernels up to 33 px cover the severe tier's camera shake (24 px).
     "kernel-aware": dict(width=24, levels=3, blocks_per_level=1, middle_blocks=2, unshuffle=2, kernel_size=33,
                          estimator_width=32),
+    # the same with a global frequency-mixing block at the bottleneck (arch.FrequencyMixing)
+    "kernel-aware-frequency": dict(width=24, levels=3, blocks_per_level=1, middle_blocks=2, unshuffle=2,
+                                   kernel_size=33, estimator_width=32, frequency_mixing=True),
 }
 
 
