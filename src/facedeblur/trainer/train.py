@@ -143,6 +143,30 @@ def _gain_by_category(gains: torch.Tensor, categories: list[str]) -> dict[str, f
 
 
 @torch.no_grad()
+@torch.no_grad()
+def kernel_errors(model: torch.nn.Module, validation: ValidationSet, kernels: torch.Tensor, known: torch.Tensor,
+                  labels: list[str], device: torch.device) -> dict:
+    """The estimator's reblur error (kernel_estimate_loss) per blur category, beside the error of the
+    "no blur" guess: an estimator that has collapsed to a delta for every face shows the same number in both,
+    while its gain with the estimate stays at the plain U-Net's."""
+    model.eval()
+    degraded = validation.degraded[known]
+    estimates = torch.cat([model.estimator(degraded[i:i + 32].to(device))[0].float().cpu()
+                           for i in range(0, len(degraded), 32)])
+    model.train()
+    clean, true = validation.clean[known], kernels[known]
+    delta = torch.from_numpy(fit_kernel(NO_BLUR, true.shape[-1])).expand_as(true)
+    errors: dict[str, dict[str, float]] = {"kernel_error_by_category": {}, "no_blur_kernel_error_by_category": {}}
+    for category in sorted(set(labels)):
+        rows = torch.tensor([label == category for label in labels])
+        everyone = torch.ones(int(rows.sum()), dtype=torch.bool)
+        errors["kernel_error_by_category"][category] = round(
+            kernel_estimate_loss(estimates[rows], true[rows], everyone, clean[rows]).item(), 5)
+        errors["no_blur_kernel_error_by_category"][category] = round(
+            kernel_estimate_loss(delta[rows], true[rows], everyone, clean[rows]).item(), 5)
+    return errors
+
+
 def validate(model: torch.nn.Module, validation: ValidationSet, device: torch.device,
              grid_path: Path | None = None) -> dict:
     """Mean PSNR gain, and per category; for a kernel-aware model also the gain when it is given the TRUE
@@ -170,6 +194,7 @@ def validate(model: torch.nn.Module, validation: ValidationSet, device: torch.de
         labels = [label for label, has in zip(validation.categories, known.tolist()) if has]
         result["oracle_gain_by_category"] = _gain_by_category(oracle_gains[known], labels)
         result["estimate_gain_by_category"] = _gain_by_category(gains[known], labels)
+        result.update(kernel_errors(model, validation, kernels, known, labels, device))
     if grid_path is not None:
         rows = [torch.cat([degraded[i], outputs[i], clean[i]], dim=2) for i in range(min(10, len(clean)))]
         grid = (torch.cat(rows, dim=1).permute(1, 2, 0).numpy()[:, :, ::-1] * 255).round().astype(np.uint8)
