@@ -117,3 +117,37 @@ def test_progress_reports_of_another_attempt_or_a_bad_shape_are_not_shown(tmp_pa
         with pytest.raises(ValueError):
             JobProgress.model_validate({**base, **bad})
     assert job_fraction("restoring", 5, 10) == pytest.approx(0.45 + 0.25)
+
+
+def test_remote_workers_report_progress_through_redis_and_forged_reports_are_dropped(tmp_path: Path) -> None:
+    """queue.backend: celery: a real redis-server, coordinator and `facedeblur worker`. The worker's sealed reports
+    reach `status`; an unsigned report, one sealed for another attempt and a progress report pushed as a result
+    are each dropped without changing the job or stopping the coordinator."""
+    queue = pytest.importorskip("test_queue_celery")
+    if queue.REDIS_SERVER is None or queue.redis is None:
+        pytest.skip("needs redis-server and the queue extra")
+    from facedeblur.daemon.broker import progress_key
+    from facedeblur.daemon.messages import seal
+    server = queue.RedisServer(tmp_path).start()
+    try:
+        run = queue.celery_run(tmp_path / "site", server)
+        with queue.cluster(run, server, tmp_path, 1):
+            queue.drop_clips(run, ["long.mp4"], frames=150, first_seed=5)
+            run.wait_for(lambda: any(j.get("progress") and j["progress"]["frames_done"]
+                                     for j in run.status()["running_jobs"]), 180, "a remote progress report")
+            job = run.status()["running_jobs"][0]
+            journal_id = queue.journal_id_of(run)
+            client = server.client()
+            forged_attempt = JobProgress(job_id=job["id"], attempt=job["attempt"] + 5, journal_id=journal_id,
+                                         stage="gallery", frames_done=0)
+            client.hset(progress_key(journal_id), "999", json.dumps({"job_id": 999, "stage": "gallery"}))
+            client.hset(progress_key(journal_id), str(job["id"]), json.dumps(seal(forged_attempt, queue.SECRET)))
+            client.rpush(f"facedeblur:results:{journal_id}", json.dumps(seal(forged_attempt, queue.SECRET)))
+            run.wait_for(lambda: "unsigned progress report" in run.log() and
+                         "badly signed result" in run.log(), 30, "the forged reports to be rejected")
+            assert client.hget(progress_key(journal_id), "999") is None   # read once, then dropped
+            run.wait_for(lambda: run.settled(1), 240, "the clip")
+        queue.assert_processed_exactly_once(run, ["long.mp4"])
+        assert client.hlen(progress_key(journal_id)) == 0
+    finally:
+        server.kill()
