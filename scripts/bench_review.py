@@ -42,18 +42,22 @@ def build_state(root: Path, rows: int) -> tuple[Path, Path]:
     for i in range(rows):
         camera = f"cam{i % CAMERAS:02d}"
         rel = f"{camera}/2026-11-{1 + i % 28:02d}/clip-{i:05d}.mp4"
-        state_name = "failed" if i % 10 == 3 else "queued" if i % 20 == 7 else "done"
+        state_name = "failed" if i % 10 == 3 else "queued" if i % 40 == 7 else "running" if i % 40 == 27 else "done"
         created = now - (rows - i) * 60.0
+        running = state_name == "running"
+        # Running jobs carry the progress the daemon records (stage, frames done of total), shown with an ETA.
+        progress = ("restoring" if i % 80 == 27 else "detecting", 300, 750, now) if running else (None,) * 4
         records.append((f"/srv/inbox/{rel}", "/srv/inbox", rel, "file", 5_000_000 + i, i, f"{i:064x}", state_name,
-                        1, created, created + 1, created + 30, 29.0, 750, 3 + i % 5,
+                        1, created, now - 20 if running else created + 1, None if running else created + 30,
+                        29.0, 750, 3 + i % 5,
                         str(outbox / f"{rel.replace('/', '__')}-j{i + 1}") if state_name == "done" else None,
-                        "not a readable video (Invalid data found when processing input)" if state_name == "failed"
-                        else None))
+                        "/srv/inbox/cam03/x.mp4: not a readable video (Invalid data found when processing input)"
+                        if state_name == "failed" else None, *progress))
     with journal.db:
         journal.db.executemany(
             "INSERT INTO jobs (path, inbox, rel_path, kind, size, mtime_ns, sha256, state, attempts, created_at, "
-            "started_at, finished_at, seconds, frames, faces, output, error) VALUES "
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", records)
+            "started_at, finished_at, seconds, frames, faces, output, error, progress_stage, progress_done, "
+            "progress_total, progress_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", records)
     journal.close()
     store = ReviewStore(state)
     db = store._connect()
@@ -100,6 +104,7 @@ def main() -> int:
                 f"page {last_page // 2} of {last_page}": f"/?page={last_page // 2}",
                 f"last page ({last_page})": f"/?page={last_page}",
                 "status + folder filter": "/?status=failed&folder=cam03",
+                "running jobs, with progress": "/?status=running",
                 "name search": "/?q=clip-0999",
                 "date range, done": f"/?status=done&from={time.strftime('%Y-%m-%d', time.gmtime(time.time() - 86400 * 3))}"
                                     f"&to={time.strftime('%Y-%m-%d', time.gmtime())}",
@@ -131,7 +136,8 @@ def main() -> int:
     section = "\n".join([
         HEADING, "",
         f"`scripts/bench_review.py` builds a journal of {args.rows:,} jobs ({CAMERAS} camera folders; 85% done, "
-        "10% failed, 5% queued) with the daemon's schema and review marks on every fifth job, starts "
+        "10% failed, 2.5% queued, 2.5% running with progress: stage, frames and ETA on every running row) with the "
+        "daemon's schema and review marks on every fifth job, starts "
         "`facedeblur serve` (Starlette on uvicorn, one process, serve.threads 8) on 127.0.0.1, and times the whole jobs-list request over HTTP "
         f"(connect, query, render, read; thumbnails are separate requests) {args.repeats} times per query after 3 "
         "warm-ups. 50 jobs a page.", "",
