@@ -292,6 +292,7 @@ class Daemon:
         counts = self.journal.counts()
         self.metrics.queue_depth.set(counts["queued"])
         self.metrics.running.set(counts["running"])
+        self.metrics.show_progress(self.journal.running())   # also drops the series of jobs lost meanwhile
         # Say so when no worker can take jobs (models failed to load): the queue is stalled, not healthy.
         stalled = "no worker has its models loaded (see event=model_load_failed); " if self.pool.stalled() else ""
         self.notifier.notify(f"WATCHDOG=1\nSTATUS={stalled}queued {counts['queued']}, running {counts['running']}, "

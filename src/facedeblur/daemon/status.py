@@ -65,6 +65,8 @@ def format_status(status: dict[str, Any]) -> str:
              f"queued {c['queued']} (retrying {status['retrying']}), running {c['running']}, done {c['done']}, "
              f"failed {c['failed']}, duplicates skipped {c['duplicate']}, superseded by a newer version "
              f"{c['superseded']}"]
+    if status["running_jobs"] and not daemon["running"]:
+        lines.append("  (the journal shows jobs running, but the daemon is not: they are re-queued when it starts)")
     for job in status["running_jobs"]:
         lines.append(f"  running: job {job['id']} {job['input']!r} attempt {job['attempt']}, "
                      f"{job['running_seconds']} s: {describe_progress(job['progress'])}")
