@@ -36,6 +36,8 @@ from .worker import STAGING, find_published, output_name, publish
 log = logging.getLogger("facedeblur.daemon")
 
 RESULTS_PER_TICK = 50
+MAX_PROGRESS_FIELDS = 1000    # progress reports held in Redis at once (one per running job)
+MAX_PROGRESS_BYTES = 4096     # a sealed JobProgress is about 300 bytes
 # OUTBOX/.staging/NAME-j<job>.a<attempt>: a remote worker's staged output. Around it while it works: its
 # ".input" hold folder and the pipeline's own temp folder (.NAME-j<job>.a<attempt>.facedeblur-tmp-XXXX).
 STAGED_OUTPUT = re.compile(r"-j(\d+)\.a(\d+)$")
@@ -195,8 +197,17 @@ class CeleryWorkerPool:
         """The newest progress report of each job, sealed like a result; one of no live lease (stale, forged,
         another coordinator's) is dropped from the hash, so it is read once, never acted on."""
         key = progress_key(self.journal_id)
+        if self.client.hlen(key) > MAX_PROGRESS_FIELDS:
+            # Far more than jobs can run at once: someone else writes here. Dropped whole; workers write again.
+            log.error("event=progress_rejected error=%s", logfmt_value(f"more than {MAX_PROGRESS_FIELDS} reports; "
+                                                                        "all dropped"))
+            self.client.delete(key)
+            return
         for field, raw in self.client.hgetall(key).items():
             try:
+                if len(raw) > MAX_PROGRESS_BYTES:
+                    raise MessageRejected(f"progress report of {len(raw)} bytes (a real one is under "
+                                          f"{MAX_PROGRESS_BYTES})")
                 try:
                     envelope = json.loads(raw)
                 except ValueError:
