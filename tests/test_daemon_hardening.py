@@ -143,7 +143,7 @@ def test_permanent_input_errors_fail_at_once_and_a_hung_job_times_out_and_retrie
         run.wait_for(lambda: len(run.jobs()) == 4 and _job_states(run) == ["failed"] * 4, 60,
                      "the four unusable inputs to fail")
         failures = run.status()["recent_failures"]
-        assert any(f["input"] == "bad\\xff.mp4" and "not a readable video" in f["error"] for f in failures), failures
+        assert any(f["input"] == "inbox/bad\\xff.mp4" and "not a readable video" in f["error"] for f in failures), failures
         for job in run.jobs():
             assert job["attempts"] == 1, job
             assert (run.outbox / "failed" / (Path(job["failed_copy"]).name + ".error.txt")).is_file()

@@ -141,7 +141,7 @@ def test_every_kind_of_drop(tmp_path: Path) -> None:
     status = run.status()
     assert status["counts"] == {"queued": 0, "running": 0, "done": len(valid), "failed": len(invalid) + 1,
                                 "duplicate": 1, "superseded": 0}
-    assert {f["input"] for f in status["recent_failures"]} == set(invalid) | {"empty_again.mp4"}
+    assert {f["input"] for f in status["recent_failures"]} == {f"inbox/{name}" for name in [*invalid, "empty_again.mp4"]}
 
     index = (run.outbox / "index.html").read_text(encoding="utf-8")
     links = re.findall(r'href="([^"]+)/index.html"', index)

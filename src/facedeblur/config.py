@@ -186,6 +186,8 @@ class ServeSettings(StrictModel):
     export_max_input_mb: float = Field(200.0, ge=0, description="an original input larger than this goes into "
                                        "a case export as its SHA-256 only")
     page_size: int = Field(50, ge=5, le=500, description="jobs per page in the list")
+    refresh_seconds: float = Field(5.0, ge=0, le=3600, description="how often the jobs list, and the page of a "
+                                   "queued or running job, fetch themselves again (0: never)")
     login_attempts: int = Field(5, ge=1, description="failed logins allowed per address (and per user name) "
                                 "within login_window_seconds before further tries are refused")
     login_window_seconds: float = Field(300.0, gt=0)

@@ -21,6 +21,8 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".gif", ".3
                     ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".vob",
                     ".264", ".h264", ".265", ".h265", ".hevc", ".dav")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# Where a person reads the list above: errors point here instead of enumerating twenty extensions each time.
+SUPPORTED_INPUTS_DOC = 'docs/footage-pipeline.md, "Supported inputs"'
 CHUNK = 1 << 20
 
 

@@ -6,6 +6,8 @@ Redis carries three things besides Celery's own task queue:
     re-delivered after the job was already sent again (a skipped or stale task is harmless either way: only
     the coordinator publishes, and only the live attempt);
   * RESULTS_KEY: a list the workers push their results onto and the coordinator pops;
+  * PROGRESS_KEY: a hash, job id -> the newest sealed progress report of that job (messages.JobProgress), which
+    the coordinator reads with the heartbeats; a hash keeps only the latest report, so it cannot grow;
   * WORKER_KEY_PREFIX + host:pid: each worker's heartbeat (host, pid, GPU, current jobs, time), with a TTL, so a
     worker that vanishes drops out of `facedeblur status` and its jobs' leases stop being renewed.
 celery and redis are imported inside functions: without `queue.backend: celery` neither is needed.
@@ -29,6 +31,10 @@ CONNECT_TIMEOUT = 5.0
 
 def results_key(journal_id: str) -> str:
     return f"facedeblur:results:{journal_id}"
+
+
+def progress_key(journal_id: str) -> str:
+    return f"facedeblur:progress:{journal_id}"
 
 
 def live_key(journal_id: str, job_id: int) -> str:

@@ -25,10 +25,10 @@ from typing import Any
 
 from ..config import QueueSettings
 from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, make_celery_app, message_secret,
-                     require_queue_extra, results_key)
+                     progress_key, require_queue_extra, results_key)
 from .journal import Job, Journal
 from .logs import logfmt_value
-from .messages import JobResult, JobTicket, MessageRejected, Outcome, seal, unseal
+from .messages import JobProgress, JobResult, JobTicket, MessageRejected, Outcome, seal, unseal
 from .metrics import DaemonMetrics
 from .pool import PoolCallbacks
 from .worker import STAGING, find_published, output_name, publish
@@ -36,6 +36,8 @@ from .worker import STAGING, find_published, output_name, publish
 log = logging.getLogger("facedeblur.daemon")
 
 RESULTS_PER_TICK = 50
+MAX_PROGRESS_FIELDS = 1000    # progress reports held in Redis at once (one per running job)
+MAX_PROGRESS_BYTES = 4096     # a sealed JobProgress is about 300 bytes
 # OUTBOX/.staging/NAME-j<job>.a<attempt>: a remote worker's staged output. Around it while it works: its
 # ".input" hold folder and the pipeline's own temp folder (.NAME-j<job>.a<attempt>.facedeblur-tmp-XXXX).
 STAGED_OUTPUT = re.compile(r"-j(\d+)\.a(\d+)$")
@@ -79,6 +81,7 @@ class CeleryWorkerPool:
         self.metrics = metrics
         self.on_result, self.on_lost = callbacks.on_result, callbacks.on_lost
         self.on_first_ready, self.keep_alive = callbacks.on_first_ready, callbacks.keep_alive
+        self.on_progress = callbacks.on_progress
         self.client = connect(queue, "facedeblur watch")
         self.app = make_celery_app(queue)
         self.leases: dict[int, Lease] = {}
@@ -182,12 +185,50 @@ class CeleryWorkerPool:
     def _read_heartbeats(self) -> None:
         self.heartbeats_read_at = time.monotonic()
         self.workers = live_workers(self.client)
+        self._read_progress()
         renewed = time.monotonic() + self.queue.lease_seconds
         for worker in self.workers:
             for held in worker.get("jobs", []):
                 lease = self.leases.get(held.get("job_id"))
                 if held.get("journal_id") == self.journal_id and lease is not None and lease.attempt == held.get("attempt"):
                     lease.expires, lease.picked_up = renewed, True
+
+    def _read_progress(self) -> None:
+        """The newest progress report of each job, sealed like a result; one of no live lease (stale, forged,
+        another coordinator's) is dropped from the hash, so it is read once, never acted on."""
+        key = progress_key(self.journal_id)
+        if self.client.hlen(key) > MAX_PROGRESS_FIELDS:
+            # Far more than jobs can run at once: someone else writes here. Dropped whole; workers write again.
+            log.error("event=progress_rejected error=%s", logfmt_value(f"more than {MAX_PROGRESS_FIELDS} reports; "
+                                                                        "all dropped"))
+            self.client.delete(key)
+            return
+        for field, raw in self.client.hgetall(key).items():
+            try:
+                if len(raw) > MAX_PROGRESS_BYTES:
+                    raise MessageRejected(f"progress report of {len(raw)} bytes (a real one is under "
+                                          f"{MAX_PROGRESS_BYTES})")
+                try:
+                    envelope = json.loads(raw)
+                except ValueError:
+                    raise MessageRejected("unreadable progress report: not JSON") from None
+                progress = unseal(envelope, JobProgress, self.secret)
+            except MessageRejected as exc:
+                log.error("event=progress_rejected error=%s value=%s", logfmt_value(exc), logfmt_value(raw[:200]))
+                self.client.hdel(key, field)
+                continue
+            lease = self.leases.get(progress.job_id)
+            if progress.journal_id != self.journal_id or lease is None or lease.attempt != progress.attempt or \
+                    str(progress.job_id).encode() != (field if isinstance(field, bytes) else str(field).encode()):
+                self.client.hdel(key, field)
+                continue
+            self.on_progress(progress)
+
+    def _forget_progress(self, job_id: int) -> None:
+        try:
+            self.client.hdel(progress_key(self.journal_id), str(job_id))
+        except self._redis_errors:
+            pass   # a leftover report names an attempt no lease holds: dropped at the next read
 
     def _take_result(self, result: JobResult) -> None:
         job_id, attempt = result.job_id, result.attempt
@@ -208,6 +249,7 @@ class CeleryWorkerPool:
             return
         del self.leases[job_id]
         self._mark_live(job_id, 0)
+        self._forget_progress(job_id)
         if result.outcome is Outcome.STAGED:
             staging = self.outbox / STAGING / lease.staging_name
             try:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .messages import JobResult, JobTicket, MessageRejected, seal, unseal
+from .messages import JobProgress, JobResult, JobTicket, MessageRejected, seal, unseal
 
 log = logging.getLogger("facedeblur.worker")
 
@@ -174,7 +174,7 @@ class WorkerRuntime:
         from .worker import run_job
         models = self.models.get()
         try:
-            result = run_job(ticket, self.config.pipeline, models, publish_output=False)
+            result = run_job(ticket, self.config.pipeline, models, publish_output=False, report=self._report)
         finally:
             self.models.put(models)
             with self.lock:
@@ -182,6 +182,15 @@ class WorkerRuntime:
         back = {key: map_path(value, self.queue.path_map, to_worker=False)
                 for key, value in (("staging", result.staging), ("output", result.output)) if value}
         return result.model_copy(update={**back, "worker": self.name})
+
+    def _report(self, progress: JobProgress) -> None:
+        """The job's newest progress, sealed, into the coordinator's progress hash (one field per job)."""
+        from .broker import progress_key
+        try:
+            self.client.hset(progress_key(progress.journal_id), str(progress.job_id),
+                             json.dumps(seal(progress, self.secret)))
+        except Exception as exc:  # noqa: BLE001 - Redis away: progress is only shown; the next report tries again
+            log.debug("event=progress_not_sent job=%d error=%s", progress.job_id, exc)
 
     def _hand_back(self, key: str, result: JobResult) -> None:
         """Push the result, sealed; while Redis is away keep trying (the coordinator's leases wait for it too), up

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sqlite3
 import time
 import uuid
@@ -55,7 +56,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     failed_copy   TEXT,                   -- where the input went in failed/
     error         TEXT,                   -- last error, one line
     worker_pid    INTEGER,
-    dispatches    INTEGER NOT NULL DEFAULT 0    -- times the job was started; the running one is attempt number N
+    dispatches    INTEGER NOT NULL DEFAULT 0,   -- times the job was started; the running one is attempt number N
+    progress_stage TEXT,                  -- the running attempt's newest report (daemon/progress.py): stage,
+    progress_done  INTEGER,               -- frames done in that stage,
+    progress_total INTEGER,               -- frames the stage has (NULL: not known),
+    progress_at    REAL                   -- and when it came
 )"""
 
 SCHEMA = JOBS_TABLE + """;
@@ -68,6 +73,8 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_at);
 """
 
 
+PROGRESS_COLUMNS = (("progress_stage", "TEXT"), ("progress_done", "INTEGER"), ("progress_total", "INTEGER"),
+                    ("progress_at", "REAL"))
 PATH_COLUMNS = ("path", "inbox", "rel_path", "output", "failed_copy")
 _DAMAGED = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
@@ -125,6 +132,31 @@ def message_to_db(text: str | None) -> str | None:
 
 def row_dict(row: sqlite3.Row) -> dict[str, Any]:
     return {key: from_db(row[key]) if key in PATH_COLUMNS else row[key] for key in row.keys()}
+
+
+def inbox_name(inbox: str, rel_path: str) -> str:
+    """How an input is named to a person: its inbox folder's name and its path inside it ('inbox/cam2/x.mp4'),
+    never the daemon's staging copy or the whole absolute path. Printable (see safe_text.display_name)."""
+    from ..safe_text import display_name
+    folder = os.path.basename(os.path.normpath(inbox)) if inbox else ""
+    return display_name(f"{folder}/{rel_path}" if folder else rel_path)
+
+
+# A held copy's path in an error recorded before errors named inputs by inbox_name (".../.staging/NAME.input/x.mp4").
+_HELD_COPY = re.compile(r"(?:/[^\s:]*)?/\.staging/[^/\s]+\.input/[^:]+(?=:)")
+
+
+def shown_error(error: str | None, inbox: str, rel_path: str) -> str:
+    """A job's recorded error as shown to a person: printable, and naming the input by inbox_name even where
+    an older daemon wrote the path of its staging copy or the absolute inbox path."""
+    from ..safe_text import encodable
+    if not error:
+        return ""
+    text = encodable(error)
+    shown = inbox_name(inbox, rel_path)
+    text = _HELD_COPY.sub(lambda _: shown, text)
+    absolute = encodable(os.path.join(inbox, rel_path)) if inbox else ""
+    return text.replace(absolute, shown) if absolute else text
 
 
 @dataclass(frozen=True)
@@ -321,6 +353,9 @@ class Journal(JobQueries):
         columns = {r[1] for r in self.db.execute("PRAGMA table_info(jobs)")}
         if "dispatches" not in columns:
             self.db.execute("ALTER TABLE jobs ADD COLUMN dispatches INTEGER NOT NULL DEFAULT 0")
+        for column, kind in PROGRESS_COLUMNS:
+            if column not in columns:
+                self.db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
         try:
@@ -391,8 +426,17 @@ class Journal(JobQueries):
     def mark_running(self, job_id: int, pid: int) -> int:
         """The job's new attempt number: a remote worker's result counts only for the attempt still running."""
         self._write("UPDATE jobs SET state='running', attempts=attempts+1, dispatches=dispatches+1, started_at=?, "
-                    "worker_pid=? WHERE id=?", (time.time(), pid, job_id))
+                    "worker_pid=?, progress_stage=NULL, progress_done=NULL, progress_total=NULL, progress_at=NULL "
+                    "WHERE id=?", (time.time(), pid, job_id))
         return int(self.db.execute("SELECT dispatches FROM jobs WHERE id=?", (job_id,)).fetchone()[0])
+
+    def record_progress(self, job_id: int, attempt: int, stage: str, done: int, total: int | None) -> bool:
+        """Store a running attempt's newest progress report; False (nothing written) when that attempt is not
+        the one running, so a late report of an earlier attempt never shows."""
+        cursor = self._write("UPDATE jobs SET progress_stage=?, progress_done=?, progress_total=?, progress_at=? "
+                             "WHERE id=? AND state='running' AND dispatches=?",
+                             (stage, done, total, time.time(), job_id, attempt))
+        return cursor.rowcount == 1
 
     def live_attempt(self, job_id: int) -> int | None:
         """The attempt number of the job's running dispatch; None when it is not running (or unknown)."""

@@ -11,10 +11,12 @@ from collections.abc import Callable
 from multiprocessing.connection import wait as wait_connections
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from ..errors import FacedeblurError
 from .journal import Job, Journal
 from .logs import logfmt_value
-from .messages import JobTicket
+from .messages import JobProgress, JobTicket
 from .metrics import DaemonMetrics
 from .pool import PoolCallbacks
 from .worker import STAGING, WorkerHandle
@@ -32,6 +34,7 @@ class LocalWorkerPool:
         self.metrics = metrics
         self.on_result, self.on_lost = callbacks.on_result, callbacks.on_lost
         self.on_first_ready, self.keep_alive = callbacks.on_first_ready, callbacks.keep_alive
+        self.on_progress = callbacks.on_progress
         self.workers: list[WorkerHandle] = []
         self.ever_ready = False
         self.stopping = False
@@ -84,11 +87,21 @@ class LocalWorkerPool:
         for conn in ready:
             worker = by_conn[conn]
             try:
-                kind, payload = conn.recv()
+                message = conn.recv()
             except (EOFError, OSError):
                 self._worker_died(worker)
                 continue
-            if kind == "ready":
+            except Exception as exc:  # noqa: BLE001 - an unpicklable message: dropped, the worker goes on
+                log.error("event=message_rejected worker=%d error=%s", worker.index, logfmt_value(exc))
+                continue
+            if not (isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str)):
+                log.error("event=message_rejected worker=%d error=%s", worker.index,
+                          logfmt_value(f"expected (kind, payload), got {type(message).__name__}"))
+                continue
+            kind, payload = message
+            if kind == "progress":
+                self._take_progress(worker, payload)
+            elif kind == "ready":
                 worker.ready, worker.load_seconds = True, payload
                 self.respawn_delay = 0.0
                 self.metrics.model_load_seconds.set(payload)
@@ -115,6 +128,20 @@ class LocalWorkerPool:
         for worker in list(self.workers):
             if not worker.process.is_alive() and worker in self.workers and not _has_message(worker):
                 self._worker_died(worker)
+
+    def _take_progress(self, worker: WorkerHandle, payload: object) -> None:
+        """A progress report, checked like any message: of the job this worker holds, every field valid."""
+        try:
+            progress = JobProgress.model_validate(payload)
+        except ValidationError as exc:
+            log.error("event=progress_rejected worker=%d error=%s", worker.index,
+                      logfmt_value("; ".join(e["msg"] for e in exc.errors()[:3])))
+            return
+        if progress.job_id != worker.job_id:
+            log.warning("event=progress_rejected worker=%d job=%d reason=%s", worker.index, progress.job_id,
+                        logfmt_value(f"the worker holds job {worker.job_id}"))
+            return
+        self.on_progress(progress)
 
     def check_timeouts(self, limit: float | None) -> None:
         """daemon.job_timeout: a job that hangs (a stuck decoder, a wedged GPU) is stopped and retried."""

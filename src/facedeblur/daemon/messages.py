@@ -23,6 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, Validatio
                       model_validator)
 
 from .journal import Job
+from .progress import STAGES
 
 # output_name()'s shape: a readable name that does not start with a dot, ending in the job id.
 _OUTPUT_NAME = re.compile(r"[^\W.][\w.\-]*-j(\d+)", re.UNICODE)
@@ -143,9 +144,30 @@ class JobResult(_Message):
         return self.outcome in (Outcome.INPUT_FAULT, Outcome.INPUT_FAULT_PERMANENT, Outcome.VANISHED)
 
 
+MAX_FRAMES = 10 ** 9   # far beyond any clip; a larger count is a forged or broken message
+
+
+class JobProgress(_Message):
+    """How far one run of one job is (worker -> daemon, while it runs). Only ever shown, never acted on: the
+    daemon takes it only for the attempt that is running, so a stale or forged report changes no state."""
+    job_id: int = Field(ge=1)
+    attempt: int = Field(ge=0)
+    journal_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    stage: Literal[STAGES]   # type: ignore[valid-type] - the tuple of stage names, in order
+    frames_done: int = Field(ge=0, le=MAX_FRAMES)
+    frames_total: int | None = Field(default=None, ge=0, le=MAX_FRAMES)
+
+    @model_validator(mode="after")
+    def _done_within_total(self) -> "JobProgress":
+        if self.frames_total is not None and self.frames_done > self.frames_total:
+            raise ValueError(f"frames_done {self.frames_done} is more than frames_total {self.frames_total}")
+        return self
+
+
 # ---- sealing for the way through Redis ----------------------------------------------------------------------
-_PURPOSE = {JobTicket: b"facedeblur job ticket v1\n", JobResult: b"facedeblur job result v1\n"}
-M = TypeVar("M", JobTicket, JobResult)
+_PURPOSE = {JobTicket: b"facedeblur job ticket v1\n", JobResult: b"facedeblur job result v1\n",
+            JobProgress: b"facedeblur job progress v1\n"}
+M = TypeVar("M", JobTicket, JobResult, JobProgress)
 
 
 def canonical_json(message: _Message) -> str:
@@ -158,14 +180,14 @@ def _mac(secret: bytes, kind: type, body: str) -> str:
     return hmac.new(secret, _PURPOSE[kind] + body.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def seal(message: JobTicket | JobResult, secret: bytes) -> dict[str, str]:
+def seal(message: JobTicket | JobResult | JobProgress, secret: bytes) -> dict[str, str]:
     body = canonical_json(message)
     return {"body": body, "hmac": _mac(secret, type(message), body)}
 
 
 def unseal(envelope: Any, kind: type[M], secret: bytes) -> M:
     """The message inside `envelope` if it is sealed with `secret` and valid, else MessageRejected."""
-    what = "task" if kind is JobTicket else "result"
+    what = {JobTicket: "task", JobResult: "result", JobProgress: "progress report"}[kind]
     if not isinstance(envelope, dict) or set(envelope) != {"body", "hmac"}:
         raise MessageRejected(f"unsigned {what}: expected {{body, hmac}}, got "
                               f"{sorted(envelope) if isinstance(envelope, dict) else type(envelope).__name__}")

@@ -33,6 +33,34 @@ class DaemonMetrics:
         self.model_seconds_per_frame = Gauge("facedeblur_model_seconds_per_frame",
                                              "Processing latency per frame of the last job", registry=r)
 
+        # One series per running job (label job="<id>"), removed when the job is no longer running.
+        self.progress_done = Gauge("facedeblur_job_progress_frames_done", "Frames done in the running job's stage",
+                                   ["job", "stage"], registry=r)
+        self.progress_total = Gauge("facedeblur_job_progress_frames_total", "Frames in the running job's stage",
+                                    ["job", "stage"], registry=r)
+        self.progress_ratio = Gauge("facedeblur_job_progress_ratio", "Share of the running job done (0-1)",
+                                    ["job"], registry=r)
+        self.progress_eta = Gauge("facedeblur_job_eta_seconds", "Estimated seconds until the running job is done",
+                                  ["job"], registry=r)
+
+    def show_progress(self, running: list[dict]) -> None:
+        """Replace the per-job progress series with those of `running` (journal rows of the running jobs)."""
+        from .progress import job_progress
+        for gauge in (self.progress_done, self.progress_total, self.progress_ratio, self.progress_eta):
+            gauge.clear()
+        for row in running:
+            progress = job_progress(row)
+            if progress is None:
+                continue
+            job = str(row["id"])
+            self.progress_done.labels(job, progress["stage"]).set(progress["frames_done"])
+            if progress["frames_total"] is not None:
+                self.progress_total.labels(job, progress["stage"]).set(progress["frames_total"])
+            if progress["percent"] is not None:
+                self.progress_ratio.labels(job).set(progress["percent"] / 100)
+            if progress["eta_seconds"] is not None:
+                self.progress_eta.labels(job).set(progress["eta_seconds"])
+
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)
 

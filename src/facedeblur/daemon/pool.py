@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from .messages import JobResult, JobTicket
+from .messages import JobProgress, JobResult, JobTicket
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -32,11 +32,13 @@ class PoolCallbacks:
     on_result(result): a run finished (a staged remote output is already published when this is called);
     on_lost(job_id, error, worker_died, input_fault): a run ended without a result (its worker died, timed
     out, or the task never reached a worker: then input_fault is false and no attempt is counted);
-    on_first_ready(): the pool can take jobs for the first time; keep_alive(): feed the watchdog while waiting."""
+    on_first_ready(): the pool can take jobs for the first time; keep_alive(): feed the watchdog while waiting;
+    on_progress(progress): a validated progress report of a job this pool holds, for the attempt it holds."""
     on_result: Callable[[JobResult], None]
     on_lost: Callable[[int, str, bool, bool], None]
     on_first_ready: Callable[[], None]
     keep_alive: Callable[[], None]
+    on_progress: Callable[[JobProgress], None] = lambda progress: None
 
 
 class WorkerPool(Protocol):

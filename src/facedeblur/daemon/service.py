@@ -26,10 +26,11 @@ from ..pipeline.restore import resolve_model
 from .intake import Intake
 from .journal import Journal, JournalUnwritable, damaged_message, is_damaged
 from .logs import logfmt_value
-from .messages import JobTicket
+from .messages import JobProgress, JobTicket
 from .metrics import DaemonMetrics
 from .outcomes import Outcomes
 from .pool import PoolCallbacks, WorkerPool, make_worker_pool
+from .progress import HEARTBEAT_SECONDS, remove_heartbeat, write_heartbeat
 from .retention import apply_retention
 from .review_index import write_review_index
 from .worker import outbox_write_problem, output_name
@@ -115,6 +116,9 @@ class Daemon:
         self.index_written = 0.0
         self.intake: Intake | None = None
         self.pool: WorkerPool | None = None
+        self.started_at = time.time()
+        self.heartbeat_at = 0.0
+        self.holds_lock = False   # only the daemon holding STATE/daemon.lock may touch its heartbeat file
 
     # ---- start-up -----------------------------------------------------------------------------------------
     def _prepare_folders(self) -> None:
@@ -129,6 +133,7 @@ class Daemon:
         except OSError:
             raise FacedeblurError(f"another facedeblur daemon is already using {self.state_dir}; stop it first "
                                   "or give this one its own --state") from None
+        self.holds_lock = True
 
     def _recover(self) -> None:
         """Jobs left running by the last run: the pool re-queues them (local workers died with the daemon) or
@@ -144,6 +149,13 @@ class Daemon:
 
     def run(self) -> int:
         try:
+            return self._run_reporting_journal_errors()
+        finally:
+            if self.holds_lock:
+                remove_heartbeat(self.state_dir)   # stopped, whichever way: status must not call it alive
+
+    def _run_reporting_journal_errors(self) -> int:
+        try:
             return self._run()
         except sqlite3.DatabaseError as exc:
             if is_damaged(exc):
@@ -157,11 +169,13 @@ class Daemon:
 
     def _run(self) -> int:
         self._prepare_folders()
+        self._beat()
         self.journal = Journal(self.state_dir)
         self.outcomes = Outcomes(self.settings, self.journal, self.metrics, self.failed_dir,
                                  on_published=self._index_out_of_date)
-        callbacks = PoolCallbacks(on_result=self.outcomes.handle_result, on_lost=self._job_lost,
-                                  on_first_ready=self._first_ready, keep_alive=lambda: self.notifier.notify("WATCHDOG=1"))
+        callbacks = PoolCallbacks(on_result=self._job_result, on_lost=self._job_lost,
+                                  on_first_ready=self._first_ready, keep_alive=self._keep_alive,
+                                  on_progress=self._job_progress)
         self.pool = make_worker_pool(self.config, self.outbox, self.journal, self.metrics, callbacks)
         self._recover()
         if self.settings.metrics_port:
@@ -186,6 +200,32 @@ class Daemon:
         finally:
             self._shutdown()
 
+    # ---- liveness and progress ----------------------------------------------------------------------------
+    def _beat(self, state: str = "running") -> None:
+        """STATE/daemon.heartbeat, so `facedeblur status` can tell a live daemon from a stopped or killed one."""
+        self.heartbeat_at = time.monotonic()
+        try:
+            write_heartbeat(self.state_dir, self.started_at, state)
+        except OSError as exc:
+            log.warning("event=heartbeat_failed error=%s", logfmt_value(exc.strerror or exc))
+
+    def _beat_if_due(self) -> None:
+        if time.monotonic() - self.heartbeat_at >= HEARTBEAT_SECONDS:
+            self._beat("stopping" if self.stop_requested else "running")
+
+    def _keep_alive(self) -> None:
+        self.notifier.notify("WATCHDOG=1")
+        self._beat_if_due()
+
+    def _job_progress(self, progress: JobProgress) -> None:
+        if self.journal.record_progress(progress.job_id, progress.attempt, progress.stage, progress.frames_done,
+                                        progress.frames_total):
+            self.metrics.show_progress(self.journal.running())
+
+    def _job_result(self, result) -> None:
+        self.outcomes.handle_result(result)
+        self.metrics.show_progress(self.journal.running())
+
     def _index_out_of_date(self) -> None:
         self.index_dirty = True
 
@@ -200,6 +240,7 @@ class Daemon:
         ping_every = watchdog_usec / 2e6 if watchdog_usec else 10.0
         next_ping = 0.0
         while not self.stop_requested:
+            self._beat_if_due()
             if self.journal_paused:
                 # The journal cannot be written (state disk full): take nothing in, start nothing, leave the
                 # workers' results in their pipes, keep the watchdog fed; probe every second.
@@ -251,6 +292,7 @@ class Daemon:
         counts = self.journal.counts()
         self.metrics.queue_depth.set(counts["queued"])
         self.metrics.running.set(counts["running"])
+        self.metrics.show_progress(self.journal.running())   # also drops the series of jobs lost meanwhile
         # Say so when no worker can take jobs (models failed to load): the queue is stalled, not healthy.
         stalled = "no worker has its models loaded (see event=model_load_failed); " if self.pool.stalled() else ""
         self.notifier.notify(f"WATCHDOG=1\nSTATUS={stalled}queued {counts['queued']}, running {counts['running']}, "
@@ -353,6 +395,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.notifier.notify("STOPPING=1")
+        self._beat("stopping")
         pool = self.pool
         log.info("event=stopping running=%d timeout=%.0fs", len(pool.held_jobs()) if pool else 0,
                  self.settings.shutdown_timeout)
@@ -363,6 +406,7 @@ class Daemon:
             deadline = time.monotonic() + self.settings.shutdown_timeout
             try:
                 while not self.journal_paused and pool.busy() and time.monotonic() < deadline:
+                    self._beat_if_due()
                     pool.collect(timeout=TICK_SECONDS)
             except (JournalUnwritable, sqlite3.DatabaseError) as exc:
                 log.error("event=journal_unwritable error=%s action=%s", logfmt_value(exc),

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FacedeblurError
-from ..safe_text import display_name, encodable
-from .journal import JOURNAL_FILE, JournalReader, damaged_message, is_damaged
+from ..safe_text import display_name
+from .journal import JOURNAL_FILE, JournalReader, damaged_message, inbox_name, is_damaged, shown_error
+from .progress import daemon_liveness, describe_progress, job_progress
 
 
 def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
@@ -31,11 +32,13 @@ def collect_status(state_dir: Path, recent: int = 10) -> dict[str, Any]:
 def _collect(journal: JournalReader, state_dir: Path, recent: int) -> dict[str, Any]:
     now = time.time()
     counts = journal.counts()
-    running = [dict(id=r["id"], input=display_name(r["rel_path"]), attempt=r["attempts"], worker_pid=r["worker_pid"],
-                    running_seconds=round(now - r["started_at"], 1) if r["started_at"] else None)
+    running = [dict(id=r["id"], input=inbox_name(r["inbox"], r["rel_path"]), attempt=r["attempts"],
+                    worker_pid=r["worker_pid"],
+                    running_seconds=round(now - r["started_at"], 1) if r["started_at"] else None,
+                    progress=job_progress(r, now))
                for r in journal.running()]
-    failures = [dict(id=r["id"], input=display_name(r["rel_path"]), attempts=r["attempts"],
-                     error=encodable(r["error"] or ""),
+    failures = [dict(id=r["id"], input=inbox_name(r["inbox"], r["rel_path"]), attempts=r["attempts"],
+                     error=shown_error(r["error"], r["inbox"], r["rel_path"]),
                      failed_copy=display_name(r["failed_copy"]) if r["failed_copy"] else None, at=r["finished_at"])
                 for r in journal.recent_failures(recent)]
     throughput = {}
@@ -45,20 +48,28 @@ def _collect(journal: JournalReader, state_dir: Path, recent: int) -> dict[str, 
         throughput[label] = dict(jobs=done["jobs"], frames=done["frames"], faces=done["faces"],
                                  processing_seconds=round(busy, 1),
                                  frames_per_second=round(done["frames"] / busy, 2) if busy else None)
-    return dict(state_dir=str(state_dir), counts=counts, total=sum(counts.values()),
+    return dict(state_dir=str(state_dir), daemon=daemon_liveness(state_dir, now), counts=counts,
+                total=sum(counts.values()),
                 retrying=journal.retrying_count(), running_jobs=running, recent_failures=failures,
                 throughput=throughput, last_done_at=journal.last_done_at())
 
 
 def format_status(status: dict[str, Any]) -> str:
     c = status["counts"]
-    lines = [f"journal: {status['state_dir']}",
+    daemon = status["daemon"]
+    if daemon["running"]:
+        alive = f"daemon: {daemon['state']} (pid {daemon['pid']}, heartbeat {daemon['heartbeat_age_seconds']} s ago)"
+    else:
+        alive = f"daemon: not running ({daemon['reason']})"
+    lines = [alive, f"journal: {status['state_dir']}",
              f"queued {c['queued']} (retrying {status['retrying']}), running {c['running']}, done {c['done']}, "
              f"failed {c['failed']}, duplicates skipped {c['duplicate']}, superseded by a newer version "
              f"{c['superseded']}"]
+    if status["running_jobs"] and not daemon["running"]:
+        lines.append("  (the journal shows jobs running, but the daemon is not: they are re-queued when it starts)")
     for job in status["running_jobs"]:
         lines.append(f"  running: job {job['id']} {job['input']!r} attempt {job['attempt']}, "
-                     f"{job['running_seconds']} s")
+                     f"{job['running_seconds']} s: {describe_progress(job['progress'])}")
     for label, t in status["throughput"].items():
         fps = f", {t['frames_per_second']} frames/s while busy" if t["frames_per_second"] else ""
         lines.append(f"{label.replace('_', ' ')}: {t['jobs']} jobs, {t['frames']} frames, {t['faces']} faces{fps}")

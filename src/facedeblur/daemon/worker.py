@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import json
+import logging
 import multiprocessing
 import os
 import re
@@ -26,11 +27,16 @@ import signal
 import stat
 import time
 import unicodedata
+from collections.abc import Callable
 from multiprocessing.connection import Connection
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .messages import JobResult, JobTicket, Outcome
+from .journal import inbox_name
+from .messages import JobProgress, JobResult, JobTicket, Outcome
+from .progress import REPORT_EVERY_SECONDS
+
+log = logging.getLogger("facedeblur.daemon")
 
 STAGING = ".staging"
 MANIFEST_KEY = "daemon"   # the key under which the daemon's own fields go into manifest.json
@@ -145,13 +151,40 @@ def worker_main(conn: Connection, pipeline_json: str, parent_pid: int) -> None:
             return
         if job is None:
             return
-        conn.send(("result", run_job(job, settings, models)))
+        conn.send(("result", run_job(job, settings, models,
+                                     report=lambda progress: conn.send(("progress", progress.model_dump(mode="json"))))))
 
 
-def run_job(ticket: JobTicket, settings, models, publish_output: bool = True) -> JobResult:
+class ProgressReporter:
+    """Turns the pipeline's per-frame counts into JobProgress reports: at every stage change, at the end of a
+    stage, and otherwise at most once every REPORT_EVERY_SECONDS (a report is one journal write)."""
+
+    def __init__(self, ticket: JobTicket, send: Callable[[JobProgress], None]):
+        self.ticket, self.send = ticket, send
+        self.stage: str | None = None
+        self.sent_at = 0.0
+
+    def __call__(self, stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        finished = total is not None and done >= total
+        if stage == self.stage and not finished and now - self.sent_at < REPORT_EVERY_SECONDS:
+            return
+        self.stage, self.sent_at = stage, now
+        if total is not None and done > total:
+            total = done   # a container's frame count is an estimate; the frames decoded are the truth
+        try:
+            self.send(JobProgress(job_id=self.ticket.id, attempt=self.ticket.attempt,
+                                  journal_id=self.ticket.journal_id, stage=stage, frames_done=done,
+                                  frames_total=total))
+        except Exception as exc:  # noqa: BLE001 - progress is shown, never needed: a lost report loses nothing
+            log.debug("event=progress_not_sent job=%d error=%s", self.ticket.id, exc)
+
+
+def run_job(ticket: JobTicket, settings, models, publish_output: bool = True,
+            report: Callable[[JobProgress], None] | None = None) -> JobResult:
     """Process one job into OUTBOX/.staging/NAME and publish it, or, with `publish_output` false (a remote
     worker), into OUTBOX/.staging/NAME.a<attempt>, left staged: only the coordinator, which knows whether this
-    attempt is still the live one, may publish it."""
+    attempt is still the live one, may publish it. `report` gets the job's progress as it goes."""
     from ..errors import FacedeblurError, UnusableInputError
     from ..image_files import refuse_symlinks
 
@@ -161,7 +194,16 @@ def run_job(ticket: JobTicket, settings, models, publish_output: bool = True) ->
     held = outbox / STAGING / f"{staging_name}.input"
     staged = False
 
+    shown = inbox_name(ticket.inbox, ticket.rel_path)
+    # The pipeline names the path it was handed: the held copy in .staging, or the absolute inbox path. A person
+    # knows the input by its place in the inbox, so errors say that (longest first: the held link before its folder).
+    internal_names = sorted({str(held / PurePosixPath(ticket.rel_path).name), str(held), ticket.path}, key=len,
+                            reverse=True)
+
     def result(outcome: Outcome, **fields: Any) -> JobResult:
+        if fields.get("error"):
+            for name in internal_names:
+                fields["error"] = fields["error"].replace(name, shown)
         return JobResult(job_id=ticket.id, attempt=ticket.attempt, journal_id=ticket.journal_id, outcome=outcome,
                          **fields)
     if ticket.sha256 is not None:
@@ -174,8 +216,11 @@ def run_job(ticket: JobTicket, settings, models, publish_output: bool = True) ->
         if not os.path.lexists(ticket.path):
             return result(Outcome.VANISHED, error="input disappeared before it was processed; drop it again to "
                                                   "process it")
+        reporter = ProgressReporter(ticket, report) if report is not None else None
+        if reporter is not None:
+            reporter("starting", 0, None)
         input_path, held_fd = _checked_input(ticket, held)
-        numbers = _process(ticket, input_path, staging, settings, models)
+        numbers = _process(ticket, input_path, staging, settings, models, reporter)
         if numbers is None:
             # The file changed while it was processed (a writer that paused and went on): publishing would
             # describe neither version. The daemon supersedes this job; the new content is a new job.
@@ -214,7 +259,8 @@ def run_job(ticket: JobTicket, settings, models, publish_output: bool = True) ->
             os.close(held_fd)
 
 
-def _process(ticket: JobTicket, input_path: Path, staging: Path, settings, models) -> dict[str, Any] | None:
+def _process(ticket: JobTicket, input_path: Path, staging: Path, settings, models,
+             on_progress: Callable[[str, int, int | None], None] | None = None) -> dict[str, Any] | None:
     """Run the pipeline into `staging`; its numbers, or None when the input changed while it was read."""
     from ..footage.process import process_input
     started = time.monotonic()
@@ -226,7 +272,8 @@ def _process(ticket: JobTicket, input_path: Path, staging: Path, settings, model
     staging.parent.mkdir(parents=True, exist_ok=True)
     extra = {MANIFEST_KEY: {"journal_id": ticket.journal_id, "job_id": ticket.id, "input": ticket.rel_path,
                             "inbox": ticket.inbox, "sha256": sha256, "size": ticket.size}}
-    manifest = process_input(input_path, staging, settings, models=models, progress=False, extra_manifest=extra)
+    manifest = process_input(input_path, staging, settings, models=models, progress=False, extra_manifest=extra,
+                             on_progress=on_progress)
     if manifest["input"]["sha256"] != sha256:
         return None
     frames, faces, tracks = manifest_numbers(manifest)
@@ -279,7 +326,7 @@ def _checked_input(ticket: JobTicket, held: Path) -> tuple[Path, int | None]:
     path = Path(ticket.path)
     if ticket.follow_symlinks:
         return path, None
-    shown = display_name(path)
+    shown = inbox_name(ticket.inbox, ticket.rel_path)
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOFOLLOW
     if ticket.kind == "frames":
         try:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FacedeblurError, UnusableInputError
 from ..image_files import read_image
-from ..inputs import VIDEO_EXTENSIONS, frame_files, input_kind
+from ..inputs import SUPPORTED_INPUTS_DOC, frame_files, input_kind
 
 log = logging.getLogger(__name__)
 _TRANSIENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EIO, errno.ENOENT, errno.ESTALE, errno.ENOMEM}
@@ -82,7 +82,7 @@ class VideoSource:
         try:
             with av.open(str(path)) as container:
                 if not container.streams.video:
-                    raise UnusableInputError(f"{path}: no video stream in this file; supply a video ({', '.join(VIDEO_EXTENSIONS)})")
+                    raise UnusableInputError(f"{path}: no video stream in this file; supply a video (see {SUPPORTED_INPUTS_DOC})")
                 stream = container.streams.video[0]
                 audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
                 first = next(container.decode(stream), None)
@@ -94,8 +94,8 @@ class VideoSource:
             # Permission and I/O errors may pass (fixed permissions, a share back online); bad bytes never do.
             transient = isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS
             raise (FacedeblurError if transient else UnusableInputError)(
-                f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete and is one of "
-                f"{', '.join(VIDEO_EXTENSIONS)}") from None
+                f"{path}: not a readable video ({_av_problem(exc)}); check the file is complete and is a "
+                f"supported video ({SUPPORTED_INPUTS_DOC})") from None
         if first is None:
             raise UnusableInputError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
         rotation = int(round(first.rotation or 0)) % 360
@@ -207,5 +207,5 @@ def open_source(path: Path, frame_folder_fps: float = 25.0, raw_stream_fps: floa
         return SingleImageSource(path)
     if kind == "video":
         return VideoSource(path, raw_stream_fps)
-    raise UnusableInputError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video "
-                          f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder of frame images")
+    raise UnusableInputError(f"{path}: unsupported input type '{path.suffix or 'no extension'}'; supply a video, "
+                          f"an image or a folder of frame images ({SUPPORTED_INPUTS_DOC})")

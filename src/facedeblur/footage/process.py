@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,21 +84,53 @@ class StageTimer:
 _END = object()
 
 
-def _progress(total: int | None, description: str, enabled: bool):
-    from tqdm import tqdm
+# on_progress(stage, frames done, frames total or None): how a caller (the daemon's worker) follows a run.
+# Stages, in order: "detecting" (pass 1), "restoring" (pass 2), "gallery" (manifest, crops and page).
+ProgressCallback = Callable[[str, int, "int | None"], None]
 
-    return tqdm(total=total, desc=description, unit="frame", disable=not enabled, leave=False, dynamic_ncols=True)
+
+class _StageProgress:
+    """The console bar of one pass, and the same count handed to `on_progress`."""
+
+    def __init__(self, total: int | None, description: str, enabled: bool, stage: str,
+                 on_progress: ProgressCallback | None):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=description, unit="frame", disable=not enabled, leave=False,
+                        dynamic_ncols=True)
+        self.total, self.stage, self.on_progress, self.done = total, stage, on_progress, 0
+        if on_progress is not None:
+            on_progress(stage, 0, total)
+
+    def update(self, frames: int) -> None:
+        self.bar.update(frames)
+        self.done += frames
+        if self.on_progress is not None:
+            self.on_progress(self.stage, self.done, self.total)
+
+    def __enter__(self) -> "_StageProgress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.close()
+
+
+def _progress(total: int | None, description: str, enabled: bool, stage: str = "",
+              on_progress: ProgressCallback | None = None) -> _StageProgress:
+    return _StageProgress(total, description, enabled, stage, on_progress)
 
 
 def process_input(input_path: Path, outdir: Path, settings: PipelineSettings, models: LoadedModels | None = None,
-                  progress: bool = True, extra_manifest: dict | None = None) -> dict:
+                  progress: bool = True, extra_manifest: dict | None = None,
+                  on_progress: ProgressCallback | None = None) -> dict:
     """Restore every face in INPUT into OUTDIR; returns the manifest. Raises FacedeblurError, leaving no OUTDIR."""
-    manifest, _ = run_pipeline(input_path, outdir, settings, models, progress, extra_manifest)
+    manifest, _ = run_pipeline(input_path, outdir, settings, models, progress, extra_manifest, on_progress)
     return manifest
 
 
 def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, models: LoadedModels | None = None,
-                 progress: bool = True, extra_manifest: dict | None = None) -> tuple[dict, StageTimer]:
+                 progress: bool = True, extra_manifest: dict | None = None,
+                 on_progress: ProgressCallback | None = None) -> tuple[dict, StageTimer]:
     """process_input, also returning the per-stage times (scripts/bench_footage.py)."""
     from .output_folder import StagedOutput
 
@@ -109,7 +142,8 @@ def run_pipeline(input_path: Path, outdir: Path, settings: PipelineSettings, mod
     models = models or load_models(settings)
     staged = StagedOutput(outdir)
     try:
-        manifest, timer = _run(source, input_path, staged.path, settings, models, progress, extra_manifest)
+        manifest, timer = _run(source, input_path, staged.path, settings, models, progress, extra_manifest,
+                               on_progress)
         staged.commit()
     except FacedeblurError:
         staged.discard()
@@ -152,14 +186,16 @@ class RestoredFaces:
 
 
 def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, models: LoadedModels,
-         progress: bool, extra_manifest: dict | None):
+         progress: bool, extra_manifest: dict | None, on_progress: ProgressCallback | None = None):
     timer = StageTimer()
     info, restorer, detector = source.info, models.restorer, models.detector
     log.info("%s: %s %dx%d, %s; detector on %s, restorer %s %s on %s", input_path.name, info.kind, info.width,
              info.height, f"{info.fps:.2f} fps" if info.fps else "still", detector.providers[0], restorer.info.name,
              restorer.info.version, restorer.providers[0])
-    found = _find_faces(source, input_path, settings, models, timer, progress)
-    restored = _restore_and_write(source, input_path, workdir, found, settings, models, timer, progress)
+    found = _find_faces(source, input_path, settings, models, timer, progress, on_progress)
+    restored = _restore_and_write(source, input_path, workdir, found, settings, models, timer, progress, on_progress)
+    if on_progress is not None:
+        on_progress("gallery", 0, None)
     with timer("gallery"):
         manifest = _build_manifest(source, input_path, found, restored, settings, models, extra_manifest)
         from .gallery import write_gallery
@@ -174,7 +210,7 @@ def _frame_files(source) -> list[Path] | None:
 
 
 def _find_faces(source, input_path: Path, settings: PipelineSettings, models: LoadedModels, timer: StageTimer,
-                progress: bool) -> FoundFaces:
+                progress: bool, on_progress: ProgressCallback | None = None) -> FoundFaces:
     """Pass 1: detect and track. Only face positions are kept, never frames."""
     from .select_best import choose_best_frames, sharpness
     from .shots import ShotCutDetector
@@ -189,7 +225,7 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
     frame_pts: list[int | None] = []
     shots, cut_pending = ShotCutDetector(), False
     expected = min(info.expected_frames or 0, limit or 10**9) or None
-    with _progress(expected, "finding faces", progress) as bar:
+    with _progress(expected, "finding faces", progress, "detecting", on_progress) as bar:
         for frame in timer.timed(source.frames(), "decode"):
             if limit and frame.index >= limit:
                 break
@@ -300,7 +336,8 @@ class _OutputWriters:
 
 
 def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFaces, settings: PipelineSettings,
-                       models: LoadedModels, timer: StageTimer, progress: bool) -> RestoredFaces:
+                       models: LoadedModels, timer: StageTimer, progress: bool,
+                       on_progress: ProgressCallback | None = None) -> RestoredFaces:
     """Pass 2: read the input again, restore and paste every planned face, write the outputs and the
     gallery crops of each track's best frames."""
     from .encode import encoder_error
@@ -325,7 +362,7 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
             yield frame, found.planned.get(frame.index, [])
 
     written = 0
-    with _progress(found.frame_count, "restoring", progress) as bar:
+    with _progress(found.frame_count, "restoring", progress, "restoring", on_progress) as bar:
         try:
             for result in batch_restorer.run(frames_with_faces()):
                 frame = result.source

@@ -38,6 +38,7 @@ from .report import AI_NOTICE, utc_text
 from .routes_auth import auth_routes
 from .routes_cases import case_routes
 from .routes_jobs import job_routes
+from .routes_triage import triage_routes
 from .store import MARK_STATES
 
 __all__ = ["ServerParts", "create_app", "templates_environment"]
@@ -235,6 +236,7 @@ def create_app(parts: ServerParts) -> Starlette:
         *auth_routes(context),
         *job_routes(context),
         *case_routes(context),
+        *triage_routes(context),
         # StaticFiles refuses paths that leave its folder and, by default, symlinks that point out of it.
         Mount("/static", StaticFiles(packages=[("facedeblur.review", "static")]), name="static"),
     ]

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..daemon.journal import JOURNAL_FILE, STATES, JournalReader, from_db
+from ..daemon.journal import JOURNAL_FILE, STATES, JournalReader, from_db, inbox_name, shown_error
+from ..daemon.progress import describe_progress, job_progress
 from ..safe_text import display_name
 from . import safe_files
 
@@ -142,6 +143,10 @@ class Catalog:
         job["folder"] = folder_of(job["rel_path"])
         job["name"] = job["rel_path"].rsplit("/", 1)[-1]
         job["shown_name"] = display_name(job["rel_path"])
+        job["inbox_name"] = inbox_name(job.get("inbox") or "", job["rel_path"])
+        job["shown_error"] = shown_error(job.get("error"), job.get("inbox") or "", job["rel_path"])
+        job["progress"] = job_progress(job)
+        job["progress_text"] = describe_progress(job["progress"]) if job["state"] == "running" else ""
         job["output_name"] = self.output_name(job)
         return job
 

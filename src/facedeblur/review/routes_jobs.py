@@ -14,6 +14,7 @@ from .catalog import BadQuery, JobFilter
 from .context import ReviewContext
 from .report import processing_steps
 from .send_file import open_or_404, send_fd
+from .triage import SORTS, BadTriage, TrackView, arrange_tracks, track_facts
 
 
 class JobRoutes:
@@ -31,14 +32,23 @@ class JobRoutes:
         kept = {k: v for k, v in request.query_params.items() if k != "page" and v}
         page_link = lambda number: "?" + urlencode({**kept, "page": number})
         return context.page(request, "list.html", listing=listing, query=query, counts=counts, page_link=page_link,
-                            states=STATES)
+                            states=STATES, refresh_seconds=context.parts.settings.refresh_seconds)
 
     def job_page(self, request: Request) -> Response:
         context = self.context
         job_id = request.path_params["job_id"]
         job = context.job_or_404(job_id)
+        try:
+            view = TrackView.from_args(request.query_params)
+        except BadTriage as exc:
+            return context.page(request, "error.html", 400, message=f"{exc}; pick one from the page's lists.")
         manifest = context.catalog.manifest(job) or {}
         marks = context.store.marks_for_job(job_id)
+        tracks = manifest.get("tracks") or []
+        facts = {track["id"]: track_facts(track) for track in tracks}
+        shown_tracks, hidden_tracks = arrange_tracks(tracks, marks, view, facts)
+        merges = {merge.track_id: merge for merge in context.store.merges_for_job(job_id)}
+        people = {track: members for members in context.store.person_groups(job_id).values() for track in members}
         history = context.store.history(job_id)
         frame_times = {}
         for track in manifest.get("tracks") or []:
@@ -46,7 +56,10 @@ class JobRoutes:
         selected = {tuple(item) for item in request.session.get("case", [])}
         steps = processing_steps(manifest) if manifest else []
         return context.page(request, "job.html", job=job, manifest=manifest, marks=marks, history=history,
-                            frame_times=frame_times, selected=selected, steps=steps)
+                            frame_times=frame_times, selected=selected, steps=steps,
+                            refresh_seconds=context.parts.settings.refresh_seconds, view=view, sorts=SORTS,
+                            facts=facts, shown_tracks=shown_tracks, hidden_tracks=hidden_tracks, merges=merges,
+                            people=people, track_ids=sorted(facts))
 
     def job_file(self, request: Request) -> Response:
         job = self.context.job_or_404(request.path_params["job_id"])

@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import FacedeblurError
 
 REVIEW_FILE = "review.sqlite3"
-MARK_STATES = ("unmarked", "reviewed", "flagged")
+MARK_STATES = ("unmarked", "reviewed", "flagged", "not_a_face")
 NOTE_LIMIT = 4000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS marks (
     job_id     INTEGER NOT NULL,
     track_id   INTEGER NOT NULL,
-    status     TEXT NOT NULL CHECK (status IN ('unmarked','reviewed','flagged')),
+    status     TEXT NOT NULL CHECK (status IN ('unmarked','reviewed','flagged','not_a_face')),
     note       TEXT NOT NULL DEFAULT '',
     version    INTEGER NOT NULL,          -- 1 for the first mark, +1 on every change
     updated_by TEXT NOT NULL,
@@ -36,18 +36,86 @@ CREATE TABLE IF NOT EXISTS audit (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
     at       REAL NOT NULL,
     who      TEXT NOT NULL,
-    action   TEXT NOT NULL,               -- 'mark' or 'export'
+    action   TEXT NOT NULL,               -- 'mark', 'export', 'merge' or 'unmerge'
     job_id   INTEGER,
     track_id INTEGER,
     before   TEXT,                        -- JSON of the mark before (null: none yet)
     after    TEXT NOT NULL                -- JSON of the mark after, or of the export
 );
 CREATE INDEX IF NOT EXISTS audit_track ON audit (job_id, track_id, id);
+CREATE TABLE IF NOT EXISTS merges (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id     INTEGER NOT NULL,
+    track_id   INTEGER NOT NULL,          -- the track merged ...
+    into_track INTEGER NOT NULL CHECK (into_track != track_id),   -- ... into this one: the same person
+    merged_by  TEXT NOT NULL,
+    merged_at  REAL NOT NULL,
+    undone_by  TEXT,                      -- set by an unmerge; the row stays, so the table is also a history
+    undone_at  REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS merges_live ON merges (job_id, track_id) WHERE undone_at IS NULL;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END;
 """
+
+
+def _allow_new_mark_states(db: sqlite3.Connection) -> None:
+    """A store made before a mark state existed keeps the old CHECK in its marks table: the table is rebuilt
+    once (same rows) inside one transaction. The audit log is not touched."""
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='marks'").fetchone()
+    if row is None or all(f"'{state}'" in row[0] for state in MARK_STATES):
+        return
+    marks_table = SCHEMA.split("CREATE TABLE IF NOT EXISTS marks", 1)[1].split(";", 1)[0]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("CREATE TABLE marks_new" + marks_table)
+        db.execute("INSERT INTO marks_new SELECT job_id, track_id, status, note, version, updated_by, updated_at "
+                   "FROM marks")
+        db.execute("DROP TABLE marks")
+        db.execute("ALTER TABLE marks_new RENAME TO marks")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+@dataclass(frozen=True)
+class Merge:
+    """Track `track_id` of job `job_id` is the same person as track `into_track` (undone once undone_at is set)."""
+    id: int
+    job_id: int
+    track_id: int
+    into_track: int
+    merged_by: str
+    merged_at: float
+    undone_by: str | None = None
+    undone_at: float | None = None
+
+
+class MergeRefused(ValueError):
+    """A merge or unmerge that cannot be done as asked; the message says why."""
+
+
+def _groups(pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
+    """Connected tracks of the live merges: lowest track id -> every track id of that person, sorted."""
+    parent: dict[int, int] = {}
+
+    def root(track: int) -> int:
+        parent.setdefault(track, track)
+        while parent[track] != track:
+            parent[track] = parent[parent[track]]
+            track = parent[track]
+        return track
+    for track, into in pairs:
+        a, b = root(track), root(into)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for track in parent:
+        groups.setdefault(root(track), []).append(track)
+    return {min(members): sorted(members) for members in groups.values()}
 
 
 @dataclass(frozen=True)
@@ -78,6 +146,7 @@ class ReviewStore:
         try:
             db = self._connect()
             db.execute("PRAGMA journal_mode=WAL")
+            _allow_new_mark_states(db)
             db.executescript(SCHEMA)
             db.close()
         except sqlite3.Error as exc:
@@ -151,6 +220,77 @@ class ReviewStore:
         finally:
             db.close()
         return changed
+
+    # ---- one person across tracks: merges (read by case exports through person_groups) -----------------------
+    def merge_tracks(self, job_id: int, track_id: int, into_track: int, who: str) -> Merge:
+        """Record that two tracks of a job show one person; audit-logged, undone by unmerge_track."""
+        if track_id == into_track:
+            raise MergeRefused(f"track {track_id} cannot be merged into itself; pick another track")
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                live = self._live_merges(db, job_id)
+                groups = _groups([(m.track_id, m.into_track) for m in live])
+                if any(track_id in members and into_track in members for members in groups.values()):
+                    raise MergeRefused(f"tracks {track_id} and {into_track} are already one person")
+                if any(m.track_id == track_id for m in live):
+                    raise MergeRefused(f"track {track_id} is already merged into another track; unmerge it first")
+                now = time.time()
+                cursor = db.execute("INSERT INTO merges (job_id, track_id, into_track, merged_by, merged_at) "
+                                    "VALUES (?,?,?,?,?)", (job_id, track_id, into_track, who, now))
+                merge = Merge(int(cursor.lastrowid), job_id, track_id, into_track, who, now)
+                db.execute("INSERT INTO audit (at, who, action, job_id, track_id, before, after) VALUES (?,?,?,?,?,?,?)",
+                           (now, who, "merge", job_id, track_id, None,
+                            json.dumps({"merge": merge.id, "into_track": into_track})))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+        return merge
+
+    def unmerge_track(self, job_id: int, track_id: int, who: str) -> Merge:
+        """Undo the live merge of `track_id` (the row stays, marked undone); audit-logged."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                live = [m for m in self._live_merges(db, job_id) if m.track_id == track_id]
+                if not live:
+                    raise MergeRefused(f"track {track_id} is not merged into another track")
+                now = time.time()
+                db.execute("UPDATE merges SET undone_by = ?, undone_at = ? WHERE id = ?", (who, now, live[0].id))
+                db.execute("INSERT INTO audit (at, who, action, job_id, track_id, before, after) VALUES (?,?,?,?,?,?,?)",
+                           (now, who, "unmerge", job_id, track_id,
+                            json.dumps({"merge": live[0].id, "into_track": live[0].into_track}),
+                            json.dumps({"merge": live[0].id, "into_track": None})))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+        return replace(live[0], undone_by=who, undone_at=now)
+
+    @staticmethod
+    def _live_merges(db: sqlite3.Connection, job_id: int) -> list[Merge]:
+        rows = db.execute("SELECT * FROM merges WHERE job_id = ? AND undone_at IS NULL ORDER BY id", (job_id,))
+        return [Merge(**dict(row)) for row in rows.fetchall()]
+
+    def merges_for_job(self, job_id: int) -> list[Merge]:
+        """The job's live merges, oldest first."""
+        db = self._connect()
+        try:
+            return self._live_merges(db, job_id)
+        finally:
+            db.close()
+
+    def person_groups(self, job_id: int) -> dict[int, list[int]]:
+        """The job's tracks that reviewers merged into one person: {lowest track id: [every track id, sorted]},
+        only for people of two or more tracks (a track not in any group is a person of its own)."""
+        return _groups([(m.track_id, m.into_track) for m in self.merges_for_job(job_id)])
 
     def record_export(self, who: str, details: dict[str, Any]) -> None:
         db = self._connect()
