@@ -146,6 +146,7 @@ class RestoredFaces:
     track_frames: dict[int, list[dict]] = field(default_factory=lambda: defaultdict(list))
     untracked_faces: list[dict] = field(default_factory=list)
     gallery_paths: dict[tuple[int, int], dict] = field(default_factory=dict)
+    portraits: dict[int, dict] = field(default_factory=dict)  # track id -> manifest `portrait`
     audio_note: object = None
     timestamps_note: object = None
     output_names: tuple[str, str] = ("", "")
@@ -316,12 +317,16 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
     from .encode import encoder_error
     from .gallery import save_best_frame
     from .manifest import rounded
+    from .portrait import PortraitMaker, choose_portrait_frames
     from .restore_faces import FrameBatchRestorer
 
     info = source.info
     writers = _OutputWriters(workdir, source, input_path, found.frame_pts, settings, timer)
     wanted_crops = {(track_id, frame) for track_id, chosen in found.best_frames.items() for frame, _ in chosen}
     record = RestoredFaces()
+    portraits = PortraitMaker(models.restorer, settings.restorer.large_faces,
+                              {track.track_id: choose_portrait_frames(track, found.best_frames[track.track_id][0][0])
+                               for track in found.tracks if found.best_frames.get(track.track_id)})
     frame_bytes = info.width * info.height * 3
     batch_restorer = FrameBatchRestorer(models.restorer, timer,
                                         max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)),
@@ -345,6 +350,8 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
                         record.untracked_faces.append(entry)
                         continue
                     record.track_frames[face.planned.track_id].append(entry)
+                    with timer("portrait"):
+                        portraits.offer(face.planned.track_id, frame.index, frame.image, face.planned.landmarks)
                     key = (face.planned.track_id, frame.index)
                     if key in wanted_crops:
                         with timer("gallery"):
@@ -362,6 +369,8 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
     if written != found.frame_count:
         raise FacedeblurError(f"{input_path}: the second read gave {written} frames instead of {found.frame_count}; "
                               "the file changed or is corrupt, copy it again and retry")
+    with timer("portrait"):
+        record.portraits = portraits.finish(workdir / "faces")
     record.audio_note = writers.audio_note()
     record.timestamps_note = writers.timestamps_note
     record.output_names = (writers.restored_name, writers.annotated_name)
@@ -432,6 +441,7 @@ def _track_entry(track, restored: RestoredFaces, best_frames: list[tuple[int, fl
         "sharpness_before_mean": round(float(np.mean([e["sharpness_before"] for e in entries])), 2) if entries else None,
         "sharpness_after_mean": round(float(np.mean([e["sharpness_after"] for e in entries])), 2) if entries else None,
         "best_frames": best,
+        "portrait": restored.portraits.get(track.track_id),
         "frames": entries,
     }
 
