@@ -23,8 +23,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import FacedeblurError, UnusableInputError
-from ..image_files import header_size, read_image
+from ..errors import UnusableInputError
+from ..image_files import image_size, read_image
 from .shots import CUT_DISTANCE, THUMBNAIL, ShotCutDetector
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 SAMPLED_PAIRS = 24
 # More than this fraction of the compared steps change scene: separate photos.
 PHOTO_STEP_FRACTION = 0.5
-HEADER_BYTES = 256 * 1024  # enough for a JPEG's size marker after EXIF and an embedded thumbnail
 
 
 @dataclass(frozen=True)
@@ -46,19 +45,6 @@ class FolderVerdict:
 
     def as_dict(self) -> dict:
         return {"taken_as": self.taken_as, "reason": self.reason}
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header; the image is decoded only when its header is not understood."""
-    try:
-        with open(path, "rb") as handle:
-            size = header_size(handle.read(HEADER_BYTES))
-    except OSError as exc:
-        raise FacedeblurError(f"{path}: not readable ({exc.strerror}); fix its permissions") from None
-    if size is None:
-        image = read_image(path)
-        size = (image.shape[1], image.shape[0])
-    return int(size[0]), int(size[1])
 
 
 def _grey_histogram(image: np.ndarray) -> np.ndarray:
