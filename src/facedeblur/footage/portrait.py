@@ -3,9 +3,11 @@
 The track's best frame (select_best's top quality: sharp, large, frontal, confident) is the reference.
 The best few other detected frames near it in time (near, so pose and expression have barely changed and
 dense flow can align them) are merged into it with the robust align-and-merge of
-pipeline/temporal_fusion.py, calibrated to how much the frames usually differ (they are often damaged
-differently: one more blurred, one more compressed): pixels that moved differently or were occluded are
-rejected, so the merge averages away noise and compression without ghosting. The merged face is restored once, the way pass 2
+pipeline/temporal_fusion.py: pixels that moved differently or were occluded are rejected, so the merge
+averages away noise without ghosting, and a neighbour that disagrees over much of the face (blurrier than
+the reference, turned) is left out, so the portrait is never softer than its best frame. (Calibrating the
+rejection to how much the frames usually differ merged more: +0.3 to +0.6 dB on synthetic CCTV damage, but
+-2.0 dB on real camera shake, whose blurrier neighbours it merged too; docs/BENCHMARKS.md.) The merged face is restored once, the way pass 2
 restores any face (pipeline/face_crops.py, `restorer.large_faces` included). Measured against clean frames
 in docs/BENCHMARKS.md ("Portrait benchmark").
 
@@ -71,7 +73,7 @@ class PortraitMaker:
                 continue  # the reference frame was never restored (beyond --max-frames): no portrait
             reference = crops[frames[0]]
             accepted: list[int] = []
-            merged = fuser.fuse(reference.crop, [crops[frame].crop for frame in frames[1:]], accepted, calibrate=True)
+            merged = fuser.fuse(reference.crop, [crops[frame].crop for frame in frames[1:]], accepted)
             working = shrink(merged, self.restorer.crop_size) if reference.add_correction else merged
             merged_faces.append(FaceCrop(reference.matrix, merged, working, reference.add_correction,
                                          reference.adaptive_detail))

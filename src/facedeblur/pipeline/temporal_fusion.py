@@ -46,40 +46,27 @@ class TemporalFuser:
                                                        np.arange(height, dtype=np.float32))
         return self._grids[(height, width)]
 
-    def fuse(self, reference: np.ndarray, neighbours: list[np.ndarray], merged: list[int] | None = None,
-             calibrate: bool = False) -> np.ndarray:
+    def fuse(self, reference: np.ndarray, neighbours: list[np.ndarray], merged: list[int] | None = None) -> np.ndarray:
         """A cleaner version of `reference` (uint8 BGR), the same size; neighbours of other sizes are
         resized to it first. With no neighbours the reference comes back unchanged. The positions of the
-        neighbours that agreed well enough to be merged are appended to `merged`, when given.
-
-        With `calibrate`, the noise level the rejection is judged against is at least what the aligned
-        neighbours typically differ by (the median over all their pixels): frames damaged differently (one
-        more blurred, one more compressed than the reference, as in a track's best frames far apart) then
-        still merge where they agree as well as is usual between them, and only outliers (motion, occlusion)
-        are rejected. Without it a smooth reference's small noise estimate rejects nearly all of them."""
+        neighbours that agreed well enough to be merged are appended to `merged`, when given."""
         if not neighbours:
             return reference
         height, width = reference.shape[:2]
         ref_f = reference.astype(np.float32)
         ref_grey = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY)
+        sigma = estimate_noise_sigma(ref_grey)
+        tolerance = 2.0 * (REJECTION_SIGMAS * sigma) ** 2
         grid_x, grid_y = self._grid(height, width)
-        aligned_all, differences = [], []
-        for neighbour in neighbours:
+        total = ref_f.copy()
+        weights = np.ones((height, width), np.float32)
+        for position, neighbour in enumerate(neighbours):
             if neighbour.shape[:2] != (height, width):
                 neighbour = cv2.resize(neighbour, (width, height), interpolation=cv2.INTER_LINEAR)
             flow = self.flow.calc(ref_grey, cv2.cvtColor(neighbour, cv2.COLOR_BGR2GRAY), None)
             aligned = cv2.remap(neighbour, grid_x + flow[..., 0], grid_y + flow[..., 1], cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
-            aligned_all.append(aligned)
-            differences.append(cv2.blur(((aligned - ref_f) ** 2).mean(axis=2), (DISAGREEMENT_WINDOW, DISAGREEMENT_WINDOW)))
-        sigma = estimate_noise_sigma(ref_grey)
-        if calibrate:
-            # The difference of two frames with independent noise sigma has mean 2 sigma^2.
-            sigma = max(sigma, float(np.sqrt(np.median(np.stack(differences)) / 2.0)))
-        tolerance = 2.0 * (REJECTION_SIGMAS * sigma) ** 2
-        total = ref_f.copy()
-        weights = np.ones((height, width), np.float32)
-        for position, (aligned, difference) in enumerate(zip(aligned_all, differences)):
+            difference = cv2.blur(((aligned - ref_f) ** 2).mean(axis=2), (DISAGREEMENT_WINDOW, DISAGREEMENT_WINDOW))
             # Averaging over the window shrinks the noise part of the difference: compare against the
             # variance of the difference of two noisy frames (2 sigma^2), scaled by the tolerance.
             weight = np.exp(-np.maximum(difference - 2.0 * sigma ** 2, 0.0) / tolerance).astype(np.float32)
