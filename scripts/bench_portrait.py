@@ -97,12 +97,34 @@ def render(rows: list[dict], command: str, machine: str, settings: PipelineSetti
              f"Pipeline defaults (large faces: {settings.restorer.large_faces}, temporal window "
              f"{settings.restorer.temporal_window}).", "",
              f"Command: `{command}` ({machine}).", "",
-             "| clip / damage | track (frames merged) | crop | PSNR | SSIM | identity distance |",
+             "Summary, per clip and damage (mean over its tracks): the portrait against the best single restored "
+             "frame.", "",
+             "| clip / damage | tracks | frames merged | single: PSNR / SSIM / identity | portrait: PSNR / SSIM / "
+             "identity | portrait gain (dB) |",
              "|---|---|---|---|---|---|"]
+    for case in dict.fromkeys(row["case"] for row in rows):
+        mean = lambda crop, key: np.mean([r[key] for r in rows if r["case"] == case and r["crop"] == crop
+                                          and r[key] is not None] or [np.nan])
+        portraits = [r for r in rows if r["case"] == case and r["crop"] == "portrait"]
+        single, portrait = "best single restored frame", "portrait"
+        lines.append(f"| {case} | {len(portraits)} | {np.mean([r['merged'] for r in portraits]):.1f} of "
+                     f"{np.mean([r['candidates'] for r in portraits]):.1f} | {mean(single, 'psnr'):.2f} / "
+                     f"{mean(single, 'ssim'):.3f} / {mean(single, 'identity'):.3f} | {mean(portrait, 'psnr'):.2f} / "
+                     f"{mean(portrait, 'ssim'):.3f} / {mean(portrait, 'identity'):.3f} | "
+                     f"{mean(portrait, 'psnr') - mean(single, 'psnr'):+.2f} |")
+    lines += ["", "Every track:", "",
+              "| clip / damage | track (frames merged) | crop | PSNR | SSIM | identity distance |",
+              "|---|---|---|---|---|---|"]
     for row in rows:
         identity = f"{row['identity']:.3f}" if row["identity"] is not None else "n/a (no dlib)"
         lines.append(f"| {row['case']} | #{row['track']} of {row['tracks']} ({row['merged']}/{row['candidates']} at "
                      f"frame {row['frame']}) | {row['crop']} | {row['psnr']:.2f} | {row['ssim']:.3f} | {identity} |")
+    lines += ["", "The merge is temporal fusion's own (a neighbour pixel is weighted by its agreement with the reference, "
+              "judged against the reference's estimated noise; a neighbour agreeing over less than 60 % of the face "
+              "is left out). A variant that calibrated the rejection to how much the aligned frames usually "
+              "differ merged every candidate: +0.3 to +0.6 dB over the single frame on cctv/severe, but -2.0 dB "
+              "(30.44 against 32.44, identity 0.251 against 0.115) on the real camera shake, whose blurrier "
+              "neighbours it merged too; it was not kept."]
     return "\n".join(lines) + "\n"
 
 
