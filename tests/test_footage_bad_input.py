@@ -93,13 +93,19 @@ def test_corrupt_middle_gives_output_or_one_line_error(tmp_path, settings, model
         assert manifest["input"]["frames"] > 0
 
 
-def test_frame_folder_with_mixed_sizes(tmp_path, settings, models):
+def test_frame_folder_with_mixed_sizes_is_taken_as_photos(tmp_path, settings, models):
+    """Images of different sizes are not one camera's frames: each is processed as a photo, none refused."""
     folder = tmp_path / "frames"
     folder.mkdir()
     frames = [frame for frame, _ in make_sample.synthesize_frames(160, 120, frames=3, face_height=80)]
     for index, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"{index:03d}.png"), frame if index != 2 else cv2.resize(frame, (200, 150)))
-    expect_error(folder, tmp_path / "out", settings, models, "002.png", "same size")
+    manifest = process_input(folder, tmp_path / "out", settings, models, progress=False)
+    assert manifest["input"]["kind"] == "photos"
+    assert [(p["name"], p["width"], p["height"]) for p in manifest["input"]["photos"]] == [
+        ("000.png", 160, 120), ("001.png", 160, 120), ("002.png", 200, 150)]
+    for name in ("000.png", "001.png", "002.png"):
+        assert cv2.imread(str(tmp_path / "out" / "restored" / name)).shape[:2] == cv2.imread(str(folder / name)).shape[:2]
 
 
 def test_unsupported_and_missing_inputs(tmp_path, settings, models):

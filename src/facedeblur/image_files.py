@@ -97,7 +97,7 @@ def refuse_symlinks(refuse: bool) -> None:
     _refuse_symlinks = refuse
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, limit: int = -1) -> bytes:
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if _refuse_symlinks else 0)
     try:
         fd = os.open(path, flags)
@@ -109,11 +109,22 @@ def _read_bytes(path: Path) -> bytes:
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise UnusableInputError(f"{path}: not a regular file; supply an image file")
-        return handle.read()
+        return handle.read(limit)
 
 
 def is_image_path(path: Path) -> bool:
     return is_image_name(Path(path).name)
+
+
+def image_size(path: str | Path, header_bytes: int = 256 * 1024) -> tuple[int, int]:
+    """(width, height) from the file's header (opened as read_image opens it); the image is decoded only
+    when the header is not understood. The default reach covers a JPEG's size marker after EXIF and an
+    embedded thumbnail."""
+    size = header_size(_read_bytes(Path(path), header_bytes))
+    if size is None:
+        image = read_image(path)
+        size = (image.shape[1], image.shape[0])
+    return int(size[0]), int(size[1])
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -37,7 +37,7 @@ class DecodedFrame:
     index: int
     image: np.ndarray  # BGR uint8, upright
     pts: int | None  # presentation timestamp in the source's time base (video input only)
-    time: float  # seconds from the start of the clip
+    time: float | None  # seconds from the start of the clip (None for separate photos)
     name: str | None = None  # file name (frame-folder and single-image input)
 
 
@@ -55,6 +55,7 @@ class SourceInfo:
     codec: str | None = None
     names: list[str] = field(default_factory=list)
     start_seconds: float = 0.0  # the container's start time: outputs start there (a .dav counts from 1970, a .ts from ~1 s)
+    folder: dict | None = None  # a folder's verdict, clip or separate photos (photos.FolderVerdict)
 
 
 def list_frame_files(folder: Path) -> list[Path]:
@@ -193,6 +194,23 @@ class SingleImageSource:
         yield DecodedFrame(index=0, image=read_image(self.path), pts=None, time=0.0, name=self.path.name)
 
 
+def open_folder(folder: Path, fps: float):
+    """A folder as one clip or as separate photos, by the folder rule (photos.classify_folder); logged."""
+    from .photos import PhotoFolderSource, classify_folder
+
+    files = list_frame_files(folder)
+    if not files:
+        return FrameFolderSource(folder, fps)  # which names the problem
+    verdict = classify_folder(files)
+    log.info("%s: folder of %d image(s) taken as %s: %s", folder.name, len(files),
+             "separate photos" if verdict.taken_as == "photos" else "one clip", verdict.reason)
+    if verdict.taken_as == "photos":
+        return PhotoFolderSource(folder, files, verdict)
+    source = FrameFolderSource(folder, fps)
+    source.info.folder = verdict.as_dict()
+    return source
+
+
 FootageSource = VideoSource | FrameFolderSource | SingleImageSource
 
 
@@ -202,7 +220,7 @@ def open_source(path: Path, frame_folder_fps: float = 25.0, raw_stream_fps: floa
         raise FacedeblurError(f"{path}: not found; check the path")
     kind = input_kind(path)
     if kind == "frames":
-        return FrameFolderSource(path, frame_folder_fps)
+        return open_folder(path, frame_folder_fps)
     if kind == "image":
         return SingleImageSource(path)
     if kind == "video":

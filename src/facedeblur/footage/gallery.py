@@ -24,21 +24,36 @@ def _labelled(image: np.ndarray, label: str) -> np.ndarray:
     return np.vstack([image, band])
 
 
-def save_best_frame(faces_dir: Path, track_id: int, frame_index: int, original: np.ndarray,
-                    restored: np.ndarray) -> dict:
-    """Write original crop, restored crop and a labelled side-by-side; returns their OUTDIR-relative paths."""
+def _side_by_side(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    big = lambda image: cv2.resize(image, None, fx=DISPLAY_SCALE, fy=DISPLAY_SCALE, interpolation=cv2.INTER_NEAREST)
+    return np.hstack([_labelled(big(original), "original"), np.full((big(original).shape[0] + 22, 4, 3), 255, np.uint8),
+                      _labelled(big(restored), "AI-restored")])
+
+
+def _save(faces_dir: Path, track_id: int, stem: str, images: dict[str, np.ndarray]) -> dict:
     folder = faces_dir / str(track_id)
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"frame-{frame_index:06d}"
-    big = lambda image: cv2.resize(image, None, fx=DISPLAY_SCALE, fy=DISPLAY_SCALE, interpolation=cv2.INTER_NEAREST)
-    side_by_side = np.hstack([_labelled(big(original), "original"), np.full((big(original).shape[0] + 22, 4, 3), 255, np.uint8),
-                              _labelled(big(restored), "AI-restored")])
     paths = {}
-    for key, image in (("original", original), ("restored", restored), ("side_by_side", side_by_side)):
+    for key, image in images.items():
         name = f"{stem}-{key.replace('_', '-')}.png"
         write_image_atomic(folder / name, image)
         paths[key] = f"faces/{track_id}/{name}"
     return paths
+
+
+def save_best_frame(faces_dir: Path, track_id: int, frame_index: int, original: np.ndarray,
+                    restored: np.ndarray) -> dict:
+    """Write original crop, restored crop and a labelled side-by-side; returns their OUTDIR-relative paths."""
+    return _save(faces_dir, track_id, f"frame-{frame_index:06d}",
+                 {"original": original, "restored": restored, "side_by_side": _side_by_side(original, restored)})
+
+
+def save_portrait(faces_dir: Path, track_id: int, original: np.ndarray, merged: np.ndarray,
+                  restored: np.ndarray) -> dict:
+    """Write a track's portrait: the reference frame's crop as recorded, the merged crop the model saw, the
+    restored portrait and a side-by-side of the first and last; returns their OUTDIR-relative paths."""
+    return _save(faces_dir, track_id, "portrait", {"original": original, "merged": merged, "restored": restored,
+                                                   "side_by_side": _side_by_side(original, restored)})
 
 
 def _time_text(seconds: float | None) -> str:
@@ -49,16 +64,24 @@ def _time_text(seconds: float | None) -> str:
 
 
 def _card(track: dict, clip_links: list[tuple[str, str]]) -> str:
-    best = track["best_frames"]
-    first = best[0]
+    # The portrait (merged from the track's best frames, restored once) comes first, then the best frames.
+    portrait = track.get("portrait")
+    shown = ([{**portrait, "title": f"portrait: {len(portrait['frames_merged'])} frame(s) merged around frame "
+                                    f"{portrait['frame']}", "kind": "portrait"}] if portrait else [])
+    shown += [{**b, "title": f"frame {b['frame']}", "kind": "frame"} for b in track["best_frames"]]
+    first = shown[0]
     esc = lambda value: html.escape(str(value), quote=True)
     thumbs = "".join(
-        f'<button type="button" class="thumb" data-original="{esc(b["original"])}" data-restored="{esc(b["restored"])}" '
-        f'title="frame {b["frame"]}"><img src="{esc(b["restored"])}" alt="frame {b["frame"]}"></button>'
-        for b in best)
-    times = f'{_time_text(track.get("start_time"))} - {_time_text(track.get("end_time"))}'
+        f'<button type="button" class="thumb {b["kind"]}" data-original="{esc(b["original"])}" '
+        f'data-restored="{esc(b["restored"])}" title="{esc(b["title"])}"><img src="{esc(b["restored"])}" '
+        f'alt="{esc(b["title"])}"></button>'
+        for b in shown)
+    times = track["photo"] if "photo" in track else \
+        f'{_time_text(track.get("start_time"))} - {_time_text(track.get("end_time"))}'
     links = " ".join(f'<a href="{esc(href)}">{esc(label)}</a>' for label, href in clip_links)
     before, after = track["sharpness_before_mean"], track["sharpness_after_mean"]
+    portrait_note = (f'\n  <p class="portrait-note">First: the portrait, {len(portrait["frames_merged"])} frame(s) merged '
+                     f'around frame {portrait["frame"]} and restored once.</p>' if portrait else "")
     return f"""
 <article class="card" data-track="{track['id']}">
   <h2>Track #{track['id']}</h2>
@@ -72,7 +95,7 @@ def _card(track: dict, clip_links: list[tuple[str, str]]) -> str:
   </div>
   <input class="slider" type="range" min="0" max="100" value="50" aria-label="original / restored split">
   <button type="button" class="toggle">show original</button>
-  <div class="thumbs">{thumbs}</div>
+  <div class="thumbs">{thumbs}</div>{portrait_note}
   <p class="links">{links} &middot; <a href="{esc(first['side_by_side'])}">side by side</a></p>
 </article>"""
 
@@ -84,7 +107,8 @@ def write_gallery(outdir: Path, manifest: dict, clip_links_for) -> None:
     if not cards:
         cards = '<p class="empty">No faces were found in this footage, so nothing was restored.</p>'
     source = manifest["input"]
-    summary = (f"{source['frames']} frame(s), {source['width']}x{source['height']}"
+    summary = ((f"{source['frames']} separate photo(s)" if source["kind"] == "photos" else
+                f"{source['frames']} frame(s), {source['width']}x{source['height']}")
                + (f", {source['fps']:.2f} fps" if source.get("fps") else "")
                + f" &middot; {len(tracks)} track(s) &middot; model {html.escape(manifest['model']['name'])} "
                f"{html.escape(manifest['model']['version'])}")

@@ -180,6 +180,7 @@ class RestoredFaces:
     track_frames: dict[int, list[dict]] = field(default_factory=lambda: defaultdict(list))
     untracked_faces: list[dict] = field(default_factory=list)
     gallery_paths: dict[tuple[int, int], dict] = field(default_factory=dict)
+    portraits: dict[int, dict] = field(default_factory=dict)  # track id -> manifest `portrait`
     audio_note: object = None
     timestamps_note: object = None
     output_names: tuple[str, str] = ("", "")
@@ -192,7 +193,11 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
     log.info("%s: %s %dx%d, %s; detector on %s, restorer %s %s on %s", input_path.name, info.kind, info.width,
              info.height, f"{info.fps:.2f} fps" if info.fps else "still", detector.providers[0], restorer.info.name,
              restorer.info.version, restorer.providers[0])
-    found = _find_faces(source, input_path, settings, models, timer, progress, on_progress)
+    if info.kind == "photos":
+        from .photos import find_faces_in_photos
+        found = find_faces_in_photos(source, input_path, settings, models, timer, progress)
+    else:
+        found = _find_faces(source, input_path, settings, models, timer, progress, on_progress)
     restored = _restore_and_write(source, input_path, workdir, found, settings, models, timer, progress, on_progress)
     if on_progress is not None:
         on_progress("gallery", 0, None)
@@ -206,7 +211,8 @@ def _run(source, input_path: Path, workdir: Path, settings: PipelineSettings, mo
 
 
 def _frame_files(source) -> list[Path] | None:
-    return source.files if isinstance(source, FrameFolderSource) else None
+    from .photos import PhotoFolderSource
+    return source.files if isinstance(source, (FrameFolderSource, PhotoFolderSource)) else None
 
 
 def _find_faces(source, input_path: Path, settings: PipelineSettings, models: LoadedModels, timer: StageTimer,
@@ -266,6 +272,7 @@ OUTPUT_NAMES = {  # kind -> (restored output, annotated output)
     "video": ("restored.mp4", "annotated.mp4"),
     "frames": ("restored", "annotated.mp4"),
     "image": ("restored.png", "annotated.png"),
+    "photos": ("restored", "annotated"),  # folders of the photos under their own names
 }
 
 
@@ -288,9 +295,11 @@ class _OutputWriters:
                 if self.kind == "video":
                     self.restored = VideoEncoder(workdir / self.restored_name, info, self.output.video_crf,
                                                  self.output.video_preset, audio_from=input_path)
-                elif self.kind == "frames":
+                elif self.kind in ("frames", "photos"):
                     self.restored = FrameFolderWriter(workdir / self.restored_name)
-            if self.output.write_annotated and self.kind != "image":
+            if self.output.write_annotated and self.kind == "photos":
+                self.annotated = FrameFolderWriter(workdir / self.annotated_name)
+            elif self.output.write_annotated and self.kind != "image":
                 # The annotated clip is a review aid: the fastest x264 preset halves its encoding time.
                 self.annotated = VideoEncoder(workdir / self.annotated_name, info, self.output.video_crf, "ultrafast")
         except Exception as exc:  # PyAV/FFmpeg errors have many types
@@ -312,7 +321,7 @@ class _OutputWriters:
         with self.timer("encode"):
             if self.kind == "video" and self.restored is not None:
                 self.restored.write(image, self.output_pts[frame.index])
-            elif self.kind == "frames" and self.restored is not None:
+            elif self.kind in ("frames", "photos") and self.restored is not None:
                 self.restored.write(image, frame.name)
             elif self.kind == "image" and self.output.write_restored:
                 write_image_atomic(self.workdir / self.restored_name, image)
@@ -320,7 +329,9 @@ class _OutputWriters:
             with self.timer("annotate"):
                 annotated = draw_annotations(image, [f.planned for f in faces])
             with self.timer("encode"):
-                if self.annotated is not None:
+                if self.kind == "photos":
+                    self.annotated.write(annotated, frame.name)
+                elif self.annotated is not None:
                     self.annotated.write(annotated, self.output_pts[frame.index] if self.output_pts else None)
                 else:
                     write_image_atomic(self.workdir / self.annotated_name, annotated)
@@ -343,12 +354,16 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
     from .encode import encoder_error
     from .gallery import save_best_frame
     from .manifest import rounded
+    from .portrait import PortraitMaker, choose_portrait_frames
     from .restore_faces import FrameBatchRestorer
 
     info = source.info
     writers = _OutputWriters(workdir, source, input_path, found.frame_pts, settings, timer)
     wanted_crops = {(track_id, frame) for track_id, chosen in found.best_frames.items() for frame, _ in chosen}
     record = RestoredFaces()
+    portraits = PortraitMaker(models.restorer, settings.restorer.large_faces,
+                              {track.track_id: choose_portrait_frames(track, found.best_frames[track.track_id][0][0])
+                               for track in found.tracks if found.best_frames.get(track.track_id)})
     frame_bytes = info.width * info.height * 3
     batch_restorer = FrameBatchRestorer(models.restorer, timer,
                                         max_queued_frames=min(16, max(1, QUEUE_BYTES // frame_bytes)),
@@ -372,6 +387,8 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
                         record.untracked_faces.append(entry)
                         continue
                     record.track_frames[face.planned.track_id].append(entry)
+                    with timer("portrait"):
+                        portraits.offer(face.planned.track_id, frame.index, frame.image, face.planned.landmarks)
                     key = (face.planned.track_id, frame.index)
                     if key in wanted_crops:
                         with timer("gallery"):
@@ -389,6 +406,8 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
     if written != found.frame_count:
         raise FacedeblurError(f"{input_path}: the second read gave {written} frames instead of {found.frame_count}; "
                               "the file changed or is corrupt, copy it again and retry")
+    with timer("portrait"):
+        record.portraits = portraits.finish(workdir / "faces")
     record.audio_note = writers.audio_note()
     record.timestamps_note = writers.timestamps_note
     record.output_names = (writers.restored_name, writers.annotated_name)
@@ -403,7 +422,7 @@ def _build_manifest(source, input_path: Path, found: FoundFaces, restored: Resto
     info, kind = source.info, source.info.kind
     restorer, detector, tracker = models.restorer, models.detector, found.tracker
     frame_files = _frame_files(source)
-    fps = info.fps if kind != "image" else None
+    fps = info.fps if kind not in ("image", "photos") else None
     duration = (found.frame_times[-1] - found.frame_times[0] + (1 / fps if fps else 0)) if fps else None
     restored_name, annotated_name = restored.output_names
     outputs = {"restored": restored_name if settings.output.write_restored else None,
@@ -421,7 +440,14 @@ def _build_manifest(source, input_path: Path, found: FoundFaces, restored: Resto
     manifest["input"]["timestamps"] = restored.timestamps_note
     if frame_files is not None:
         manifest["input"]["frame_names"] = [p.name for p in frame_files[:found.frame_count]]
+    if info.folder is not None:
+        manifest["input"]["folder"] = info.folder
+    if kind == "photos":
+        manifest["input"]["photos"] = source.photo_entries()[:found.frame_count]
     manifest["tracks"] = [_track_entry(track, restored, found.best_frames[track.track_id]) for track in found.tracks]
+    if kind == "photos":
+        for entry in manifest["tracks"]:
+            entry["photo"] = frame_files[entry["first_frame"]].name
     manifest["untracked_faces"] = restored.untracked_faces
     manifest["dropped_tracks"] = [d.as_dict() for d in tracker.dropped]
     manifest["summary"] = {
@@ -452,6 +478,7 @@ def _track_entry(track, restored: RestoredFaces, best_frames: list[tuple[int, fl
         "sharpness_before_mean": round(float(np.mean([e["sharpness_before"] for e in entries])), 2) if entries else None,
         "sharpness_after_mean": round(float(np.mean([e["sharpness_after"] for e in entries])), 2) if entries else None,
         "best_frames": best,
+        "portrait": restored.portraits.get(track.track_id),
         "frames": entries,
     }
 
@@ -462,6 +489,9 @@ def _clip_links(kind: str, fps: float | None, frame_files: list[Path] | None):
         if kind == "video":
             fragment = f"#t={track['start_time']:.2f},{track['end_time'] + 1 / max(fps, 1):.2f}"
             return [("restored clip", f"restored.mp4{fragment}"), ("annotated clip", f"annotated.mp4{fragment}")]
+        if kind == "photos":
+            name = quote(os.fsencode(frame_files[track["first_frame"]].name))
+            return [("restored photo", f"restored/{name}"), ("annotated photo", f"annotated/{name}")]
         if kind == "frames":
             # URL-encoded from the name's bytes: 'cam1 #1.png' and b'caf\xe9.png' link to the real file.
             name = os.fsencode(frame_files[track["first_frame"]].name)
@@ -475,7 +505,7 @@ def _face_entry(face, time_seconds: float, rounded) -> dict:
     observation = planned.observation
     return {
         "frame": planned.frame_index,
-        "time": round(float(time_seconds), 4),
+        "time": round(float(time_seconds), 4) if time_seconds is not None else None,
         "box": rounded(planned.box, 1),
         "landmarks": rounded(planned.landmarks, 1),
         "detected": observation is not None,

@@ -10,8 +10,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "process", help="restore faces in footage (video, frame folder or image)",
         description="Detect, track and restore every face. Writes OUTDIR/restored.mp4 (restored/ for a frame "
-                    "folder, restored.png for an image), annotated.mp4, faces/<track>/, manifest.json and index.html.")
-    parser.add_argument("input", metavar="INPUT", help="video (mp4, mkv, avi, mov, gif), folder of frames, or image")
+                    "folder, restored.png for an image), annotated.mp4, faces/<track>/, manifest.json and index.html. "
+                    "A folder of separate photos (different sizes, or a new scene at most steps) is processed photo "
+                    "by photo into restored/ and annotated/.")
+    parser.add_argument("input", metavar="INPUT",
+                        help="video (mp4, mkv, avi, mov, gif), folder of frames or of separate photos, or image")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR",
                         help="result folder (created atomically); an existing one is refused unless --overwrite")
     parser.add_argument("--overwrite", action="store_true",

@@ -67,6 +67,8 @@ def harvest_footage(path: Path, settings: HarvestSettings, report: FootageReport
     source = open_source(path)  # one-line errors for unreadable or unsupported input
     if source.info.kind == "image":
         raise Skipped(NO_FACE, "a single image is a photo, not footage")
+    if source.info.kind == "photos":
+        raise Skipped(NO_FACE, "a folder of separate photos is not footage (footage/photos.py's folder rule)")
     detector_settings = DetectorSettings(find_mosaics=False)  # a pixelated face is never a training target
     detector = FaceDetector(**detector_settings.detector_options())
     # Identity embeddings only keep two crossing people apart; a mix-up costs a harvest nothing.

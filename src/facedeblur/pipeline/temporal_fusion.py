@@ -46,9 +46,10 @@ class TemporalFuser:
                                                        np.arange(height, dtype=np.float32))
         return self._grids[(height, width)]
 
-    def fuse(self, reference: np.ndarray, neighbours: list[np.ndarray]) -> np.ndarray:
+    def fuse(self, reference: np.ndarray, neighbours: list[np.ndarray], merged: list[int] | None = None) -> np.ndarray:
         """A cleaner version of `reference` (uint8 BGR), the same size; neighbours of other sizes are
-        resized to it first. With no neighbours the reference comes back unchanged."""
+        resized to it first. With no neighbours the reference comes back unchanged. The positions of the
+        neighbours that agreed well enough to be merged are appended to `merged`, when given."""
         if not neighbours:
             return reference
         height, width = reference.shape[:2]
@@ -59,7 +60,7 @@ class TemporalFuser:
         grid_x, grid_y = self._grid(height, width)
         total = ref_f.copy()
         weights = np.ones((height, width), np.float32)
-        for neighbour in neighbours:
+        for position, neighbour in enumerate(neighbours):
             if neighbour.shape[:2] != (height, width):
                 neighbour = cv2.resize(neighbour, (width, height), interpolation=cv2.INTER_LINEAR)
             flow = self.flow.calc(ref_grey, cv2.cvtColor(neighbour, cv2.COLOR_BGR2GRAY), None)
@@ -73,4 +74,6 @@ class TemporalFuser:
                 continue
             total += aligned * weight[..., None]
             weights += weight
+            if merged is not None:
+                merged.append(position)
         return np.clip(np.rint(total / weights[..., None]), 0, 255).astype(np.uint8)
