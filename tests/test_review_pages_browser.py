@@ -78,3 +78,46 @@ def test_every_image_loads_in_every_served_page(browser, served) -> None:
     wait_until(lambda: browser.find_elements(By.ID, "zip-sha256"), "the exported case")
     report = browser.find_element(By.ID, "report-html").get_attribute("href")
     assert images_of(browser, report) >= 4                                  # original and restored, two tracks
+
+
+RECORDED_AT = "2026-01-02T03:04:05.000000Z"
+FRAME_FOLDER = "cam3/door_20260102_070809"
+
+
+def write_inputs_browsers_cannot_play(inbox) -> None:
+    """The sample clip as MPEG-4 Part 2 in a .mov with a creation_time (no browser plays that codec), the same
+    frames as a frame folder whose name holds a timestamp, and an input that fails."""
+    import av
+    import cv2
+
+    from review_support import SAMPLE_CLIP
+
+    (inbox / FRAME_FOLDER).mkdir(parents=True)
+    with av.open(str(SAMPLE_CLIP)) as source, av.open(str(inbox / "cam3" / "lobby.mov"), "w", format="mov") as out:
+        out.metadata["creation_time"] = RECORDED_AT
+        video = source.streams.video[0]
+        stream = out.add_stream("mpeg4", rate=video.average_rate)
+        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
+        stream.options = {"qscale": "2"}
+        stream.codec_context.time_base = 1 / video.average_rate
+        for index, decoded in enumerate(source.decode(video)):
+            image = decoded.to_ndarray(format="bgr24")
+            cv2.imwrite(str(inbox / FRAME_FOLDER / f"frame-{index:04d}.png"), image)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            frame.pts, frame.time_base = index, stream.codec_context.time_base
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    (inbox / "cam3" / "broken.mov").write_bytes(b"not a movie at all " * 300)
+
+
+@pytest.fixture(scope="module")
+def other_footage(tmp_path_factory):
+    """The daemon's real outbox for inputs a browser cannot show as they are, and a server on it."""
+    from review_support import daemon_outbox
+
+    root = tmp_path_factory.mktemp("other-footage")
+    write_inputs_browsers_cannot_play(root / "inbox")
+    box = daemon_outbox(root, 3)
+    running = Server(write_serve_config(root / "serve.yaml", box))
+    yield running, box
+    running.stop()
