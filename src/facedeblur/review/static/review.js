@@ -16,18 +16,30 @@
     (document.getElementById('player') || video).scrollIntoView({block: 'center'});
   }
 
-  // The face crops at their full size (512 px) in a dialog: the page shows them at 256 px.
+  // The face crops at their full size in a dialog: the page shows them at 256 px.
+  var ZOOM_SIZE = 512;
   function zoom(track) {
     var dialog = document.getElementById('zoom');
     var before = track.querySelector('img.before'), after = track.querySelector('img.after');
     if (!dialog || !before || !after) return;
     // The images are made here, not in the page: an <img> without a source would be a broken image.
-    [['zoom-original', before, 'original crop at full size'], ['zoom-restored', after, 'AI-restored face at full size']]
+    [['zoom-original', before, 'original crop at full size', 'original crop'],
+     ['zoom-restored', after, 'AI-restored face at full size', 'AI-restored']]
       .forEach(function (part) {
         var box = document.getElementById(part[0]);
         var image = box.querySelector('img') || box.insertBefore(document.createElement('img'), box.firstChild);
+        // Every source pixel as a block of whole screen pixels (pixelated, nothing interpolated): a 512 px crop
+        // at 1:1, a smaller one enlarged by the largest whole factor that keeps it within 512 px.
+        image.onload = function () {
+          var factor = Math.max(1, Math.floor(ZOOM_SIZE / image.naturalWidth));
+          image.style.width = (image.naturalWidth * factor) + 'px';
+          image.dataset.factor = factor;
+          box.querySelector('figcaption').textContent = part[3] + ', ' + image.naturalWidth + ' px' +
+            (factor > 1 ? ' shown at ' + factor + '×' : ' at full size');
+        };
         image.src = part[1].src;
         image.alt = part[2];
+        if (image.complete && image.naturalWidth) image.onload();   // the same source again fires no load
       });
     if (!dialog.open) dialog.showModal();
   }
