@@ -99,6 +99,9 @@ class Originals:
         self._job_locks: dict[int, threading.Lock] = {}
         self._encoding = threading.Semaphore(1)   # one proxy at a time: each uses every core
         self._making: set[int] = set()
+        # A proxy half-written when the server last stopped is never finished: its record was not written.
+        for stale in self.folder.glob(".*.part") if self.folder.is_dir() else []:
+            stale.unlink(missing_ok=True)
 
     # ---- the inbox file -----------------------------------------------------------------------------------
     def open_verified(self, job: dict[str, Any]) -> tuple[int, dict[str, Any]]:
