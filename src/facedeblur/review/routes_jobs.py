@@ -63,7 +63,8 @@ class JobRoutes:
         elif source.get("kind") == "frames" and job.get("kind") == "frames":
             frame_names = [name for name in safe_files.list_below(
                 context.catalog.outbox, [job["output_name"], (manifest.get("outputs") or {}).get("restored") or ""])
-                if os.path.splitext(name)[1].lower() in BROWSER_IMAGES + (".tif", ".tiff")]
+                if os.path.splitext(name)[1].lower() in BROWSER_IMAGES + (".tif", ".tiff") and name.isprintable()
+                and name == name.encode("utf-8", "replace").decode("utf-8")]   # a name that is not UTF-8 has no URL here
         recorded = original.recorded if original else recorded_from_name(job["rel_path"])
         failed_copy = self.failed_copy_parts(job)
         return context.page(request, "job.html", job=job, manifest=manifest, marks=marks, history=history,

@@ -78,11 +78,13 @@
     var scrub = document.getElementById('scrub'), label = document.getElementById('player-time');
     var back = document.getElementById('step-back'), forward = document.getElementById('step-forward');
     if (box.classList.contains('frames')) {
-      var items = Array.from(document.querySelectorAll('#frame-list li')), index = 0;
+      var list = document.getElementById('frame-list');
+      var items = Array.from(list.querySelectorAll('li')), index = 0;
+      var address = function (role, name) { return list.dataset[role].replace('NAME', encodeURIComponent(name)); };
       var showFrame = function (next) {
         index = Math.max(0, Math.min(items.length - 1, next));
-        document.getElementById('frame-original').src = items[index].dataset.original;
-        document.getElementById('frame-restored').src = items[index].dataset.restored;
+        document.getElementById('frame-original').src = address('original', items[index].textContent);
+        document.getElementById('frame-restored').src = address('restored', items[index].textContent);
         scrub.value = index;
         label.textContent = 'frame ' + (index + 1) + ' of ' + items.length + ': ' + items[index].textContent;
       };
