@@ -95,7 +95,9 @@ def test_security_headers_forbid_inline_scripts(open_server: Server) -> None:
     cookie_attributes = {part.strip().lower() for part in headers["set-cookie"].split(";")[1:]}   # names are case-blind
     assert {"samesite=strict", "httponly"} <= cookie_attributes
     # A served file never runs script, even an HTML one.
-    assert "sandbox" in open_server.request("GET", "/jobs/1/files/index.html")[1]["content-security-policy"]
+    file_policy = open_server.request("GET", "/jobs/1/files/index.html")[1]["content-security-policy"]
+    assert "default-src 'none'" in file_policy and "script-src" not in file_policy
+    assert "sandbox" in file_policy and "allow-scripts" not in file_policy
 
 
 @pytest.mark.slow

@@ -59,7 +59,7 @@ def test_healthz_and_the_list_shows_every_job_with_its_status(server: Server, bo
     assert sorted(rows, key=lambda r: int(r[1])) == [("done", "1"), ("done", "2"), ("failed", "3")]
     assert "not a readable video" in page                   # the failure's reason
     assert "cam1" in page and "cam2" in page                 # the camera folders
-    assert '<img src="/jobs/1/thumbnail"' in page
+    assert '<img src="/jobs/1/thumbnail?face=0"' in page
     thumb_status, headers, thumb = server.request("GET", "/jobs/1/thumbnail")
     assert thumb_status == 200 and headers["content-type"] == "image/png" and thumb[:4] == b"\x89PNG"
     done = box.job_by_input("cam1/sample-clip.mp4")

@@ -9,6 +9,10 @@ from __future__ import annotations
 from . import __version__
 
 RESTORED_NOTICE = "Faces AI-restored by facedeblur; compare with the original before relying on details."
+# How the faces' sharpness figure must be read, wherever it is shown (review pages, gallery).
+EDGE_ENERGY_NOTE = ("Edge energy is the variance of the Laplacian of the face crop. Noise and compression blocks "
+                    "count as edges too, so a restored face whose noise and blocking were removed can score lower "
+                    "than the original: it is a measurement, not a quality score.")
 SOFTWARE = f"facedeblur {__version__}"
 
 

@@ -32,12 +32,14 @@ from .outcomes import Outcomes
 from .pool import PoolCallbacks, WorkerPool, make_worker_pool
 from .progress import HEARTBEAT_SECONDS, remove_heartbeat, write_heartbeat
 from .retention import apply_retention
+from .retry_requests import take_requests
 from .review_index import write_review_index
 from .worker import outbox_write_problem, output_name
 
 log = logging.getLogger("facedeblur.daemon")
 
 TICK_SECONDS = 0.2
+RETRY_REQUEST_SECONDS = 1.0   # how often the state folder is looked at for reviewers' retry requests
 INDEX_MIN_INTERVAL = 2.0   # seconds between rebuilds of OUTBOX/index.html while jobs finish quickly
 MAX_INTERRUPTIONS = 10   # a clip that takes the whole daemon down this often is given up on
 
@@ -239,6 +241,7 @@ class Daemon:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         ping_every = watchdog_usec / 2e6 if watchdog_usec else 10.0
         next_ping = 0.0
+        next_retry_check = 0.0
         while not self.stop_requested:
             self._beat_if_due()
             if self.journal_paused:
@@ -262,6 +265,9 @@ class Daemon:
                     next_rescan = time.monotonic() + self.settings.rescan_seconds
                 self.intake.promote_stable()
                 self.intake.finish_hashing()
+                if time.monotonic() >= next_retry_check:
+                    take_requests(self.journal, self.state_dir)
+                    next_retry_check = time.monotonic() + RETRY_REQUEST_SECONDS
                 self._dispatch()
                 self.pool.check_timeouts(self.settings.job_timeout)
                 if self.index_dirty and time.monotonic() - self.index_written >= INDEX_MIN_INTERVAL:

@@ -13,6 +13,7 @@ from string import Template
 import cv2
 import numpy as np
 
+from ..ai_label import EDGE_ENERGY_NOTE
 from ..image_files import write_image_atomic
 
 DISPLAY_SCALE = 2  # gallery crops are shown enlarged; nearest-neighbour, so no pixel is invented for display
@@ -86,7 +87,8 @@ def _card(track: dict, clip_links: list[tuple[str, str]]) -> str:
 <article class="card" data-track="{track['id']}">
   <h2>Track #{track['id']}</h2>
   <p class="meta">{esc(times)} &middot; frames {track['first_frame']}&ndash;{track['last_frame']} &middot;
-  {len(track['frames'])} restored faces &middot; sharpness {before:.0f} &rarr; {after:.0f}</p>
+  {len(track['frames'])} restored faces &middot;
+  <span class="edge-energy" title="{esc(EDGE_ENERGY_NOTE)}">edge energy: original {before:.0f}, restored {after:.0f}</span></p>
   <div class="compare">
     <img class="after" src="{esc(first['restored'])}" alt="AI-restored face, track {track['id']}">
     <img class="before" src="{esc(first['original'])}" alt="original face, track {track['id']}" style="clip-path: inset(0 50% 0 0)">
@@ -113,5 +115,5 @@ def write_gallery(outdir: Path, manifest: dict, clip_links_for) -> None:
                + f" &middot; {len(tracks)} track(s) &middot; model {html.escape(manifest['model']['name'])} "
                f"{html.escape(manifest['model']['version'])}")
     page = template.substitute(title=html.escape(f"facedeblur: {source['name']}"), summary=summary, cards=cards,
-                               notice=html.escape(manifest["notice"]))
+                               notice=html.escape(manifest["notice"]), edge_note=html.escape(EDGE_ENERGY_NOTE))
     (outdir / "index.html").write_text(page, encoding="utf-8")

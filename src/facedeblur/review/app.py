@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..ai_label import EDGE_ENERGY_NOTE
 from ..safe_text import display_name
 from . import auth
 from .catalog import ROOT_FOLDER
@@ -59,7 +60,7 @@ def templates_environment() -> Environment:
     environment = Environment(loader=PackageLoader("facedeblur.review", "templates"),
                               autoescape=select_autoescape(["html"]))
     environment.globals.update(utc=utc_text, notice=AI_NOTICE, version=__version__, shown=display_name,
-                               mark_states=MARK_STATES, root_folder=ROOT_FOLDER)
+                               mark_states=MARK_STATES, root_folder=ROOT_FOLDER, edge_energy_note=EDGE_ENERGY_NOTE)
     return environment
 
 

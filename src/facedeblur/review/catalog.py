@@ -23,6 +23,7 @@ from . import safe_files
 
 MANIFEST_LIMIT = 256 * 1024 * 1024   # a manifest of a very long clip is large, but never this large
 MAX_ROW_ID = 2 ** 63 - 1               # SQLite's largest integer
+THUMBNAIL_FACES = 4                   # faces shown per job in the list
 ROOT_FOLDER = "(inbox root)"         # the folder filter's name for inputs dropped straight into an inbox
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -197,18 +198,23 @@ class Catalog:
             self._manifests[job["id"]] = (version, manifest)
         return manifest
 
-    def thumbnail_parts(self, job: dict[str, Any]) -> list[str] | None:
-        """faces/<first track>/<first restored image>, found by listing (reading a manifest per row is slow)."""
+    def face_tracks(self, job: dict[str, Any]) -> list[str]:
+        """The first THUMBNAIL_FACES track folders under faces/, in track order (a listing: reading a manifest
+        per row of the list is slow)."""
         name = job.get("output_name")
         if name is None:
-            return None
+            return []
         tracks = [t for t in safe_files.list_below(self.outbox, [name, "faces"]) if t.isdigit()]
-        for track in sorted(tracks, key=int):
-            images = [f for f in safe_files.list_below(self.outbox, [name, "faces", track])
-                      if f.endswith("-side-by-side.png")]
-            if images:
-                return [name, "faces", track, images[0]]
-        return None
+        return sorted(tracks, key=int)[:THUMBNAIL_FACES]
+
+    def thumbnail_parts(self, job: dict[str, Any], face: int = 0) -> list[str] | None:
+        """faces/<track>/<first side-by-side image> of the face-th track folder."""
+        tracks = self.face_tracks(job)
+        if face >= len(tracks):
+            return None
+        images = [f for f in safe_files.list_below(self.outbox, [job["output_name"], "faces", tracks[face]])
+                  if f.endswith("-side-by-side.png")]
+        return [job["output_name"], "faces", tracks[face], images[0]] if images else None
 
 
 _OBJECT_FIELDS = ("outputs", "summary", "input", "model", "tool", "settings", "detector")

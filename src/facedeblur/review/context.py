@@ -16,6 +16,7 @@ from starlette.routing import Router
 from ..config import ServeSettings
 from . import auth
 from .catalog import Catalog
+from .originals import Originals
 from .store import ReviewStore
 
 
@@ -38,12 +39,14 @@ class ReviewContext:
     credentials: auth.Credentials
     environment: Environment
     router: Router | None = field(default=None)   # set once the application that owns the routes exists
+    originals: Originals | None = field(default=None)
 
     @classmethod
     def build(cls, parts: ServerParts, environment: Environment) -> ReviewContext:
         return cls(parts=parts, catalog=Catalog(parts.outbox, parts.state), store=ReviewStore(parts.state),
                    limiter=auth.LoginLimiter(parts.settings.login_attempts, parts.settings.login_window_seconds),
-                   sessions=auth.LiveSessions(), credentials=parts.credentials, environment=environment)
+                   sessions=auth.LiveSessions(), credentials=parts.credentials, environment=environment,
+                   originals=Originals(parts.state))
 
     def page(self, request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None,
              **context: Any) -> HTMLResponse:

@@ -17,8 +17,13 @@ from . import safe_files
 MEDIA_TYPES = {".mp4": "video/mp4", ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
                ".webp": "image/webp", ".json": "application/json", ".pdf": "application/pdf",
                ".zip": "application/zip", ".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
-# A served file (an exported report, a manifest) may be HTML but never runs anything: sandboxed, no scripts.
-FILE_CSP = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox"
+# A served file (a job's gallery, an exported report) may be HTML but never runs anything: no scripts, no forms,
+# no plugins, no popups, no navigation of the top window. The sandbox keeps the server's origin
+# (allow-same-origin) because an opaque origin makes every image of the page a cross-origin request, which
+# Cross-Origin-Resource-Policy: same-origin then blocks. Without allow-scripts that is safe: only a script could
+# use the origin (read marks or CSRF tokens), and none runs.
+FILE_CSP = ("default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; form-action 'none'; "
+            "base-uri 'none'; frame-ancestors 'none'; sandbox allow-same-origin")
 
 
 @contextlib.contextmanager

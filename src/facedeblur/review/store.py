@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS audit (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
     at       REAL NOT NULL,
     who      TEXT NOT NULL,
-    action   TEXT NOT NULL,               -- 'mark', 'export', 'merge' or 'unmerge'
+    action   TEXT NOT NULL,               -- 'mark', 'export', 'merge', 'unmerge' or 'retry'
     job_id   INTEGER,
     track_id INTEGER,
     before   TEXT,                        -- JSON of the mark before (null: none yet)
@@ -297,6 +297,15 @@ class ReviewStore:
         try:
             db.execute("INSERT INTO audit (at, who, action, after) VALUES (?,?,?,?)",
                        (time.time(), who, "export", json.dumps(details, sort_keys=True)))
+        finally:
+            db.close()
+
+    def record_retry(self, who: str, job_id: int) -> None:
+        """A reviewer asked the daemon to run a failed job's input again."""
+        db = self._connect()
+        try:
+            db.execute("INSERT INTO audit (at, who, action, job_id, after) VALUES (?,?,?,?,?)",
+                       (time.time(), who, "retry", job_id, json.dumps({"status": "retry requested"})))
         finally:
             db.close()
 
