@@ -43,7 +43,8 @@ class JobRoutes:
         frame_times = {}
         for track in manifest.get("tracks") or []:
             frame_times.update({f.get("frame"): f.get("time") for f in track.get("frames") or [] if isinstance(f, dict)})
-        selected = {tuple(item) for item in request.session.get("case", [])}
+        current = context.current_case(request)
+        selected = set(current.tracks) if current else set()
         steps = processing_steps(manifest) if manifest else []
         return context.page(request, "job.html", job=job, manifest=manifest, marks=marks, history=history,
                             frame_times=frame_times, selected=selected, steps=steps)
