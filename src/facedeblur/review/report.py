@@ -173,20 +173,49 @@ class _CaseReport:
         pdf.cell(self.width * 0.25, 5, f"page {pdf.page_no()} of {{nb}}", align="R")
         pdf.set_text_color(*self.INK)
 
-    def _headings(self):
-        from fpdf.fonts import FontFace
-
-        return FontFace(family="Helvetica", emphasis="BOLD", size_pt=7.5, color=self.INK, fill_color=self.BAND)
-
     # ---- building blocks -------------------------------------------------------------------------------
+    def wrap(self, text: str, width: float) -> list[str]:
+        """`text` in lines no wider than `width` (mm) in the current font, broken between words; only a word
+        wider than a whole line (a long path) is broken inside, after a '/', '_' or '.' where it has one.
+        (fpdf2's own multi_cell does this too, but an order of magnitude slower, which a report of hundreds of
+        faces and settings feels.)"""
+        width_of = self.pdf.get_string_width
+        lines: list[str] = []
+        for paragraph in text.split("\n"):
+            line = ""
+            for word in paragraph.split(" "):
+                candidate = f"{line} {word}" if line else word
+                if width_of(candidate) <= width:
+                    line = candidate
+                    continue
+                if line:
+                    lines.append(line)
+                line = word
+                while width_of(line) > width:
+                    cut = self._longest_prefix(line, width)
+                    lines.append(line[:cut])
+                    line = line[cut:]
+            lines.append(line)
+        return lines
+
+    def _longest_prefix(self, word: str, width: float) -> int:
+        width_of = self.pdf.get_string_width
+        fits = max(1, next((n for n in range(len(word), 0, -1) if width_of(word[:n]) <= width), 1))
+        breaks = [i + 1 for i in range(fits) if word[i] in "/_.-"]
+        return breaks[-1] if breaks and breaks[-1] > fits // 2 else fits
+
+    def lines_at(self, x: float, width: float, lines: list[str], height: float, align: str = "L") -> None:
+        for line in lines:
+            self.pdf.set_x(x)
+            self.pdf.cell(width, height, line, align=align, new_x="LEFT", new_y="NEXT")
+
     def text(self, value: Any, size: float = 9, style: str = "", colour: tuple[int, int, int] | None = None,
-             family: str = "Helvetica", height: float | None = None, align: str = "L") -> None:
+             family: str = "Helvetica", height: float | None = None) -> None:
         pdf = self.pdf
         pdf.set_font(family, style, size)
         pdf.set_text_color(*(colour or self.INK))
-        pdf.set_x(self.MARGIN)
-        pdf.multi_cell(self.width, height or size * 0.47, _pdf_text(value), new_x="LMARGIN", new_y="NEXT",
-                       align=align, wrapmode="WORD")
+        self.lines_at(self.MARGIN, self.width, self.wrap(_pdf_text(value), self.width - 2 * pdf.c_margin),
+                      height or size * 0.47)
         pdf.set_text_color(*self.INK)
 
     def heading(self, value: str, level: int = 0, outline: bool = True) -> None:
@@ -207,22 +236,44 @@ class _CaseReport:
         pdf.ln(2)
 
     def facts(self, rows: list[tuple[str, Any]], key_width: float = 45, size: float = 8.5,
-              mono_keys: tuple[str, ...] = ()) -> None:
-        """A two-column table of (label, value); values wrap at word boundaries, hashes in monospace."""
+              mono_keys: tuple[str, ...] = (), heading: tuple[str, str] | None = None,
+              mono_key_column: bool = False) -> None:
+        """A two-column table of (label, value), striped; values wrap between words, hashes in monospace. A row
+        is never split over two pages."""
         pdf = self.pdf
-        pdf.set_font("Helvetica", "", size)
-        pdf.set_draw_color(*self.RULE)
-        with pdf.table(col_widths=(key_width, self.width - key_width), width=self.width, first_row_as_headings=False,
-                       line_height=size * 0.5, text_align="LEFT", borders_layout="HORIZONTAL_LINES",
-                       padding=(0.8, 1.2), v_align="TOP", cell_fill_color=self.STRIPE,
-                       cell_fill_mode="ROWS") as table:
-            for key, value in rows:
-                row = table.row()
-                pdf.set_font("Helvetica", "B", size)
-                row.cell(_pdf_text(key))
-                mono = key in mono_keys
-                pdf.set_font("Courier" if mono else "Helvetica", "", size - (0.5 if mono else 0))
-                row.cell(_pdf_text("-" if value in (None, "") else value))
+        line, pad = size * 0.47, 1.0
+        value_width = self.width - key_width
+        if heading:
+            pdf.set_fill_color(*self.BAND)
+            pdf.set_font("Helvetica", "B", size)
+            pdf.set_x(self.MARGIN)
+            pdf.cell(key_width, line + 2 * pad, heading[0], fill=True)
+            pdf.cell(value_width, line + 2 * pad, heading[1], fill=True, new_x="LMARGIN", new_y="NEXT")
+        for index, (key, value) in enumerate(rows):
+            mono = key in mono_keys
+            pdf.set_font("Courier" if mono_key_column else "Helvetica", "" if mono_key_column else "B",
+                         size - (0.8 if mono_key_column else 0))
+            key_lines = self.wrap(_pdf_text(key), key_width - 2 * pdf.c_margin)
+            value_font = ("Courier", "", size - 0.8) if mono else ("Helvetica", "", size)
+            pdf.set_font(*value_font)
+            value_lines = self.wrap(_pdf_text("-" if value in (None, "") else value), value_width - 2 * pdf.c_margin)
+            height = max(len(key_lines), len(value_lines)) * line + 2 * pad
+            if pdf.will_page_break(height):
+                pdf.add_page()
+            top = pdf.get_y()
+            if index % 2 == 0:
+                pdf.set_fill_color(*self.STRIPE)
+                pdf.rect(self.MARGIN, top, self.width, height, style="F")
+            pdf.set_draw_color(*self.RULE)
+            pdf.line(self.MARGIN, top + height, self.MARGIN + self.width, top + height)
+            pdf.set_font("Courier" if mono_key_column else "Helvetica", "" if mono_key_column else "B",
+                         size - (0.8 if mono_key_column else 0))
+            pdf.set_y(top + pad)
+            self.lines_at(self.MARGIN, key_width, key_lines, line)
+            pdf.set_font(*value_font)
+            pdf.set_y(top + pad)
+            self.lines_at(self.MARGIN + key_width, value_width, value_lines, line)
+            pdf.set_y(top + height)
         pdf.set_font("Helvetica", "", size)
         pdf.ln(2)
 
@@ -232,9 +283,12 @@ class _CaseReport:
         pdf.set_draw_color(201, 161, 0)
         pdf.set_font("Helvetica", "B", 9.5)
         pdf.set_text_color(*self.WARN_INK)
-        pdf.set_x(self.MARGIN)
-        pdf.multi_cell(self.width, 5, _pdf_text(value), border=1, fill=True, new_x="LMARGIN", new_y="NEXT",
-                       padding=2.5, wrapmode="WORD", align="L")
+        lines = self.wrap(_pdf_text(value), self.width - 6 - 2 * pdf.c_margin)
+        top = pdf.get_y()
+        pdf.rect(self.MARGIN, top, self.width, len(lines) * 5 + 5, style="DF")
+        pdf.set_y(top + 2.5)
+        self.lines_at(self.MARGIN + 3, self.width - 6, lines, 5)
+        pdf.set_y(top + len(lines) * 5 + 5)
         pdf.set_text_color(*self.INK)
         pdf.ln(3)
 
@@ -262,20 +316,8 @@ class _CaseReport:
         self.text("sha256sum -c SHA256SUMS in the export folder checks each of these (and this report) again.",
                   8.5, colour=self.MUTED)
         pdf.ln(2)
-        pdf.set_draw_color(*self.RULE)
-        with pdf.table(col_widths=(45, self.width - 45), width=self.width, line_height=3.2, text_align="LEFT",
-                       borders_layout="HORIZONTAL_LINES", padding=(0.6, 1.0), v_align="TOP",
-                       cell_fill_color=self.STRIPE, cell_fill_mode="ROWS", headings_style=self._headings()) as table:
-            pdf.set_font("Helvetica", "B", 7.5)
-            heading = table.row()
-            heading.cell("SHA-256")
-            heading.cell("file")
-            for entry in document["files"]:
-                row = table.row()
-                pdf.set_font("Courier", "", 6.3)
-                row.cell(wrapped_hash(entry["sha256"]))
-                pdf.set_font("Helvetica", "", 7.5)
-                row.cell(_pdf_text(entry["path"]))
+        self.facts([(entry["sha256"], entry["path"]) for entry in document["files"]], key_width=90, size=7.2,
+                   heading=("SHA-256", "file"), mono_key_column=True)
         return bytes(pdf.output())
 
     def cover(self) -> None:
@@ -361,8 +403,8 @@ class _CaseReport:
             self.face(job, track, number, image)
 
     def face(self, job: dict[str, Any], track: dict[str, Any], number: int, image: dict[str, Any]) -> None:
-        """One exhibit: the caption, then the context frame (left) and the two crops (right), each with its
-        SHA-256 under it. Kept whole on one page."""
+        """One exhibit, kept whole on one page: the caption; the context frame (left) and the two crops (right);
+        under them each picture's file and its SHA-256 on one line, so a printed page matches the files."""
         pdf = self.pdf
         gap, crop = 4.0, 44.0
         context_width = self.width - 2 * crop - 2 * gap
@@ -371,7 +413,7 @@ class _CaseReport:
         if context.get("path"):
             info = _image_size(self.root / context["path"])
             context_height = context_width * info[1] / info[0] if info else context_height
-        height = 12 + max(context_height, crop) + 22
+        height = 8 + max(context_height, crop) + 6 + 3 * 4.4 + 10
         if pdf.will_page_break(height):
             pdf.add_page()
         when = f"frame {image.get('frame')}, {seconds_text(image.get('time'))} in the clip"
@@ -384,12 +426,11 @@ class _CaseReport:
                                           f"{len(track['images'])}: {when}"), fill=True, new_x="LMARGIN", new_y="NEXT")
         pdf.ln(2)
         top = pdf.get_y()
-        columns = [(self.MARGIN, context_width, context_height, context, "Context frame, face box drawn"),
-                   (self.MARGIN + context_width + gap, crop, crop, image.get("original") or {}, "Original crop"),
-                   (self.MARGIN + context_width + gap + crop + gap, crop, crop, image.get("restored") or {},
-                    "AI-restored")]
-        bottom = top
-        for x, width, box_height, entry, caption in columns:
+        pictures = [(context_width, context_height, context, "Context frame (face box drawn)"),
+                    (crop, crop, image.get("original") or {}, "Original crop"),
+                    (crop, crop, image.get("restored") or {}, "AI-restored")]
+        x, bottom = self.MARGIN, top
+        for width, box_height, entry, caption in pictures:
             pdf.set_draw_color(*self.RULE)
             if entry.get("path"):
                 pdf.image(str(self.root / entry["path"]), x=x, y=top, w=width, h=box_height, keep_aspect_ratio=True)
@@ -397,27 +438,22 @@ class _CaseReport:
             else:
                 pdf.set_fill_color(*self.BAND)
                 pdf.rect(x, top, width, box_height, style="DF")
-                pdf.set_xy(x + 2, top + 2)
+                pdf.set_xy(x + 1, top + 2)
                 pdf.set_font("Helvetica", "I", 7.5)
-                pdf.multi_cell(width - 4, 3.6, _pdf_text(entry.get("problem") or "not available"), wrapmode="WORD",
-                               align="L")
+                self.lines_at(x + 1, width - 2, self.wrap(_pdf_text(entry.get("problem") or "not available"),
+                                                          width - 4), 3.6)
             pdf.set_xy(x, top + box_height + 1)
             pdf.set_font("Helvetica", "B", 7.5)
-            pdf.multi_cell(width, 3.6, caption, new_x="LEFT", new_y="NEXT", align="L")
-            if entry.get("sha256"):
-                pdf.set_font("Helvetica", "", 6.5)
-                pdf.set_text_color(*self.MUTED)
-                pdf.multi_cell(width, 3.0, _pdf_text(f"SHA-256 of {entry['path'].rsplit('/', 1)[-1]}"),
-                               new_x="LEFT", new_y="NEXT", wrapmode="WORD", align="L")
-                pdf.set_text_color(*self.INK)
-                pdf.set_font("Courier", "", 6.0)
-                digits = 64 if width > 80 else 32
-                pdf.multi_cell(width, 2.8, wrapped_hash(entry["sha256"], digits), new_x="LEFT", new_y="NEXT",
-                               align="L")
+            self.lines_at(x, width, [caption], 3.6)
             bottom = max(bottom, pdf.get_y())
-        pdf.set_xy(self.MARGIN, bottom + 1)
+            x += width + gap
+        pdf.set_y(bottom + 1)
+        self.facts([(caption, f"{entry['sha256']}  {entry['path'].rsplit('/', 1)[-1]}")
+                    for _, _, entry, caption in pictures if entry.get("sha256")],
+                   key_width=44, size=7.2, mono_keys=tuple(caption for *_, caption in pictures),
+                   heading=("SHA-256 of", "the file in this export"))
         if context.get("source"):
-            self.text(f"Context frame from {context['source']}. Quality of this frame among the track's "
+            self.text(f"Context frame from {context['source']}. This frame's quality within the track: "
                       f"{image.get('quality')} (0-1: sharpness, size, frontalness, detector score).", 7, "I",
                       colour=self.MUTED)
         pdf.ln(4)
