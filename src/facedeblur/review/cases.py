@@ -55,13 +55,15 @@ class CaseStoreMixin:
     """Named, shared cases in the review database; every change is one transaction with its audit row."""
 
     def _case_change(self, who: str, details: dict[str, Any], change) -> Any:
+        """Run `change(db, now)` and write its audit row, in one transaction; `change` may add to `details`."""
         db = self._connect()
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                result = change(db, time.time())
+                now = time.time()
+                result = change(db, now)
                 db.execute("INSERT INTO audit (at, who, action, after) VALUES (?,?,?,?)",
-                           (time.time(), who, "case", json.dumps(details, sort_keys=True)))
+                           (now, who, "case", json.dumps(details, sort_keys=True)))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -73,11 +75,13 @@ class CaseStoreMixin:
     def create_case(self, name: str, who: str) -> int:
         name = clean_case_name(name)
 
+        details: dict[str, Any] = {"op": "create", "name": name}
+
         def insert(db: sqlite3.Connection, now: float) -> int:
-            return db.execute("INSERT INTO cases (name, created_by, created_at, updated_by, updated_at) "
-                              "VALUES (?,?,?,?,?)", (name, who, now, who, now)).lastrowid
-        case_id = self._case_change(who, {"op": "create", "name": name}, insert)
-        return case_id
+            details["case"] = db.execute("INSERT INTO cases (name, created_by, created_at, updated_by, updated_at) "
+                                         "VALUES (?,?,?,?,?)", (name, who, now, who, now)).lastrowid
+            return details["case"]
+        return self._case_change(who, details, insert)
 
     def rename_case(self, case_id: int, name: str, who: str) -> None:
         name = clean_case_name(name)
