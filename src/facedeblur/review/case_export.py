@@ -264,7 +264,10 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
             except safe_files.NotServable:
                 continue   # a folder (faces/, restored/ of a frame folder): its files are listed per track
         marks = store.marks_for_job(job_id)
-        wanted = [best.get("frame") for t in track_ids for best in tracks[t].get("best_frames") or []]
+        boxes = {(t, f.get("frame")): f.get("box") for t in track_ids for f in tracks[t].get("frames") or []
+                 if isinstance(f, dict)}
+        wanted = [(best.get("frame"), boxes.get((t, best.get("frame")))) for t in track_ids
+                  for best in tracks[t].get("best_frames") or []]
         frames = evidence.context_frames(catalog, job, manifest, input_copy, wanted)
         start = _recording_start(job, source.get("kind"), input_copy)
         track_docs = []
@@ -325,11 +328,10 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
 def _context_file(frames: evidence.ContextFrames, number: Any, box: Any, folder: Path, root: Path
                   ) -> dict[str, Any]:
     """The context frame of one face, written beside its crops; or why there is none."""
-    image = frames.images.get(number) if isinstance(number, int) else None
-    if image is None:
+    data = frames.pictures.get((number, evidence.box_key(box))) if isinstance(number, int) else None
+    if data is None:
         return {"problem": frames.problem or f"frame {display_name(number)} was not found in {frames.source}"}
     target = folder / f"frame-{number:06d}-context.jpg"
-    data = evidence.draw_context(image, box)
     target.write_bytes(data)
     return {"path": target.relative_to(root).as_posix(), "sha256": hashlib.sha256(data).hexdigest(),
             "source": frames.source}

@@ -144,8 +144,10 @@ class CaseStoreMixin:
         """The audit rows of one case (its changes and its exports), oldest first."""
         db = self._connect()
         try:
-            rows = db.execute("SELECT id, at, who, action, after FROM audit WHERE action IN ('case', 'export') "
-                              "AND json_extract(after, '$.case') = ? ORDER BY id", (case_id,)).fetchall()
+            rows = db.execute("SELECT id, at, who, action, after FROM audit WHERE action = 'case' AND "
+                              "json_extract(after, '$.case') = ? UNION ALL SELECT id, at, who, action, after FROM "
+                              "audit WHERE action = 'export' AND json_extract(after, '$.server_case') = ? ORDER BY id",
+                              (case_id, case_id)).fetchall()
         finally:
             db.close()
         return [{**dict(row), "after": json.loads(row["after"])} for row in rows]

@@ -33,60 +33,85 @@ BOX_COLOUR = (0, 215, 255)        # BGR: the yellow of the AI notice, visible on
 EPOCH_START_AFTER = datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()   # a start time this large is a date
 
 
+def box_key(box: Any) -> tuple[float, float, float, float] | None:
+    """A face box as a dictionary key, or None when the manifest has no usable one."""
+    if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                       for v in box):
+        return tuple(float(v) for v in box)
+    return None
+
+
 @dataclass
 class ContextFrames:
-    """Frames by number, and where they came from (said in the report beside each one)."""
-    images: dict[int, np.ndarray] = field(default_factory=dict)
+    """Context pictures (JPEG bytes) by (frame number, box), and where the frames came from (said in the report
+    beside each one). Each frame is drawn as soon as it is decoded, so only these small JPEGs are held, never
+    the frames of a whole case."""
+    pictures: dict[tuple[int, tuple | None], bytes] = field(default_factory=dict)
     source: str = ""
     problem: str = ""   # why there are none
 
 
 def context_frames(catalog: Catalog, job: dict[str, Any], manifest: dict[str, Any], input_copy: Path | None,
-                   wanted: Iterable[int]) -> ContextFrames:
-    """The frames numbered `wanted`: from the export's verified copy of the input, else the restored output."""
-    wanted = sorted({n for n in wanted if isinstance(n, int) and not isinstance(n, bool) and n >= 0})
+                   wanted: Iterable[tuple[Any, Any]]) -> ContextFrames:
+    """A context picture for each wanted (frame number, box): from the export's verified copy of the input,
+    else the restored output."""
+    boxes: dict[int, set] = {}
+    for number, box in wanted:
+        if isinstance(number, int) and not isinstance(number, bool) and number >= 0:
+            boxes.setdefault(number, set()).add(box_key(box))
+    pictures: dict[tuple[int, tuple | None], bytes] = {}
+
+    def take(number: int, image: np.ndarray) -> None:
+        for box in boxes.get(number, ()):
+            pictures[(number, box)] = draw_context(image, box)
+
     source = manifest.get("input") or {}
     kind = source.get("kind")
     restored = (manifest.get("outputs") or {}).get("restored")
     try:
         if input_copy is not None and kind in ("video", "image"):
-            frames = _video_frames(input_copy, wanted) if kind == "video" else {0: read_image(input_copy)}
-            return ContextFrames(frames, "the original input (its copy in this export, SHA-256 checked)")
+            if kind == "video":
+                _decode_video(input_copy, boxes, take)
+            else:
+                take(0, read_image(input_copy))
+            return ContextFrames(pictures, "the original input (its copy in this export, SHA-256 checked)")
         if not isinstance(restored, str) or not restored:
             return ContextFrames(problem="the original input is not in this export and the job wrote no restored output")
         label = (f"the AI-restored output ({display_name(restored)}), with the restored faces pasted in: the original "
                  "input is not in this export")
         if kind == "frames":
             names = source.get("frame_names") or []
-            return ContextFrames({n: _output_image(catalog, job, f"{restored}/{names[n]}") for n in wanted
-                                  if n < len(names) and isinstance(names[n], str)}, label)
-        if kind == "image":
-            return ContextFrames({0: _output_image(catalog, job, restored)}, label)
-        fd = catalog.open_output_file(job, restored)
-        try:
-            return ContextFrames(_video_frames(Path(f"/proc/self/fd/{fd}"), wanted), label)
-        finally:
-            os.close(fd)
+            for number in sorted(boxes):
+                if number < len(names) and isinstance(names[number], str):
+                    take(number, _output_image(catalog, job, f"{restored}/{names[number]}"))
+        elif kind == "image":
+            take(0, _output_image(catalog, job, restored))
+        else:
+            fd = catalog.open_output_file(job, restored)
+            try:
+                _decode_video(Path(f"/proc/self/fd/{fd}"), boxes, take)
+            finally:
+                os.close(fd)
+        return ContextFrames(pictures, label)
     except (FacedeblurError, safe_files.NotServable, OSError, IndexError, ValueError, cv2.error) as exc:
         log.warning("job %s: no context frames (%s)", job.get("id"), exc)
         return ContextFrames(problem=f"the frames could not be read ({display_name(exc)})")
 
 
-def _video_frames(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
-    """Decode from the start up to the last wanted frame: frame numbers count in decode order, as the pipeline
-    counted them, which a seek by time cannot promise for variable frame rates or damaged streams."""
+def _decode_video(path: Path, wanted: dict[int, Any], take) -> None:
+    """Decode from the start up to the last wanted frame, handing each wanted one to `take`: frame numbers
+    count in decode order, as the pipeline counted them, which a seek by time cannot promise for variable
+    frame rates or damaged streams."""
     from ..footage.decode import VideoSource
 
-    found: dict[int, np.ndarray] = {}
     if not wanted:
-        return found
-    last, wanted_set = wanted[-1], set(wanted)
+        return
+    last = max(wanted)
     for frame in VideoSource(path).frames():
-        if frame.index in wanted_set:
-            found[frame.index] = frame.image
+        if frame.index in wanted:
+            take(frame.index, frame.image)
         if frame.index >= last:
             break
-    return found
 
 
 def _output_image(catalog: Catalog, job: dict[str, Any], relative: str) -> np.ndarray:
@@ -99,14 +124,14 @@ def _output_image(catalog: Catalog, job: dict[str, Any], relative: str) -> np.nd
     return image
 
 
-def draw_context(image: np.ndarray, box: Any) -> bytes:
+def draw_context(image: np.ndarray, box: tuple[float, float, float, float] | None) -> bytes:
     """The frame scaled to at most CONTEXT_LONG_SIDE with the face's box drawn, as JPEG bytes (the same frame
     and box always give the same bytes)."""
     height, width = image.shape[:2]
     scale = min(1.0, CONTEXT_LONG_SIDE / max(height, width))
     shown = cv2.resize(image, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA) \
         if scale < 1.0 else image.copy()
-    if isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box):
+    if box is not None:
         x1, y1, x2, y2 = (round(v * scale) for v in box)
         thickness = max(2, round(max(shown.shape[:2]) / 320))
         margin = thickness   # drawn just outside the box: the face itself stays as it was

@@ -80,6 +80,9 @@ CREATE TABLE IF NOT EXISTS login_sessions (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS login_sessions_age ON login_sessions (created_at);
+-- a case page reads its own audit rows among every mark's
+CREATE INDEX IF NOT EXISTS audit_case ON audit (json_extract(after, '$.case')) WHERE action = 'case';
+CREATE INDEX IF NOT EXISTS audit_case_export ON audit (json_extract(after, '$.server_case')) WHERE action = 'export';
 """
 
 
