@@ -177,6 +177,7 @@ def _recording_start(job: dict[str, Any], kind: str | None, input_copy: Path | N
     return evidence.RecordingStart(start.when, f"{start.source}; read from the inbox file of the processed size, "
                                                "whose SHA-256 was not checked again at export")
 
+
 def _mark_dict(mark: Mark) -> dict[str, Any]:
     return {"status": mark.status, "note": mark.note, "version": mark.version, "updated_by": mark.updated_by,
             "updated_at": report.utc_text(mark.updated_at)}
