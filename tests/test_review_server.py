@@ -476,8 +476,9 @@ def test_concurrent_exports_of_one_selection_are_serialised(box, tmp_path: Path)
         done = threading.Event()
 
         def exporter() -> None:
+            # Each waits for the exports before it (one at a time): the last one for all 23 others.
             statuses.append(running.request("POST", f"/case/{number}/export", cookie=cookie,
-                                            body={"csrf_token": csrf, **EXPORT_FIELDS})[0])
+                                            body={"csrf_token": csrf, **EXPORT_FIELDS}, timeout=600)[0])
 
         def viewer() -> None:
             while not done.is_set():
