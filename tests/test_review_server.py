@@ -482,8 +482,10 @@ def test_concurrent_exports_of_one_selection_are_serialised(box, tmp_path: Path)
 
         def viewer() -> None:
             while not done.is_set():
-                viewed.append(running.request("GET", f"/cases/{case_id}", cookie=cookie)[0])
-                viewed.append(running.request("GET", f"/cases/{case_id}/download", cookie=cookie)[0])
+                # A view waits while an export swaps the files in (the case's lock, which is not first come,
+                # first served): possibly behind several exports.
+                viewed.append(running.request("GET", f"/cases/{case_id}", cookie=cookie, timeout=600)[0])
+                viewed.append(running.request("GET", f"/cases/{case_id}/download", cookie=cookie, timeout=600)[0])
         threads = [threading.Thread(target=exporter) for _ in range(24)]
         watchers = [threading.Thread(target=viewer) for _ in range(2)]
         for thread in watchers + threads:
