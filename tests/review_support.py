@@ -137,9 +137,9 @@ class Server:
         self.process.stderr.close()
 
     def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None,
-                cookie: str | None = None) -> tuple[int, dict, bytes]:
+                cookie: str | None = None, timeout: float = 60) -> tuple[int, dict, bytes]:
         """One raw HTTP request (no client-side path normalisation, so traversal reaches the server as sent)."""
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         sent = dict(headers or {})
         data = None
         if body is not None:

@@ -1,9 +1,10 @@
 """The review server in a real headless browser (Debian's chromium driven by Selenium), over a real socket:
-open the list, filter it, open a job, play and seek the clip, use the slider, mark a track, export a case,
-and check the exported report's hashes against the files themselves.
+open the list, filter it, open a job, play and seek the clip, use the slider, mark a track, gather a case
+(whose page shows each track's faces), export it, and check the exported report's hashes against the files
+themselves.
 
-FACEDEBLUR_SCREENSHOTS=docs makes this test also save docs/review-list.png and docs/review-job.png (the
-built-in sample clip, so no research faces).
+FACEDEBLUR_SCREENSHOTS=docs makes this test also save docs/review-list.png, docs/review-job.png and
+docs/review-case.png (the built-in sample clip, so no research faces).
 """
 from __future__ import annotations
 
@@ -130,6 +131,7 @@ def test_review_workflow_in_a_browser(browser, served) -> None:
     assert "check original <b>" in browser.find_element(By.ID, "history").text
 
     # Export a case with this track and the other clip's track.
+    job_id = int(browser.current_url.split("/jobs/", 1)[1].split("#")[0].split("?")[0])
     browser.find_element(By.CSS_SELECTOR, "article.track button.case-add").click()
     wait_until(lambda: "Case (1)" in browser.find_element(By.ID, "case-link").text, "one track in the case")
     other = box.job_by_input(f"cam2/{HOSTILE_NAME}")["id"]
@@ -137,6 +139,18 @@ def test_review_workflow_in_a_browser(browser, served) -> None:
     browser.find_element(By.CSS_SELECTOR, "article.track button.case-add").click()
     wait_until(lambda: "Case (2)" in browser.find_element(By.ID, "case-link").text, "two tracks in the case")
     browser.find_element(By.ID, "case-link").click()
+
+    # The case page: a card per track with its best face, original and restored, loaded from the server.
+    wait_until(lambda: browser.find_elements(By.ID, "case-items"), "the case page")
+    assert sorted(int(card.get_attribute("data-job")) for card in
+                  browser.find_elements(By.CSS_SELECTOR, "article.case-item")) == sorted([job_id, other])
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#case-items img")) == 4
+    wait_until(lambda: browser.execute_script(
+        "return Array.from(document.querySelectorAll('#case-items img'))"
+        ".every(i => i.complete && i.naturalWidth > 0);"), "every face on the case page to load")
+    browser.find_element(By.ID, "investigator").send_keys("Det. A. Example")
+    browser.find_element(By.ID, "purpose").send_keys("Who was at the door <i>before</i> the alarm")
+    screenshot(browser, "review-case.png")
     browser.find_element(By.ID, "export").click()
     zip_hash = wait_until(lambda: browser.find_elements(By.ID, "zip-sha256"), "the exported case")[0].text
     case_id = browser.current_url.rstrip("/").rsplit("/", 1)[-1]
@@ -156,4 +170,5 @@ def test_review_workflow_in_a_browser(browser, served) -> None:
     assert "AI-restored" in browser.find_element(By.ID, "ai-notice").text
     assert "flagged" in [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".mark-status")]
     assert "second person behind, check original <b>" in browser.page_source.replace("&lt;", "<").replace("&gt;", ">")
+    assert browser.find_element(By.ID, "investigator").text == "Det. A. Example"
     assert re.search(r"\b[0-9a-f]{64}\b", browser.find_element(By.TAG_NAME, "body").text)

@@ -184,7 +184,8 @@ def test_state_changes_need_the_csrf_token_of_the_session(open_server: Server, b
               dict(cookie=None, body={"csrf_token": csrf, "status": "flagged", "note": "x", "version": 0})]
     for attempt in forged:
         assert open_server.request("POST", "/jobs/1/tracks/1/mark", **attempt)[0] == 403
-    for path in ("/case/toggle", "/case/export", "/case/clear", "/logout"):
+    for path in ("/case/toggle", "/case/new", "/case/1/export", "/case/1/tracks", "/case/1/rename", "/case/1/open",
+                 "/logout"):
         assert open_server.request("POST", path, cookie=cookie, body={"job": 1, "track": 1})[0] == 403
     assert db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == before
     db.close()

@@ -247,23 +247,40 @@ def test_concurrent_reviewers_never_lose_a_mark(server: Server, box) -> None:
         assert json.loads(row["before"]) == json.loads(previous["after"])
 
 
-def export(server: Server, cookie: str, csrf: str, items: list[tuple[int, int]]) -> tuple[str, str]:
-    """Select the tracks and export them; returns (case id, the session cookie holding the selection)."""
-    for job, track in items:
-        status, headers, _ = server.request("POST", "/case/toggle", cookie=cookie,
-                                            body={"csrf_token": csrf, "job": job, "track": track})
-        assert status == 303
-        cookie = session_cookie(headers) or cookie   # the selection lives in the signed session cookie
-    status, headers, body = server.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})
+EXPORT_FIELDS = {"name": "Side door, 24 November", "investigator": "Det. A. Example",
+                 "purpose": "Identify the people at the side door before the alarm (request 2026/114)."}
+
+
+def make_case(server: Server, cookie: str, csrf: str, items: list[tuple[int, int]], name: str = "Side door") -> int:
+    """A new case holding the tracks, as a reviewer makes it on the case pages; returns its number."""
+    status, headers, body = server.request("POST", "/case/new", cookie=cookie, body={"csrf_token": csrf, "name": name})
     assert status == 303, body
-    return headers["location"].rsplit("/", 1)[-1], cookie
+    number = int(headers["location"].rsplit("/", 1)[-1])
+    for job, track in items:
+        status, _, body = server.request("POST", f"/case/{number}/tracks", cookie=cookie,
+                                         body={"csrf_token": csrf, "job": job, "track": track, "action": "add"})
+        assert status == 303, body
+    return number
+
+
+def export(server: Server, cookie: str, csrf: str, items: list[tuple[int, int]]) -> tuple[str, int]:
+    """Make a case of the tracks and export it; returns (the export's id, the case's number)."""
+    number = make_case(server, cookie, csrf, items)
+    return export_case(server, cookie, csrf, number), number
+
+
+def export_case(server: Server, cookie: str, csrf: str, number: int, **fields: str) -> str:
+    status, headers, body = server.request("POST", f"/case/{number}/export", cookie=cookie,
+                                           body={"csrf_token": csrf, **EXPORT_FIELDS, **fields})
+    assert status == 303, body
+    return headers["location"].rsplit("/", 1)[-1]
 
 
 @pytest.mark.slow
 def test_case_export_is_complete_verifiable_and_reproducible(server: Server, box) -> None:
     jobs = [box.job_by_input(rel)["id"] for rel in CAMERA_INPUTS]
     cookie, csrf = browser_session(server)
-    case_id, cookie = export(server, cookie, csrf, [(jobs[0], 1), (jobs[1], 1)])
+    case_id, number = export(server, cookie, csrf, [(jobs[0], 1), (jobs[1], 1)])
     status, headers, first_zip = server.request("GET", f"/cases/{case_id}/download", cookie=cookie)
     assert status == 200 and headers["content-type"] == "application/zip"
     archive = zipfile.ZipFile(io.BytesIO(first_zip))
@@ -295,8 +312,7 @@ def test_case_export_is_complete_verifiable_and_reproducible(server: Server, box
     assert "&lt;img src=x onerror=alert(1)&gt;" in report and "<img src=x" not in report
     assert files["report.pdf"].startswith(b"%PDF-")
     # Same selection, same state: the same bytes.
-    status, _, second_zip = server.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})
-    assert status == 303
+    assert export_case(server, cookie, csrf, number) == case_id
     assert server.request("GET", f"/cases/{case_id}/download", cookie=cookie)[2] == first_zip
     page = server.request("GET", f"/cases/{case_id}", cookie=cookie)[2].decode()
     assert sha256(first_zip) in page
@@ -306,10 +322,9 @@ def test_case_export_is_complete_verifiable_and_reproducible(server: Server, box
 def test_exporting_a_failed_job_is_refused_clearly(server: Server, box) -> None:
     failed = box.job_by_input(FAILING_INPUT)["id"]
     cookie, csrf = browser_session(server)
-    _, headers, _ = server.request("POST", "/case/toggle", cookie=cookie,
-                                   body={"csrf_token": csrf, "job": failed, "track": 1})
-    status, _, body = server.request("POST", "/case/export", cookie=session_cookie(headers),
-                                     body={"csrf_token": csrf})
+    number = make_case(server, cookie, csrf, [(failed, 1)])
+    status, _, body = server.request("POST", f"/case/{number}/export", cookie=cookie,
+                                     body={"csrf_token": csrf, **EXPORT_FIELDS})
     assert status == 400
     assert f"job {failed} has no published output" in body.decode()
 
@@ -427,7 +442,7 @@ def test_an_inbox_input_swapped_for_a_fifo_or_a_larger_file_does_not_hang_or_blo
         original.unlink()
         os.mkfifo(original)
         cookie, csrf = browser_session(running, f"/jobs/{job}")
-        case_id, cookie = export(running, cookie, csrf, [(job, 1)])            # returns: no wait for a writer
+        case_id, number = export(running, cookie, csrf, [(job, 1)])            # returns: no wait for a writer
         recorded = (exports / f"case-{case_id}" / "jobs" / f"j{job}" / "input" / "input.sha256").read_text()
         assert "no longer a regular file" in recorded
         assert running.request("GET", "/healthz")[0] == 200
@@ -435,8 +450,7 @@ def test_an_inbox_input_swapped_for_a_fifo_or_a_larger_file_does_not_hang_or_blo
         with open(original, "wb") as grown:                                    # the processed bytes, then more
             grown.write(SAMPLE_CLIP.read_bytes())
             grown.truncate(SAMPLE_CLIP.stat().st_size + 64 * 1024 * 1024)
-        status, _, body = running.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})
-        assert status == 303, body
+        assert export_case(running, cookie, csrf, number) == case_id
         folder = exports / f"case-{case_id}" / "jobs" / f"j{job}" / "input"
         assert [p.name for p in folder.iterdir()] == ["input.sha256"]
         assert f"not the {SAMPLE_CLIP.stat().st_size} bytes processed" in (folder / "input.sha256").read_text()
@@ -453,7 +467,7 @@ def test_concurrent_exports_of_one_selection_are_serialised(box, tmp_path: Path)
     try:
         job = box.job_by_input("cam1/sample-clip.mp4")["id"]
         cookie, csrf = browser_session(running, f"/jobs/{job}")
-        case_id, cookie = export(running, cookie, csrf, [(job, 1)])
+        case_id, number = export(running, cookie, csrf, [(job, 1)])
         db = sqlite3.connect(box.state / "review.sqlite3")
         first_row = db.execute("SELECT MAX(id) FROM audit").fetchone()[0]
         db.close()
@@ -462,12 +476,16 @@ def test_concurrent_exports_of_one_selection_are_serialised(box, tmp_path: Path)
         done = threading.Event()
 
         def exporter() -> None:
-            statuses.append(running.request("POST", "/case/export", cookie=cookie, body={"csrf_token": csrf})[0])
+            # Each waits for the exports before it (one at a time): the last one for all 23 others.
+            statuses.append(running.request("POST", f"/case/{number}/export", cookie=cookie,
+                                            body={"csrf_token": csrf, **EXPORT_FIELDS}, timeout=600)[0])
 
         def viewer() -> None:
             while not done.is_set():
-                viewed.append(running.request("GET", f"/cases/{case_id}", cookie=cookie)[0])
-                viewed.append(running.request("GET", f"/cases/{case_id}/download", cookie=cookie)[0])
+                # A view waits while an export swaps the files in (the case's lock, which is not first come,
+                # first served): possibly behind several exports.
+                viewed.append(running.request("GET", f"/cases/{case_id}", cookie=cookie, timeout=600)[0])
+                viewed.append(running.request("GET", f"/cases/{case_id}/download", cookie=cookie, timeout=600)[0])
         threads = [threading.Thread(target=exporter) for _ in range(24)]
         watchers = [threading.Thread(target=viewer) for _ in range(2)]
         for thread in watchers + threads:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode
 
@@ -108,7 +107,7 @@ class ReviewGate:
         elif not credentials.configured:
             user = "local"   # loopback only (command.py refuses anything else without credentials)
         elif session.get("user") in credentials.users and self.sessions.user_of(session.get("sid")) == session["user"]:
-            user = session["user"]   # a session logged out (or from before a restart) is not in LiveSessions
+            user = session["user"]   # a session logged out (or expired) is not in LiveSessions
         form: dict[str, str] = {}
         body = b""
         if request.method not in SAFE_METHODS:
@@ -246,9 +245,10 @@ def create_app(parts: ServerParts) -> Starlette:
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(ErrorPage),
-            # The key is new at each start, so a restart logs everyone out and no secret is kept on disk.
-            # No max_age: a cookie for the browser session only; SameSite=Strict keeps it off cross-site requests.
-            Middleware(SessionMiddleware, secret_key=secrets.token_urlsafe(32), session_cookie=SESSION_COOKIE,
+            # The key is kept in the state folder (0600), so a restart logs no one out; logins themselves are
+            # in the review database, where logout revokes them. No max_age: a cookie for the browser session
+            # only; SameSite=Strict keeps it off cross-site requests.
+            Middleware(SessionMiddleware, secret_key=auth.session_key(parts.state), session_cookie=SESSION_COOKIE,
                        max_age=None, same_site="strict", https_only=parts.settings.secure_cookies),
             Middleware(ReviewGate, credentials=context.credentials, sessions=context.sessions),
         ],

@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import os
 import secrets
+import stat
 import threading
 import time
 from collections import deque
@@ -190,37 +191,75 @@ class LoginLimiter:
 
 
 class LiveSessions:
-    """The logged-in sessions this process knows, by a random id the signed cookie carries.
+    """The logged-in sessions, by a random id the signed cookie carries, kept in the review database.
 
-    The cookie alone cannot be revoked: a copy of it would work until the server restarts (a new signing key).
-    A login adds an id here and logout removes it, so a copied cookie stops working at logout. Held in memory
-    like the signing key, and bounded: beyond MAX_LIVE the oldest sessions are logged out.
+    The cookie alone cannot be revoked: a copy of it would work as long as the signing key does. A login adds
+    an id to the store and logout removes it, so a copied cookie stops working at logout; being in the
+    database, logins survive a restart of the server (the signing key is kept too: `session_key`).
     """
 
-    MAX_LIVE = 10_000
-
-    def __init__(self):
-        self._users: dict[str, str] = {}   # session id -> user name, oldest first
-        self._lock = threading.Lock()
+    def __init__(self, store):
+        self.store = store   # a ReviewStore (open_session, session_user, close_session)
 
     def open(self, user: str) -> str:
         session_id = secrets.token_urlsafe(24)
-        with self._lock:
-            self._users[session_id] = user
-            while len(self._users) > self.MAX_LIVE:
-                del self._users[next(iter(self._users))]
+        self.store.open_session(session_id, user)
         return session_id
 
     def user_of(self, session_id: object) -> str | None:
-        if not isinstance(session_id, str):
+        if not isinstance(session_id, str) or not session_id:
             return None
-        with self._lock:
-            return self._users.get(session_id)
+        return self.store.session_user(session_id)
 
     def close(self, session_id: object) -> None:
-        if isinstance(session_id, str):
-            with self._lock:
-                self._users.pop(session_id, None)
+        if isinstance(session_id, str) and session_id:
+            self.store.close_session(session_id)
+
+
+SESSION_KEY_FILE = "review-session.key"
+
+
+def session_key(state: Path) -> str:
+    """The key that signs session cookies, kept in STATE/review-session.key (mode 0600) so a restart does not
+    log everyone out; made on first use. A key file that others may read is refused: with it anyone could
+    forge a cookie (though not a login, which must also be in the database)."""
+    path = Path(state) / SESSION_KEY_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return _new_session_key(path)
+    except OSError as exc:
+        raise FacedeblurError(f"the session key {path} cannot be read ({exc.strerror}); remove it (a new one is "
+                              "made at start, and everyone logs in again) or fix its permissions") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077 or info.st_uid != os.geteuid():
+            raise FacedeblurError(f"the session key {path} must be a file of the server's user readable by it "
+                                  f"only: chmod 600 {path} (or remove it; a new one is made at start)")
+        key = handle.read(256).decode("ascii", "replace").strip()
+    if len(key) < 32:
+        raise FacedeblurError(f"the session key {path} is too short; remove it (a new one is made at start)")
+    return key
+
+
+def _new_session_key(path: Path) -> str:
+    """Write a new key under a temporary name with mode 0600, then link it into place: two servers starting
+    at once both end up with the one key that won."""
+    key = secrets.token_urlsafe(48)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return session_key(path.parent)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return key
 
 
 def new_csrf_token() -> str:

@@ -34,7 +34,7 @@ from .. import __version__
 from ..errors import FacedeblurError
 from ..inputs import sha256_of_file, sha256_of_stream
 from ..safe_text import display_name
-from . import report, safe_files
+from . import evidence, report, safe_files
 from .catalog import Catalog
 from .store import Mark, ReviewStore
 
@@ -70,8 +70,9 @@ class CaseResult:
     zip_sha256: str
 
 
-def case_id_of(selection: list[tuple[int, int]]) -> str:
-    text = json.dumps(sorted(set(selection)))
+def case_id_of(selection: list[tuple[int, int]], details: dict[str, str] | None = None) -> str:
+    """A hash of what the export holds: the tracks and the name, investigator and purpose printed in it."""
+    text = json.dumps([sorted(set(selection)), details or {}], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -130,9 +131,9 @@ def sha256_fd(fd: int) -> str:
         return sha256_of_stream(source)
 
 
-def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[str, str]:
+def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[str, str, Path | None]:
     """Copy the original input when it is one file within the size limit and still has the content that was
-    processed; otherwise write its SHA-256. Returns (what the report says, sha256 as recorded)."""
+    processed; otherwise write its SHA-256. Returns (what the report says, sha256 as recorded, the copy)."""
     recorded = job.get("sha256") or ""
     target_dir.mkdir(parents=True)
     reason = ""
@@ -150,12 +151,31 @@ def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[
         else:
             copied = _copy_fd(fd, target, limit=int(job.get("size") or 0))
             if copied == recorded:
-                return f"yes: input/{target.name}", recorded
+                return f"yes: input/{target.name}", recorded, target
             target.unlink()
             reason = f"changed since it was processed (now {copied}): listed by its SHA-256 only"
     (target_dir / "input.sha256").write_text(f"{recorded}  {display_name(job['name'])}\n# {reason}\n",
                                              encoding="utf-8")
-    return f"no, {reason} (input/input.sha256)", recorded
+    return f"no, {reason} (input/input.sha256)", recorded, None
+
+
+def _recording_start(job: dict[str, Any], kind: str | None, input_copy: Path | None) -> evidence.RecordingStart:
+    """The recording's start from the export's checked copy of the input, else from the inbox file while it is
+    still a regular file of the processed size (its metadata only; the report says the hash was not re-checked)."""
+    if input_copy is not None or kind != "video" or job.get("kind") != "file":
+        return evidence.recording_start(input_copy, kind, "not available: the original input is not in this export")
+    try:
+        fd = _open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
+    except _InputUnusable as exc:
+        return evidence.RecordingStart(None, f"not available: the original input is {exc}")
+    try:
+        start = evidence.recording_start(Path(f"/proc/self/fd/{fd}"), kind, "")
+    finally:
+        os.close(fd)
+    if start.when is None:
+        return start
+    return evidence.RecordingStart(start.when, f"{start.source}; read from the inbox file of the processed size, "
+                                               "whose SHA-256 was not checked again at export")
 
 
 def _mark_dict(mark: Mark) -> dict[str, Any]:
@@ -164,19 +184,21 @@ def _mark_dict(mark: Mark) -> dict[str, Any]:
 
 
 def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, int]], exports: Path,
-               environment, max_input_bytes: int) -> CaseResult:
+               environment, max_input_bytes: int, details: dict[str, str]) -> CaseResult:
+    """Export the tracks of `selection`; `details` are the case's name, investigator and purpose."""
     selection = sorted(set(selection))
     if not selection:
         raise ExportError("nothing selected: add tracks to the case from their job pages first")
-    case_id = case_id_of(selection)
+    case_id = case_id_of(selection, details)
     exports.mkdir(parents=True, exist_ok=True)
     with case_lock(case_id):
         staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
         root = staging / f"case-{case_id}"
         try:
             document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
+            document.update(name=details["name"], investigator=details["investigator"], purpose=details["purpose"])
             (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
-            (root / "report.pdf").write_bytes(report.render_pdf(document))
+            (root / "report.pdf").write_bytes(report.render_pdf(document, root))
             files = sorted(p for p in root.rglob("*") if p.is_file())
             sums = "".join(f"{sha256_of_file(p)}  {p.relative_to(root).as_posix()}\n" for p in files)
             (root / "SHA256SUMS").write_text(sums, encoding="utf-8")
@@ -234,7 +256,8 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
         folder = root / "jobs" / f"j{job_id}"
         folder.mkdir(parents=True)
         _copy_fd(catalog.open_output_file(job, "manifest.json"), folder / "manifest.json")
-        input_included, input_sha = _copy_input(job, folder / "input", max_input_bytes)
+        input_included, input_sha, input_copy = _copy_input(job, folder / "input", max_input_bytes)
+        source = manifest.get("input") or {}
         outputs = []
         for name in sorted(v for v in (manifest.get("outputs") or {}).values() if isinstance(v, str)):
             try:
@@ -242,9 +265,18 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
             except safe_files.NotServable:
                 continue   # a folder (faces/, restored/ of a frame folder): its files are listed per track
         marks = store.marks_for_job(job_id)
+        boxes = {(t, f.get("frame")): f.get("box") for t in track_ids for f in tracks[t].get("frames") or []
+                 if isinstance(f, dict)}
+        wanted = [(best.get("frame"), boxes.get((t, best.get("frame")))) for t in track_ids
+                  for best in tracks[t].get("best_frames") or []]
+        frames = evidence.context_frames(catalog, job, manifest, input_copy, wanted)
+        start = _recording_start(job, source.get("kind"), input_copy)
         track_docs = []
         for track_id in track_ids:
             track = tracks[track_id]
+            track_folder = folder / f"track-{track_id}"
+            track_folder.mkdir()
+            by_frame = {f.get("frame"): f for f in track.get("frames") or [] if isinstance(f, dict)}
             images = []
             for best in track.get("best_frames") or []:
                 pair = {}
@@ -252,8 +284,7 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
                     relative = best.get(role)
                     if not isinstance(relative, str):
                         continue
-                    target = folder / f"track-{track_id}" / _file_name(relative.rsplit("/", 1)[-1])
-                    target.parent.mkdir(exist_ok=True)
+                    target = track_folder / _file_name(relative.rsplit("/", 1)[-1])
                     try:
                         fd = catalog.open_output_file(job, relative)
                     except safe_files.NotServable as exc:
@@ -261,7 +292,12 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
                                           f"folder ({exc}); remove track {track_id} from the case") from None
                     pair[role] = {"path": target.relative_to(root).as_posix(), "source": relative,
                                   "sha256": _copy_fd(fd, target)}
-                images.append({"frame": best.get("frame"), "quality": best.get("quality"), **pair})
+                number = best.get("frame")
+                seen = by_frame.get(number) or {}
+                images.append({"frame": number, "quality": best.get("quality"), "time": seen.get("time"),
+                               "wall_clock": evidence.wall_clock(start, seen.get("time")), "box": seen.get("box"),
+                               "context": _context_file(frames, number, seen.get("box"), track_folder, root),
+                               **pair})
             history = [{"id": h["id"], "at": report.utc_text(h["at"]), "who": h["who"],
                         "before": (h["before"] or {}).get("status", "-") + _note_part(h["before"]),
                         "after": h["after"].get("status", "-") + _note_part(h["after"])}
@@ -272,17 +308,34 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
                                "sharpness_after": track.get("sharpness_after_mean"), "images": images,
                                "mark": _mark_dict(marks.get(track_id, Mark(job_id, track_id))),
                                "history": history})
-        source = manifest.get("input") or {}
+        model = manifest.get("model") or {}
         dates.append(str(manifest.get("created_utc") or ""))
         jobs.append({"id": job_id, "rel_path": job["shown_name"], "input_sha256": input_sha,
                      "manifest_input_sha256": source.get("sha256"), "input_included": input_included,
                      "notice": manifest.get("notice") or report.AI_NOTICE, "created_utc": manifest.get("created_utc"),
                      "tool": manifest.get("tool"), "steps": report.processing_steps(manifest),
-                     "outputs": outputs, "tracks": track_docs})
+                     "outputs": outputs, "tracks": track_docs, "source": source,
+                     "model": {"name": model.get("name"), "version": model.get("version"), "file": model.get("file"),
+                               "sha256": report.model_file_sha256(manifest)},
+                     "detector": (manifest.get("detector") or {}).get("name"),
+                     "recording_start": evidence.utc_text(start.when), "recording_source": start.source,
+                     "context_source": frames.source or frames.problem})
     files = [{"path": p.relative_to(root).as_posix(), "sha256": sha256_of_file(p)}
              for p in sorted(p for p in root.rglob("*") if p.is_file())]
     return {"case_id": case_id, "tool_version": __version__, "jobs": jobs, "files": files,
             "selection": [{"job": j, "track": t} for j, t in selection], "dated": _newest(dates)}
+
+
+def _context_file(frames: evidence.ContextFrames, number: Any, box: Any, folder: Path, root: Path
+                  ) -> dict[str, Any]:
+    """The context frame of one face, written beside its crops; or why there is none."""
+    data = frames.pictures.get((number, evidence.box_key(box))) if isinstance(number, int) else None
+    if data is None:
+        return {"problem": frames.problem or f"frame {display_name(number)} was not found in {frames.source}"}
+    target = folder / f"frame-{number:06d}-context.jpg"
+    target.write_bytes(data)
+    return {"path": target.relative_to(root).as_posix(), "sha256": hashlib.sha256(data).hexdigest(),
+            "source": frames.source}
 
 
 def _note_part(content: dict[str, Any] | None) -> str:

@@ -15,7 +15,8 @@ from starlette.routing import Router
 
 from ..config import ServeSettings
 from . import auth
-from .catalog import Catalog
+from .cases import Case
+from .catalog import MAX_ROW_ID, Catalog
 from .originals import Originals
 from .store import ReviewStore
 
@@ -43,16 +44,25 @@ class ReviewContext:
 
     @classmethod
     def build(cls, parts: ServerParts, environment: Environment) -> ReviewContext:
-        return cls(parts=parts, catalog=Catalog(parts.outbox, parts.state), store=ReviewStore(parts.state),
+        store = ReviewStore(parts.state)
+        return cls(parts=parts, catalog=Catalog(parts.outbox, parts.state), store=store,
                    limiter=auth.LoginLimiter(parts.settings.login_attempts, parts.settings.login_window_seconds),
-                   sessions=auth.LiveSessions(), credentials=parts.credentials, environment=environment,
+                   sessions=auth.LiveSessions(store), credentials=parts.credentials, environment=environment,
                    originals=Originals(parts.state))
 
     def page(self, request: Request, template: str, status: int = 200, headers: dict[str, str] | None = None,
              **context: Any) -> HTMLResponse:
         html = self.environment.get_template(template).render(session=request.session,
-                                                              user=getattr(request.state, "user", None), **context)
+                                                              user=getattr(request.state, "user", None),
+                                                              current_case=self.current_case(request), **context)
         return HTMLResponse(html, status, headers)
+
+    def current_case(self, request: Request) -> Case | None:
+        """The case this browser adds tracks to (its id is in the session; the case itself is shared)."""
+        case_id = request.session.get("case")
+        if not isinstance(case_id, int) or isinstance(case_id, bool) or not 0 < case_id <= MAX_ROW_ID:
+            return None
+        return self.store.case(case_id)
 
     def url_for(self, name: str, **params: Any) -> str:
         """A path on this server (never an absolute URL built from the request's Host header)."""

@@ -33,7 +33,10 @@ class AuthRoutes:
         if not credentials.check_password(name, form(request).get("password", "")):
             return context.page(request, "login.html", 401, next=target, error="Wrong user name or password.")
         context.limiter.succeeded(attempt, client, f"user:{name}")
+        current_case = request.session.get("case")
         request.session.clear()   # a fresh session (and CSRF token) on login: no fixation
+        if current_case is not None:
+            request.session["case"] = current_case   # only which shared case to add to: nothing to fixate
         request.session["user"] = name
         request.session["sid"] = context.sessions.open(name)
         request.session["csrf"] = auth.new_csrf_token()

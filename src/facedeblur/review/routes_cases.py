@@ -1,5 +1,8 @@
-"""Review marks on a job's tracks, the case selection, and the case exports (build, summary, files)."""
+"""Review marks on a job's tracks, the named cases shared by every reviewer, and their exports (build,
+summary, files)."""
 from __future__ import annotations
+
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -8,12 +11,16 @@ from starlette.routing import Route
 
 from . import safe_files
 from .case_export import CASE_ID, ExportError, build_case, case_lock, sha256_fd
+from .cases import CASE_NAME_LIMIT, Case, CaseError, form_text
 from .catalog import MAX_ROW_ID
 from .context import ReviewContext, form, user_of
 from .send_file import open_or_404, send_fd
 from .store import MARK_STATES, StaleMark
 
-MAX_CASE_ITEMS = 150   # the selection lives in the signed session cookie, which must stay under 4 KB
+# What an export asks for (field: label, length limit); the values go into the report and the audit row.
+EXPORT_FIELDS = {"name": ("the case name", CASE_NAME_LIMIT), "investigator": ("the investigator", 200),
+                 "purpose": ("the purpose", 2000)}
+EXPORT_FIELD_LIMITS = {key: limit for key, (_, limit) in EXPORT_FIELDS.items()}
 
 
 def case_folder(case_id: str) -> str:
@@ -50,41 +57,120 @@ class CaseRoutes:
                                 mine={"status": status, "note": fields.get("note", "")})
         return RedirectResponse(context.url_for("job_page", job_id=job_id) + f"#track-{track_id}", 303)
 
-    def case_toggle(self, request: Request) -> Response:
+    def _track_item(self, request: Request) -> tuple[int, int]:
         try:
-            item = [int(form(request)["job"]), int(form(request)["track"])]
+            item = int(form(request)["job"]), int(form(request)["track"])
         except (KeyError, ValueError):
             raise HTTPException(400) from None
         if not all(0 <= number <= MAX_ROW_ID for number in item):
             raise HTTPException(400)
-        case = [list(x) for x in request.session.get("case", [])]
-        if item in case:
-            case.remove(item)
-        elif len(case) >= MAX_CASE_ITEMS:
-            return self.context.page(request, "error.html", 400, message=f"a case holds at most {MAX_CASE_ITEMS} "
-                                     "tracks; export this one and start another.")
-        else:
-            case.append(item)
-        request.session["case"] = case
-        return RedirectResponse(self.context.url_for("job_page", job_id=item[0]) + f"#track-{item[1]}", 303)
+        return item
+
+    def _case_or_404(self, request: Request) -> Case:
+        case_id = request.path_params["case_id"]
+        case = self.context.store.case(case_id) if 0 < case_id <= MAX_ROW_ID else None
+        if case is None:
+            raise HTTPException(404)
+        return case
+
+    def case_toggle(self, request: Request) -> Response:
+        """"add to case" on a job page: into this browser's current case, made (and named after the reviewer)
+        when there is none yet."""
+        context = self.context
+        job_id, track_id = self._track_item(request)
+        case = context.current_case(request)
+        try:
+            if case is None:
+                case_id = context.store.create_case(f"Untitled case of {user_of(request)}", user_of(request))
+                request.session["case"] = case_id
+                case = context.store.case(case_id)
+            present = (job_id, track_id) not in case.tracks
+            context.store.set_case_track(case.id, job_id, track_id, present, user_of(request))
+        except CaseError as exc:
+            return context.page(request, "error.html", 400, message=str(exc))
+        return RedirectResponse(context.url_for("job_page", job_id=job_id) + f"#track-{track_id}", 303)
 
     def case_page(self, request: Request) -> Response:
-        return self.context.page(request, "case.html", case=sorted(tuple(x) for x in request.session.get("case", [])))
+        return self.context.page(request, "cases.html", cases=self.context.store.cases())
 
-    def case_clear(self, request: Request) -> Response:
-        request.session["case"] = []
-        return RedirectResponse(self.context.url_for("case_page"), 303)
+    def case_new(self, request: Request) -> Response:
+        context = self.context
+        try:
+            case_id = context.store.create_case(form(request).get("name", ""), user_of(request))
+        except CaseError as exc:
+            return context.page(request, "error.html", 400, message=str(exc))
+        request.session["case"] = case_id
+        return RedirectResponse(context.url_for("case_view", case_id=case_id), 303)
+
+    def case_view(self, request: Request) -> Response:
+        context = self.context
+        case = self._case_or_404(request)
+        history = context.store.case_history(case.id)
+        exports = [entry for entry in history if entry["action"] == "export"]
+        last = exports[-1]["after"] if exports else {}
+        return context.page(request, "case.html", case=case, items=self._case_items(case), history=history,
+                            exports=exports, investigator=last.get("investigator") or (
+                                "" if user_of(request) in ("local", "api-token") else user_of(request)),
+                            purpose=last.get("purpose", ""), limits=EXPORT_FIELD_LIMITS)
+
+    def _case_items(self, case: Case) -> list[dict[str, Any]]:
+        """Each track of the case with what its card shows: the input's name, its times and the best face
+        (original and restored) as served images; a job or track that is gone says so."""
+        items, manifests = [], {}
+        for job_id, track_id in case.tracks:
+            if job_id not in manifests:
+                job = self.context.catalog.job(job_id)
+                manifests[job_id] = (job, self.context.catalog.manifest(job) if job else None)
+            job, manifest = manifests[job_id]
+            track = next((t for t in (manifest or {}).get("tracks") or [] if t.get("id") == track_id), None)
+            best = ((track or {}).get("best_frames") or [{}])[0]
+            items.append({"job_id": job_id, "track_id": track_id, "job": job, "track": track,
+                          "original": best.get("original"), "restored": best.get("restored")})
+        return items
+
+    def case_rename(self, request: Request) -> Response:
+        context = self.context
+        case = self._case_or_404(request)
+        try:
+            context.store.rename_case(case.id, form(request).get("name", ""), user_of(request))
+        except CaseError as exc:
+            return context.page(request, "error.html", 400, message=str(exc))
+        return RedirectResponse(context.url_for("case_view", case_id=case.id), 303)
+
+    def case_open(self, request: Request) -> Response:
+        case = self._case_or_404(request)
+        request.session["case"] = case.id
+        return RedirectResponse(self.context.url_for("case_view", case_id=case.id), 303)
+
+    def case_tracks(self, request: Request) -> Response:
+        context = self.context
+        case = self._case_or_404(request)
+        job_id, track_id = self._track_item(request)
+        action = form(request).get("action", "")
+        if action not in ("add", "remove"):
+            return context.page(request, "error.html", 400, message=f"action {action!r} is not add or remove")
+        try:
+            context.store.set_case_track(case.id, job_id, track_id, action == "add", user_of(request))
+        except CaseError as exc:
+            return context.page(request, "error.html", 400, message=str(exc))
+        return RedirectResponse(context.url_for("case_view", case_id=case.id), 303)
 
     def case_export(self, request: Request) -> Response:
         context, settings = self.context, self.context.parts.settings
-        selection = [tuple(x) for x in request.session.get("case", [])]
+        case = self._case_or_404(request)
+        fields = form(request)
         try:
-            result = build_case(context.catalog, context.store, selection, context.parts.exports,
-                                context.environment, int(settings.export_max_input_mb * 1024 * 1024))
-        except ExportError as exc:
+            details = {key: form_text(fields.get(key, ""), label, limit, lines=key == "purpose")
+                       for key, (label, limit) in EXPORT_FIELDS.items()}
+            if details["name"] != case.name:
+                context.store.rename_case(case.id, details["name"], user_of(request))
+            result = build_case(context.catalog, context.store, list(case.tracks), context.parts.exports,
+                                context.environment, int(settings.export_max_input_mb * 1024 * 1024), details)
+        except (CaseError, ExportError) as exc:
             return context.page(request, "error.html", 400, message=str(exc))
         context.store.record_export(user_of(request), {"case": result.case_id, "zip_sha256": result.zip_sha256,
-                                                       "selection": sorted(selection)})
+                                                       "selection": sorted(case.tracks), "server_case": case.id,
+                                                       **details})
         return RedirectResponse(context.url_for("case_done", case_id=result.case_id), 303)
 
     def case_done(self, request: Request) -> Response:
@@ -118,9 +204,13 @@ def case_routes(context: ReviewContext) -> list[Route]:
         Route("/jobs/{job_id:int}/tracks/{track_id:int}/mark", handlers.mark_track, methods=["POST"],
               name="mark_track"),
         Route("/case", handlers.case_page, name="case_page"),
+        Route("/case/new", handlers.case_new, methods=["POST"], name="case_new"),
         Route("/case/toggle", handlers.case_toggle, methods=["POST"], name="case_toggle"),
-        Route("/case/clear", handlers.case_clear, methods=["POST"], name="case_clear"),
-        Route("/case/export", handlers.case_export, methods=["POST"], name="case_export"),
+        Route("/case/{case_id:int}", handlers.case_view, name="case_view"),
+        Route("/case/{case_id:int}/rename", handlers.case_rename, methods=["POST"], name="case_rename"),
+        Route("/case/{case_id:int}/open", handlers.case_open, methods=["POST"], name="case_open"),
+        Route("/case/{case_id:int}/tracks", handlers.case_tracks, methods=["POST"], name="case_tracks"),
+        Route("/case/{case_id:int}/export", handlers.case_export, methods=["POST"], name="case_export"),
         Route("/cases/{case_id}", handlers.case_done, name="case_done"),
         Route("/cases/{case_id}/download", handlers.case_download, name="case_download"),
         Route("/cases/{case_id}/files/{relative:path}", handlers.case_file, name="case_file"),

@@ -64,7 +64,8 @@ class JobRoutes:
         frame_times = {}
         for track in manifest.get("tracks") or []:
             frame_times.update({f.get("frame"): f.get("time") for f in track.get("frames") or [] if isinstance(f, dict)})
-        selected = {tuple(item) for item in request.session.get("case", [])}
+        current = context.current_case(request)
+        selected = set(current.tracks) if current else set()
         steps = processing_steps(manifest) if manifest else []
         source = manifest.get("input") or {}
         original, frame_names = None, []

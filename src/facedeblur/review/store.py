@@ -1,10 +1,15 @@
-"""Review marks beside the journal (STATE/review.sqlite3), with an append-only audit log.
+"""Review marks, named cases and login sessions beside the journal (STATE/review.sqlite3), with an
+append-only audit log.
 
 A mark is (job, track) -> reviewed | flagged | unmarked, with a note. Every change carries the version the
 reviewer saw; a change made on top of an older version is refused (the reviewer is shown the newer mark and
 decides again), so two reviewers can never silently overwrite each other. The version check, the update and
 the audit row are one transaction taken with BEGIN IMMEDIATE, which serialises writers across threads and
 processes. Triggers make the audit table refuse UPDATE and DELETE, so history can only grow.
+
+Cases (a name and a set of (job, track)) are shared by every reviewer; each change to one is an audit row
+(action 'case'). Login sessions are kept here too, by the SHA-256 of their random id, so a restart of the
+server does not log anyone out while logout still revokes a session at once.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FacedeblurError
+from .cases import CaseStoreMixin
 
 REVIEW_FILE = "review.sqlite3"
 MARK_STATES = ("unmarked", "reviewed", "flagged", "not_a_face")
@@ -58,6 +64,36 @@ CREATE TRIGGER IF NOT EXISTS audit_append_only_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_append_only_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the review audit log is append-only'); END;
+"""
+
+# Added after the first release: CREATE ... IF NOT EXISTS, so opening an older review.sqlite3 adds them and
+# leaves every mark and audit row as it was.
+CASES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cases (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    name       TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_by TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS case_tracks (
+    case_id  INTEGER NOT NULL REFERENCES cases (id),
+    job_id   INTEGER NOT NULL,
+    track_id INTEGER NOT NULL,
+    added_by TEXT NOT NULL,
+    added_at REAL NOT NULL,
+    PRIMARY KEY (case_id, job_id, track_id)
+);
+CREATE TABLE IF NOT EXISTS login_sessions (
+    id_sha256  TEXT PRIMARY KEY,          -- the cookie carries the id; a copy of this table does not log in
+    user       TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_sessions_age ON login_sessions (created_at);
+-- a case page reads its own audit rows among every mark's
+CREATE INDEX IF NOT EXISTS audit_case ON audit (json_extract(after, '$.case')) WHERE action = 'case';
+CREATE INDEX IF NOT EXISTS audit_case_export ON audit (json_extract(after, '$.server_case')) WHERE action = 'export';
 """
 
 
@@ -140,7 +176,7 @@ class StaleMark(Exception):
         self.current = current
 
 
-class ReviewStore:
+class ReviewStore(CaseStoreMixin):
     def __init__(self, state: Path):
         self.path = Path(state) / REVIEW_FILE
         try:
@@ -148,6 +184,7 @@ class ReviewStore:
             db.execute("PRAGMA journal_mode=WAL")
             _allow_new_mark_states(db)
             db.executescript(SCHEMA)
+            db.executescript(CASES_SCHEMA)
             db.close()
         except sqlite3.Error as exc:
             raise FacedeblurError(f"the review store {self.path} cannot be opened ({exc}); the state folder must "
@@ -322,3 +359,4 @@ class ReviewStore:
             db.close()
         return [{**dict(row), "before": json.loads(row["before"]) if row["before"] else None,
                  "after": json.loads(row["after"])} for row in rows]
+
