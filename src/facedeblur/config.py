@@ -34,9 +34,9 @@ class DetectorSettings(StrictModel):
                                              "with them) for about a third more time; [1.0] = one pass")
     full_search_every: int = Field(DEFAULT_FULL_SEARCH_EVERY, ge=1, le=100,
                                    description="video: run the full search (pyramid and mosaics over the whole "
-                                               "frame) at least every k-th detection frame; in between, faces of "
-                                               "the previous frame are searched only in their own region and pass, "
-                                               "and the full search runs whenever one is lost, weak or small; "
+                                               "frame) at least every k-th detection frame; in between only the "
+                                               "pass that found the previous frame's faces runs, and the full "
+                                               "search whenever a face is lost, weak, small or in a mosaic; "
                                                "1 = full search on every frame")
     find_mosaics: bool = Field(True, description="find pixelated regions (grid of flat cells), smooth them back to "
                                                  "the picture the cells sample, and search that for faces")

@@ -1,20 +1,20 @@
-"""Pass 1's face search in video: the detector's full search on some frames, a much cheaper one between.
+"""Pass 1's face search in video: the detector's full search on some frames, a cheaper one between.
 
 The full search (`FaceDetector.detect`: four-scale pyramid over the whole frame, plus the mosaic search) is
-what finds blurred, dark, compressed and pixelated faces, and it is the most expensive stage of `process`.
-A face already found in the previous frame does not need all of it: its region, searched in the one pass
-that weighed most in it (`FaceDetector.detect_near`), gives nearly the same box and landmarks for a fraction
-of the cost. So a frame gets the full search when
+what finds blurred, dark, compressed and pixelated faces, and it was the most expensive stage of `process`.
+A clear face already found in the previous frame does not need all of it: the one pass that weighed most in
+it (`FaceDetector.detect_near`, usually the full-size pass alone, as detection was before the pyramid) finds
+it again for about half the cost. So a frame gets the full search when
 
-* `full_search_every` frames have passed since the last one (new faces are found at most that late),
-* the previous frame had a face the region search does not reproduce reliably: a weak candidate, a face in
-  a mosaic, or a small face (YuNet's score of a small face depends on the context around it), or none,
+* `detector.full_search_every` detection frames have passed since the last one (a face only the other
+  passes or the mosaic search see is found at most that late),
+* the previous frame had no face, or a face that may need the other passes: a weak candidate, a face in a
+  mosaic, or a small face (below NEAR_MIN_FACE_PX in its pass),
 * a shot cut comes before it (everything on screen is new),
-* the region search lost a face of the previous frame (it may have turned, blurred or been covered: the full
-  search is run on the same frame, so nothing the full search would find there is missed).
+* the cheaper search lost a face of the previous frame (it may have blurred, turned or been covered): the
+  full search then runs on the same frame, so no face it would find there is missed.
 
-Measured in docs/BENCHMARKS.md ("Footage pipeline"): same tracks and recall on the team's clips, the
-single-face 360x288 clip at more than real time on two cores.
+Measured in docs/BENCHMARKS.md ("Footage pipeline" and "Tracking against ground truth").
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import numpy as np
 
 from ..pipeline.detect import Face, FaceDetector, box_overlap
 
-# A face searched alone must be at least this large in the input of the pass that found it (pixels, the box's
-# shorter side): smaller faces lose score without the scene around them, and are searched with the frame.
+# A face is searched in one pass only when it is at least this large in that pass's input (pixels, the box's
+# shorter side): a smaller face's score and landmarks swing between passes, and only their fusion holds it.
 NEAR_MIN_FACE_PX = 40
 # A face of the previous frame counts as found again when a face of this frame overlaps it this much.
 REFOUND_IOU = 0.3

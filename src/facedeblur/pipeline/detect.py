@@ -44,10 +44,6 @@ STRIDES = (8, 16, 32)
 FUSION_POWER = 8
 MOSAIC_CELL_PX = 6.0  # search a smoothed mosaic at the size where one cell is this many pixels (measured)
 FUSE_IOU = 0.5
-# detect_near searches this fraction of a face's larger side beyond its box on each side: faces move a few
-# percent of their size per frame, and YuNet needs a little of the head around the face to see it.
-NEAR_MARGIN = 0.35
-NEAR_CONTEXT_PX = 48  # ... and at least this many pixels of the pass's input: a small face needs its surroundings
 
 
 @dataclass
@@ -222,33 +218,18 @@ class FaceDetector:
         return self._faces(_Candidates.concat(parts), image.shape, low)
 
     def detect_near(self, image: np.ndarray, near: list[Face], include_weak: bool = False) -> list[Face]:
-        """Find the faces `near` (found in the previous frame) again, searching only around each of them and
-        only in the pass that weighed most in it (its `level`). That pass dominates a face's box and landmarks
-        (fusion weights go with score ** FUSION_POWER), so the result matches a full `detect` of the region
-        closely, for a fraction of the cost: the video pipeline's search between full searches. Faces that
-        appeared elsewhere are not found; the caller runs a full `detect` often enough for them."""
+        """Find the faces `near` (found in the previous frame) again, searching only in the passes that
+        weighed most in them (their `level`), without the mosaic search. That pass dominates a face's box and
+        landmarks (fusion weights go with score ** FUSION_POWER), so the result is close to a full `detect`
+        for a fraction of its cost: the video pipeline's search between full searches. The whole frame is
+        searched (a crop around the face changes YuNet's landmarks by several pixels), so new faces the pass
+        sees are found too; damaged faces only the other passes see are left to the next full search."""
         low = self.weak_threshold if include_weak else self.score_threshold
-        height, width = image.shape[:2]
-        base = self.input_size / max(height, width)
+        base = self.input_size / max(image.shape[:2])
         parts = []
-        for face in near:
-            scale = base * (self.pyramid[face.level] if face.level < len(self.pyramid) else 1.0)
-            margin = max(NEAR_MARGIN * max(face.width, face.height), NEAR_CONTEXT_PX / scale)
-            x1, y1 = int(max(0, face.box[0] - margin)), int(max(0, face.box[1] - margin))
-            x2, y2 = int(min(width, face.box[2] + margin + 1)), int(min(height, face.box[3] + margin + 1))
-            if x2 - x1 < 2 or y2 - y1 < 2:
-                continue
-            region = image[y1:y2, x1:x2]
-            offset = np.array([x1, y1], np.float32)
-            if face.level < len(self.pyramid):
-                boxes, landmarks, scores = self.candidates(region, scale, low)
-                found = [_Candidates(boxes, landmarks, scores, np.full(len(scores), face.level))]
-            elif self.find_mosaics:
-                found = self._mosaic_candidates(region)
-            else:
-                continue
-            parts += [_Candidates(c.boxes + np.tile(offset, 2), c.landmarks + offset, c.scores, c.level)
-                      for c in found]
+        for level in sorted({face.level for face in near if face.level < len(self.pyramid)}):
+            boxes, landmarks, scores = self.candidates(image, base * self.pyramid[level], low)
+            parts.append(_Candidates(boxes, landmarks, scores, np.full(len(scores), level)))
         return self._faces(_Candidates.concat(parts), image.shape, low)
 
     def _faces(self, found: _Candidates, shape: tuple[int, ...], low: float) -> list[Face]:
