@@ -45,7 +45,8 @@ def measure_one(clip: Path, max_frames: int | None, stride: int) -> dict:
     return {"clip": clip.name, "frames": manifest["input"]["frames"], "fps": manifest["input"]["fps"],
             "size": f"{manifest['input']['width']}x{manifest['input']['height']}",
             "faces": manifest["summary"]["faces_restored"], "tracks": manifest["summary"]["tracks"],
-            "seconds": elapsed, "cpu_seconds": cpu, "stages": dict(timer.seconds), "stride": stride,
+            "seconds": elapsed, "cpu_seconds": cpu, "stages": dict(timer.seconds),
+            "cpu_stages": dict(timer.cpu_seconds), "stride": stride,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "provider": manifest["model"]["providers"][0], "model": f"{manifest['model']['name']} {manifest['model']['version']}"}
 

@@ -61,14 +61,17 @@ class StageTimer:
     """Wall time per stage, for the benchmark (never written to the manifest: outputs stay reproducible)."""
 
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    # Process time (every thread), which other work on a shared machine changes far less than wall time.
+    cpu_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @contextmanager
     def __call__(self, stage: str):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[stage] += time.perf_counter() - started
+            self.cpu_seconds[stage] += time.process_time() - cpu_started
 
     def timed(self, iterable, stage: str):
         iterator = iter(iterable)
