@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import FacedeblurError
 from .inputs import default_include
-from .defaults import (DEFAULT_LARGE_FACES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD,
+from .defaults import (DEFAULT_FULL_SEARCH_EVERY, DEFAULT_LARGE_FACES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD,
                        DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID, DEFAULT_SCORE_THRESHOLD, DEFAULT_TEMPORAL_WINDOW,
                        DEFAULT_WEAK_THRESHOLD, PACKAGED_MODELS, PROVIDER_CHOICES, LargeFaceMode,
                        packaged_models_help)
@@ -32,6 +32,12 @@ class DetectorSettings(StrictModel):
                                  description="search each frame at these fractions of the 640 px input; the smaller "
                                              "passes find blurred, dark and compressed faces (their blur shrinks "
                                              "with them) for about a third more time; [1.0] = one pass")
+    full_search_every: int = Field(DEFAULT_FULL_SEARCH_EVERY, ge=1, le=100,
+                                   description="video: run the full search (pyramid and mosaics over the whole "
+                                               "frame) at least every k-th detection frame; in between only the "
+                                               "pass that found the previous frame's faces runs, and the full "
+                                               "search whenever a face is lost, weak, small or in a mosaic; "
+                                               "1 = full search on every frame")
     find_mosaics: bool = Field(True, description="find pixelated regions (grid of flat cells), smooth them back to "
                                                  "the picture the cells sample, and search that for faces")
     mosaic_threshold: float = Field(DEFAULT_MOSAIC_THRESHOLD, ge=0.05, le=1.0,

@@ -26,6 +26,9 @@ DEFAULT_NMS_THRESHOLD = 0.3
 DEFAULT_MIN_FACE_SIZE = 12
 DEFAULT_MOSAIC_THRESHOLD = 0.6
 DEFAULT_WEAK_THRESHOLD = 0.3
+# Video: the full search at least every this many detection frames, a region search between (footage/search.py;
+# measured in docs/BENCHMARKS.md, "Footage pipeline").
+DEFAULT_FULL_SEARCH_EVERY = 8
 
 # The restorers that ship inside the package, by the names users give them (`--model quality`,
 # `restorer.model: quality`); anything else is the path of an .onnx file (./quality for a file so named).

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy.stats import rankdata
 
 from .track import Observation, Track
 
@@ -42,7 +41,15 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     among equals, so a long run of identical faces would win by position alone)."""
     if len(values) == 1:
         return np.ones(1)
-    return (rankdata(values, method="average") - 1) / (len(values) - 1)
+    return (_average_ranks(values) - 1) / (len(values) - 1)
+
+
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks, ties sharing the mean of their ranks (scipy.stats.rankdata's 'average'; importing
+    scipy.stats costs seconds of start-up in every `process` run)."""
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    last_rank = np.cumsum(counts)
+    return (last_rank - (counts - 1) / 2.0)[group.reshape(-1)]
 
 
 def quality_scores(observations: list[Observation]) -> np.ndarray:

@@ -55,6 +55,7 @@ class Face:
     score: float
     weak: bool = False  # below the score threshold; returned only with include_weak (for tracking)
     mosaic: bool = False  # found inside a pixelated region (on its smoothed cells)
+    level: int = 0  # the pass that weighs most in its box and landmarks: a pyramid index, or the mosaic pass after them
 
     @property
     def width(self) -> float:
@@ -210,12 +211,30 @@ class FaceDetector:
 
         include_weak: also return candidates scoring between `weak_threshold` and the threshold whose
         landmarks look like a face, flagged `weak` (for a tracker's second matching round)."""
-        height, width = image.shape[:2]
         low = self.weak_threshold if include_weak else self.score_threshold
         parts = self._pyramid(image, low)
         if self.find_mosaics:
             parts += self._mosaic_candidates(image)
-        found = _Candidates.concat(parts)
+        return self._faces(_Candidates.concat(parts), image.shape, low)
+
+    def detect_near(self, image: np.ndarray, near: list[Face], include_weak: bool = False) -> list[Face]:
+        """Find the faces `near` (found in the previous frame) again, searching only in the passes that
+        weighed most in them (their `level`), without the mosaic search. That pass dominates a face's box and
+        landmarks (fusion weights go with score ** FUSION_POWER), so the result is close to a full `detect`
+        for a fraction of its cost: the video pipeline's search between full searches. The whole frame is
+        searched (a crop around the face changes YuNet's landmarks by several pixels), so new faces the pass
+        sees are found too; damaged faces only the other passes see are left to the next full search."""
+        low = self.weak_threshold if include_weak else self.score_threshold
+        base = self.input_size / max(image.shape[:2])
+        parts = []
+        for level in sorted({face.level for face in near if face.level < len(self.pyramid)}):
+            boxes, landmarks, scores = self.candidates(image, base * self.pyramid[level], low)
+            parts.append(_Candidates(boxes, landmarks, scores, np.full(len(scores), level)))
+        return self._faces(_Candidates.concat(parts), image.shape, low)
+
+    def _faces(self, found: _Candidates, shape: tuple[int, ...], low: float) -> list[Face]:
+        """The faces among the candidates of every pass: thresholds, suppression, fusion, size and landmark checks."""
+        height, width = shape[:2]
         is_mosaic = found.level == len(self.pyramid)
         # A pyramid face must reach the threshold; inside a detected mosaic (already evidence that
         # something was hidden there) the mosaic threshold is enough.
@@ -232,7 +251,7 @@ class FaceDetector:
         kept = np.array(cv2.dnn.NMSBoxes(xywh.tolist(), order_score.tolist(), 0.0, self.nms_threshold)).reshape(-1)
         faces = []
         for index in kept:
-            box, landmarks = self._fuse(found, strong, index)
+            box, landmarks, level = self._fuse(found, strong, index)
             box[[0, 2]] = box[[0, 2]].clip(0, width)
             box[[1, 3]] = box[[1, 3]].clip(0, height)
             if min(box[2] - box[0], box[3] - box[1]) < self.min_face_size:
@@ -241,12 +260,12 @@ class FaceDetector:
             if weak and not plausible_landmarks(landmarks, box):
                 continue
             faces.append(Face(box=box, landmarks=landmarks, score=float(found.scores[index]), weak=weak,
-                              mosaic=bool(found.level[index] == len(self.pyramid))))
+                              mosaic=bool(found.level[index] == len(self.pyramid)), level=level))
         faces = _drop_contained(faces)
         faces.sort(key=lambda f: (f.weak, -f.score))
         return faces
 
-    def _fuse(self, found: _Candidates, strong: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fuse(self, found: _Candidates, strong: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         """Box and landmarks of one face: the best candidate of each pass that overlaps the kept one (of the
         same strength), averaged with weights score ** FUSION_POWER times the pass's scale. The scale
         term keeps a clean face where the full-size pass puts it (a coarse pass places points to within
@@ -264,7 +283,12 @@ class FaceDetector:
         weights /= weights.sum()
         box = (found.boxes[chosen] * weights[:, None]).sum(axis=0).astype(np.float32)
         landmarks = (found.landmarks[chosen] * weights[:, None, None]).sum(axis=0).astype(np.float32)
-        return box, landmarks
+        return box, landmarks, int(found.level[chosen[int(np.argmax(weights))]])
+
+
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two boxes (x1, y1, x2, y2)."""
+    return float(_iou(np.asarray(a, np.float64).reshape(1, 4), np.asarray(b, np.float64))[0])
 
 
 def _iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
