@@ -31,6 +31,7 @@ from .metrics import DaemonMetrics
 from .outcomes import Outcomes
 from .pool import PoolCallbacks, WorkerPool, make_worker_pool
 from .retention import apply_retention
+from ..search.sync import refresh_face_index
 from .review_index import write_review_index
 from .worker import outbox_write_problem, output_name
 
@@ -292,6 +293,10 @@ class Daemon:
             write_review_index(self.journal, self.outbox)
         except OSError as exc:
             log.warning("event=index_failed error=%s", logfmt_value(exc.strerror or exc))
+        try:   # the person-search index: new jobs' track identities in, deleted jobs out
+            refresh_face_index(self.outbox, self.state_dir)
+        except (OSError, sqlite3.Error, FacedeblurError) as exc:
+            log.warning("event=face_index_failed error=%s", logfmt_value(exc))
 
     def _housekeeping(self) -> None:
         self.pool.sweep_staging()

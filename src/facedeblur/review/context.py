@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Router
 
-from ..config import ServeSettings
+from ..config import PipelineSettings, ServeSettings
 from . import auth
 from .catalog import Catalog
 from .store import ReviewStore
@@ -26,6 +26,7 @@ class ServerParts:
     exports: Path
     settings: ServeSettings
     credentials: auth.Credentials
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)   # the photo search's detector settings
 
 
 @dataclass

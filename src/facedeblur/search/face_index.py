@@ -134,7 +134,9 @@ class FaceIndex:
 
     # ---- reading ------------------------------------------------------------------------------------------
     def size(self) -> int:
-        return len(self._current().keys)
+        """Tracks stored (counted by SQLite: the vectors are not read)."""
+        with self._connect(write=False) as db:
+            return int(db.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def vector_of(self, job_id: int, track_id: int) -> np.ndarray | None:
         with self._connect(write=False) as db:
