@@ -85,6 +85,7 @@ def retrieval(videos: Path, parts: int, max_frames: int, work: Path) -> dict:
     from facedeblur.footage.process import load_models, process_input
     from facedeblur.search.face_index import FaceIndex
 
+    (work / "state").mkdir(parents=True)
     index = FaceIndex(work / "state")
     labels: dict[tuple[int, int], tuple[str, str]] = {}     # (job, track) -> (clip, person)
     job_id, seconds = 0, 0.0
@@ -137,6 +138,7 @@ def query_times(size: int, work: Path, seed: int = 0) -> dict:
     from facedeblur.search.identity_vector import manifest_identity
 
     rng = np.random.default_rng(seed)
+    (work / f"state-{size}").mkdir(parents=True)
     index = FaceIndex(work / f"state-{size}")
     per_job = 100
     started = time.perf_counter()
