@@ -3,7 +3,7 @@
 stored faces.
 
     nice -n 10 .venv/bin/python scripts/bench_search.py [--videos ../shared/videos] [--parts 2]
-        [--max-frames 240] [--sizes 10000 1000000] [--skip-retrieval] [--json FILE]
+        [--max-frames 240] [--sizes 10000 1000000] [--skip-retrieval] [--compare-libraries] [--json FILE]
 
 Retrieval: every clip of ../shared/videos with a truth file (tests/data/tracks/<clip>.json) is cut into
 --parts consecutive pieces, each written as a frame folder and run through `process` as its own job (the
@@ -133,7 +133,7 @@ def retrieval(videos: Path, parts: int, max_frames: int, work: Path) -> dict:
             "process_seconds": round(seconds, 1), "details": details}
 
 
-def query_times(size: int, work: Path, seed: int = 0) -> dict:
+def query_times(size: int, work: Path, compare: bool, seed: int = 0) -> dict:
     from facedeblur.search.face_index import FaceIndex
     from facedeblur.search.identity_vector import manifest_identity
 
@@ -155,15 +155,60 @@ def query_times(size: int, work: Path, seed: int = 0) -> dict:
     started = time.perf_counter()
     index.search(queries[0], 20)
     first = time.perf_counter() - started
+    result = {"faces": index.size(), "fill_seconds": round(fill, 1), "first_search_seconds": round(first, 2),
+              **_timed(lambda query: index.search(query, 20), queries), "load_average": round(os.getloadavg()[0], 1)}
+    if compare:
+        result["libraries"] = _libraries(index._current().vectors, queries)
+    return result
+
+
+def _timed(search, queries: np.ndarray) -> dict:
     times = []
     for query in queries:
         started = time.perf_counter()
-        index.search(query, 20)
+        search(query)
         times.append(time.perf_counter() - started)
-    return {"faces": index.size(), "fill_seconds": round(fill, 1), "first_search_seconds": round(first, 2),
-            "median_ms": round(1000 * statistics.median(times), 1),
-            "p95_ms": round(1000 * float(np.percentile(times, 95)), 1),
-            "load_average": round(os.getloadavg()[0], 1)}
+    return {"median_ms": round(1000 * statistics.median(times), 1),
+            "p95_ms": round(1000 * float(np.percentile(times, 95)), 1)}
+
+
+def _libraries(vectors: np.ndarray, queries: np.ndarray) -> dict:
+    """The same exact top-20 search in the vector-index libraries that are installed (none is a dependency)."""
+    found = {"numpy matrix-vector product alone": _timed(lambda q: np.argpartition(vectors @ q, -20)[-20:], queries)}
+    try:
+        import faiss
+        flat = faiss.IndexFlatIP(vectors.shape[1])
+        flat.add(vectors)
+        found[f"faiss-cpu {faiss.__version__} IndexFlatIP"] = _timed(lambda q: flat.search(q[None], 20), queries)
+        if len(vectors) >= 100_000:   # an inverted file scans nprobe of nlist clusters: approximate
+            started = time.perf_counter()
+            coarse = faiss.IndexFlatIP(vectors.shape[1])
+            ivf = faiss.IndexIVFFlat(coarse, vectors.shape[1], 1024, faiss.METRIC_INNER_PRODUCT)
+            ivf.train(vectors[np.random.default_rng(1).choice(len(vectors), 50_000, replace=False)])
+            ivf.add(vectors)
+            ivf.nprobe = 16
+            build = time.perf_counter() - started
+            timing = _timed(lambda q: ivf.search(q[None], 20), queries)
+            # Recall of the exact best match, for queries near a stored face (a person seen again).
+            rng = np.random.default_rng(2)
+            picks = rng.choice(len(vectors), len(queries), replace=False)
+            near = vectors[picks] + 0.6 / np.sqrt(vectors.shape[1]) * rng.standard_normal(queries.shape).astype(np.float32)
+            near /= np.linalg.norm(near, axis=1, keepdims=True)
+            exact = [int(np.argmax(vectors @ q)) for q in near]
+            found_ivf = [int(ivf.search(q[None], 1)[1][0][0]) for q in near]
+            timing["build_seconds"] = round(build, 1)
+            timing["recall_at_1"] = float(np.mean([a == b for a, b in zip(exact, found_ivf)]))
+            found[f"faiss-cpu {faiss.__version__} IndexIVFFlat nlist 1024 nprobe 16"] = timing
+    except ImportError:
+        pass
+    try:
+        import usearch
+        from usearch.index import MetricKind, search
+        found[f"usearch {usearch.__version__} exact"] = _timed(
+            lambda q: search(vectors, q, 20, MetricKind.IP, exact=True), queries)
+    except ImportError:
+        pass
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                         "has 1337)")
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 1_000_000])
     parser.add_argument("--skip-retrieval", action="store_true")
+    parser.add_argument("--compare-libraries", action="store_true", help="also time faiss-cpu and usearch where "
+                        "importable (e.g. pip install --target /tmp/vec faiss-cpu usearch; PYTHONPATH=...:/tmp/vec)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -189,11 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"({100 * (r['top1'] or 0):.1f} %); per clip {r['per_clip']}", flush=True)
         results["query_times"] = []
         for size in args.sizes:
-            timing = query_times(size, Path(tmp))
+            timing = query_times(size, Path(tmp), args.compare_libraries)
             results["query_times"].append(timing)
             print(f"{timing['faces']:>9,d} faces: search median {timing['median_ms']} ms, p95 {timing['p95_ms']} ms "
                   f"(first search, reading the vectors in: {timing['first_search_seconds']} s; load average "
                   f"{timing['load_average']})", flush=True)
+            for name, figures in timing.get("libraries", {}).items():
+                extra = {k: v for k, v in figures.items() if k not in ("median_ms", "p95_ms")}
+                print(f"{'':>9}        {name}: median {figures['median_ms']} ms, p95 {figures['p95_ms']} ms"
+                      f"{' ' + str(extra) if extra else ''}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -53,9 +53,10 @@ class SearchRoutes:
             return self._searcher
 
     def results(self, request: Request, hits: list[Hit], status: int = 200, **extra: Any) -> Response:
-        names = {job["id"]: job["shown_name"] for job in self.context.catalog.published()}
-        rows = [{"rank": rank, "hit": hit, "name": names.get(hit.job_id, "")}
-                for rank, hit in enumerate(hits, 1) if hit.job_id in names]
+        jobs = {job_id: self.context.catalog.job(job_id) for job_id in {hit.job_id for hit in hits}}
+        # A job whose output retention removed since the last sync is left out rather than shown broken.
+        rows = [{"rank": rank, "hit": hit, "name": jobs[hit.job_id]["shown_name"]}
+                for rank, hit in enumerate(hits, 1) if (jobs[hit.job_id] or {}).get("output_name")]
         return self.context.page(request, "search.html", status, rows=rows, max_mb=MAX_PHOTO_BYTES // 2**20,
                                  photo_path=PHOTO_PATH, **extra)
 

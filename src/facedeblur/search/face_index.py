@@ -66,6 +66,7 @@ class Hit:
 class _Loaded:
     removals: int = -1
     max_id: int = 0
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))          # the faces table's row ids
     keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))   # (job_id, track_id) per row
     vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, DIMENSIONS), np.float32))
 
@@ -84,6 +85,7 @@ class FaceIndex:
                                   "finish (or by `facedeblur serve`): check daemon.state")
         self._lock = threading.Lock()
         self._loaded = _Loaded()
+        self._read_connection: sqlite3.Connection | None = None
         try:
             db = sqlite3.connect(self.path, timeout=30)
             try:
@@ -158,37 +160,43 @@ class FaceIndex:
         top = np.argpartition(similarities, len(similarities) - wanted)[-wanted:]
         top = top[np.argsort(-similarities[top], kind="stable")]
         top = top[np.isfinite(similarities[top])]
-        keys = [tuple(int(v) for v in loaded.keys[i]) for i in top]
-        thumbnails = self._thumbnails(keys)
-        return [Hit(job, track, float(similarities[i]), *thumbnails.get((job, track), (None, None)))
-                for (job, track), i in zip(keys, top)]
+        ids = loaded.ids[top].tolist()
+        with self._lock:
+            thumbnails = {row[0]: (row[1], row[2]) for row in self._reader().execute(
+                f"SELECT id, original, restored FROM faces WHERE id IN ({','.join('?' * len(ids))})", ids)}
+        return [Hit(job, track, float(similarity), *thumbnails.get(row_id, (None, None)))
+                for (job, track), similarity, row_id in zip(loaded.keys[top].tolist(), similarities[top].tolist(), ids)]
 
-    def _thumbnails(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[str | None, str | None]]:
-        found = {}
-        with self._connect(write=False) as db:
-            for job, track in keys:
-                row = db.execute("SELECT original, restored FROM faces WHERE job_id=? AND track_id=?",
-                                 (job, track)).fetchone()
-                if row:
-                    found[(job, track)] = (row[0], row[1])
-        return found
+    def _reader(self) -> sqlite3.Connection:
+        """One connection for the searches (autocommit reads, used under the lock): opening one per search
+        costs more than the search itself at 10,000 faces."""
+        if self._read_connection is None:
+            self._read_connection = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                                    check_same_thread=False)
+        return self._read_connection
 
     def _current(self) -> _Loaded:
         """The vectors in memory, brought up to date: new rows only, or everything again after a removal."""
         with self._lock:
             loaded = self._loaded
-            with self._connect(write=False) as db:   # one snapshot: the counter and the rows agree
+            db = self._reader()
+            db.execute("BEGIN")   # one snapshot: the counter and the rows agree
+            try:
                 removals = db.execute("SELECT value FROM meta WHERE key='removals'").fetchone()[0]
                 since = loaded.max_id if removals == loaded.removals else 0
                 rows = db.execute("SELECT id, job_id, track_id, vector FROM faces WHERE id > ? ORDER BY id",
                                   (since,)).fetchall()
+            finally:
+                db.execute("COMMIT")
             if since == loaded.max_id and not rows and removals == loaded.removals:
                 return loaded
+            ids = np.array([r[0] for r in rows], np.int64)
             keys = np.array([(r[1], r[2]) for r in rows], np.int64).reshape(-1, 2)
             vectors = np.frombuffer(b"".join(r[3] for r in rows), "<f4").astype(np.float32).reshape(-1, DIMENSIONS)
             if since:
+                ids = np.concatenate([loaded.ids, ids])
                 keys, vectors = np.concatenate([loaded.keys, keys]), np.concatenate([loaded.vectors, vectors])
-            self._loaded = _Loaded(removals, rows[-1][0] if rows else loaded.max_id if since else 0, keys, vectors)
+            self._loaded = _Loaded(removals, int(ids[-1]) if len(ids) else 0, ids, keys, vectors)
             return self._loaded
 
 
