@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import subprocess
+import tarfile
 import time
 import uuid
 import zlib
@@ -23,7 +24,8 @@ from review_support import (PYTHON, REPO, SAMPLE_CLIP, Server, csrf_of, processe
 
 pytestmark = pytest.mark.slow
 
-OTHER_PERSON = REPO / "src" / "facedeblur" / "sample" / "sample-photo.png"
+ANOTHER_PHOTO_OF_HER = REPO / "src" / "facedeblur" / "sample" / "sample-photo.png"   # the clip's astronaut, blurred
+SHARED_FACES = REPO.parent / "shared" / "data" / "aaf-val.tar"
 
 
 @pytest.fixture(scope="module")
@@ -98,14 +100,27 @@ def test_cli_ranks_the_person_first_from_a_photo(box, photo_of_the_person, tmp_p
     assert {(r["job"], r["track"]) for r in top_two} == {(job["id"], 1) for job in done_jobs(box)}
     assert all(r["similarity"] > 0.6 for r in top_two)
     assert top_two[0]["input"] in {job["rel_path"] for job in done_jobs(box)}
-    # Someone else scores far below the person themselves.
-    other = json.loads(run_search(str(OTHER_PERSON), "--config", str(config), "--json").stdout)
-    assert other["results"][0]["similarity"] < top_two[1]["similarity"] - 0.3
+    # Another, blurred picture of her finds her tracks too.
+    again = json.loads(run_search(str(ANOTHER_PHOTO_OF_HER), "--config", str(config), "--json").stdout)
+    assert {(r["job"], r["track"]) for r in again["results"][:2]} == {(r["job"], r["track"]) for r in top_two}
+    assert again["results"][1]["similarity"] > 0.5
     # The plain output: one ranked line per track.
     plain = run_search(str(photo_of_the_person), "--config", str(config), "--limit", "1")
     assert plain.returncode == 0
     lines = plain.stdout.splitlines()
     assert len(lines) == 2 and f"job {top_two[0]['job']}" in lines[1] and "track 1" in lines[1]
+
+
+def test_someone_else_scores_far_below_her(box, tmp_path) -> None:
+    if not SHARED_FACES.is_file():
+        pytest.skip(f"needs the team's face photos at {SHARED_FACES}")
+    with tarfile.open(SHARED_FACES) as archive:
+        member = next(m for m in archive if m.isfile() and m.name.endswith(".webp"))
+        (tmp_path / "someone.webp").write_bytes(archive.extractfile(member).read())
+    config = write_serve_config(tmp_path / "config.yaml", box)
+    result = run_search(str(tmp_path / "someone.webp"), "--config", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["similarity"] < 0.4
 
 
 def test_cli_errors_are_one_clear_line(box, tmp_path) -> None:
@@ -120,7 +135,7 @@ def test_cli_errors_are_one_clear_line(box, tmp_path) -> None:
         ((str(grey), "--config", str(config)), "no face found"),
         ((str(not_an_image), "--config", str(config)), "not a png, jpg, webp, bmp or tiff image"),
         ((str(tmp_path / "missing.jpg"), "--config", str(config)), "no such file"),
-        ((str(OTHER_PERSON), "--config", str(config), "--state", str(empty_state)), "no index to search"),
+        ((str(ANOTHER_PHOTO_OF_HER), "--config", str(config), "--state", str(empty_state)), "no index to search"),
     ]
     for args, message in cases:
         result = run_search(*args)
