@@ -108,7 +108,7 @@ def test_cli_ranks_the_person_first_from_a_photo(box, photo_of_the_person, tmp_p
     plain = run_search(str(photo_of_the_person), "--config", str(config), "--limit", "1")
     assert plain.returncode == 0
     lines = plain.stdout.splitlines()
-    assert len(lines) == 2 and f"job {top_two[0]['job']}" in lines[1] and "track 1" in lines[1]
+    assert len(lines) == 2 and f"job {top_two[0]['job']} " in lines[1] and "track 1 " in lines[1]
 
 
 def test_someone_else_scores_far_below_her(box, tmp_path) -> None:

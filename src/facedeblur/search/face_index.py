@@ -158,7 +158,7 @@ class FaceIndex:
             similarities[loaded.keys[:, 0] == exclude_job] = -np.inf
         wanted = min(limit, len(similarities))
         top = np.argpartition(similarities, len(similarities) - wanted)[-wanted:]
-        top = top[np.argsort(-similarities[top], kind="stable")]
+        top = top[np.lexsort((loaded.ids[top], -similarities[top]))]   # ties: the earlier indexed first
         top = top[np.isfinite(similarities[top])]
         ids = loaded.ids[top].tolist()
         with self._lock:
