@@ -151,7 +151,7 @@ class FaceIndex:
         loaded = self._current()
         if not len(loaded.keys):
             return []
-        similarities = loaded.vectors @ np.asarray(vector, np.float32)
+        similarities = _product(loaded.vectors, np.asarray(vector, np.float32))
         if exclude is not None:
             similarities[(loaded.keys[:, 0] == exclude[0]) & (loaded.keys[:, 1] == exclude[1])] = -np.inf
         if exclude_job is not None:
@@ -198,6 +198,18 @@ class FaceIndex:
                 keys, vectors = np.concatenate([loaded.keys, keys]), np.concatenate([loaded.vectors, vectors])
             self._loaded = _Loaded(removals, int(ids[-1]) if len(ids) else 0, ids, keys, vectors)
             return self._loaded
+
+
+# Below this many rows numpy's own single-threaded loop (einsum) is used: OpenBLAS wakes its threads for a
+# matrix-vector product this size, and on a busy 2-core machine that wait made 10,000 faces take 90 ms instead
+# of 0.3 ms (docs/BENCHMARKS.md, "Person search"). Above it, BLAS's threads pay for themselves.
+BLAS_FROM_ROWS = 200_000
+
+
+def _product(vectors: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    if len(vectors) < BLAS_FROM_ROWS:
+        return np.einsum("ij,j->i", vectors, vector)
+    return vectors @ vector
 
 
 class _Transaction:
