@@ -17,7 +17,8 @@ from starlette.routing import Route
 
 from ..errors import FacedeblurError
 from ..safe_text import display_name
-from ..search.face_index import DEFAULT_RESULTS, FaceIndex, Hit
+from ..search import DEFAULT_RESULTS
+from ..search.face_index import FaceIndex, Hit
 from ..search.photo import MAX_PHOTO_BYTES, PhotoSearcher
 from ..search.sync import refresh_face_index
 from .context import ReviewContext

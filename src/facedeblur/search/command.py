@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .face_index import DEFAULT_RESULTS
+from . import DEFAULT_RESULTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

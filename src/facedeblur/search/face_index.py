@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import FacedeblurError
+from . import DEFAULT_RESULTS
 from .identity_vector import DIMENSIONS, vector_from_track
 
 INDEX_FILE = "faces.sqlite3"
-DEFAULT_RESULTS = 20
 VECTOR_BYTES = DIMENSIONS * 4
 
 SCHEMA = """
