@@ -157,8 +157,11 @@ class FaceIndex:
         if exclude_job is not None:
             similarities[loaded.keys[:, 0] == exclude_job] = -np.inf
         wanted = min(limit, len(similarities))
-        top = np.argpartition(similarities, len(similarities) - wanted)[-wanted:]
-        top = top[np.lexsort((loaded.ids[top], -similarities[top]))]   # ties: the earlier indexed first
+        # Every row at least as similar as the wanted-th best, so equal similarities are never cut arbitrarily:
+        # ties rank the earlier indexed first, the same with any limit.
+        threshold = np.partition(similarities, len(similarities) - wanted)[len(similarities) - wanted]
+        top = np.flatnonzero(similarities >= threshold)
+        top = top[np.lexsort((loaded.ids[top], -similarities[top]))][:wanted]
         top = top[np.isfinite(similarities[top])]
         ids = loaded.ids[top].tolist()
         with self._lock:
