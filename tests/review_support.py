@@ -79,7 +79,7 @@ def daemon_outbox(root: Path, expected: int) -> Outbox:
                               stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     result = Outbox(root, inbox, outbox, state)
     try:
-        deadline = time.monotonic() + 600   # a shared, busy machine takes minutes for a few short clips
+        deadline = time.monotonic() + 900   # two clips on a busy 2-core machine can take minutes each
         while time.monotonic() < deadline:
             try:
                 jobs = result.jobs() if (state / "journal.sqlite3").exists() else []

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = (
     "facedeblur.daemon.commands",
     "facedeblur.daemon.celery_worker",
     "facedeblur.review.command",
+    "facedeblur.search.command",
     "facedeblur.evaluation.command",
     "facedeblur.trainer.command",
 )

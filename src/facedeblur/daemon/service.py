@@ -33,6 +33,7 @@ from .pool import PoolCallbacks, WorkerPool, make_worker_pool
 from .progress import HEARTBEAT_SECONDS, remove_heartbeat, write_heartbeat
 from .retention import apply_retention
 from .retry_requests import take_requests
+from ..search.sync import refresh_face_index
 from .review_index import write_review_index
 from .worker import outbox_write_problem, output_name
 
@@ -340,6 +341,10 @@ class Daemon:
             write_review_index(self.journal, self.outbox)
         except OSError as exc:
             log.warning("event=index_failed error=%s", logfmt_value(exc.strerror or exc))
+        try:   # the person-search index: new jobs' track identities in, deleted jobs out
+            refresh_face_index(self.outbox, self.state_dir)
+        except (OSError, sqlite3.Error, FacedeblurError) as exc:
+            log.warning("event=face_index_failed error=%s", logfmt_value(exc))
 
     def _housekeeping(self) -> None:
         self.pool.sweep_staging()

@@ -50,8 +50,8 @@ def load_models(settings: PipelineSettings) -> LoadedModels:
                             threads=settings.threads)
     restorer = FaceRestorer(settings.restorer.model, provider=settings.provider, threads=settings.threads,
                             batch_size=settings.restorer.batch_size, colour_lock=settings.restorer.colour_lock)
-    embedder = IdentityEmbedder(provider=settings.provider, threads=settings.threads) \
-        if settings.tracker.use_identity else None
+    # Loaded even with tracker.use_identity off: every track's identity vector comes from it (person search).
+    embedder = IdentityEmbedder(provider=settings.provider, threads=settings.threads)
     log.info("onnxruntime providers: detector %s, restorer %s%s", detector.providers[0], restorer.providers[0],
              f", identity {embedder.session.get_providers()[0]}" if embedder else "")
     return LoadedModels(detector, restorer, embedder)
@@ -175,6 +175,7 @@ class FoundFaces:
     tracks: list
     planned: dict[int, list]
     best_frames: dict[int, list[tuple[int, float]]]
+    identity_frames: dict[int, list[int]]
 
 
 @dataclass
@@ -184,6 +185,7 @@ class RestoredFaces:
     untracked_faces: list[dict] = field(default_factory=list)
     gallery_paths: dict[tuple[int, int], dict] = field(default_factory=dict)
     portraits: dict[int, dict] = field(default_factory=dict)  # track id -> manifest `portrait`
+    identity_samples: dict[int, list[tuple[int, np.ndarray]]] = field(default_factory=lambda: defaultdict(list))
     audio_note: object = None
     timestamps_note: object = None
     output_names: tuple[str, str] = ("", "")
@@ -222,6 +224,7 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
                 progress: bool, on_progress: ProgressCallback | None = None) -> FoundFaces:
     """Pass 1: detect and track. Only face positions are kept, never frames."""
     from .search import FaceSearch
+    from ..search.identity_vector import IDENTITY_FRAMES
     from .select_best import choose_best_frames, sharpness
     from .shots import ShotCutDetector
     from .smooth import plan_faces
@@ -268,10 +271,11 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
         planned = plan_faces(tracks, tracker.untracked, max_gap, settings.tracker.landmark_smoothing_sigma,
                              last_detection_frame, frame_count - 1)
         best_frames = {t.track_id: choose_best_frames(t, settings.output.gallery_frames_per_track) for t in tracks}
+        identity_frames = {t.track_id: [frame for frame, _ in choose_best_frames(t, IDENTITY_FRAMES)] for t in tracks}
     log.info("%d frame(s), %d shot(s), %d track(s), %d face(s) to restore (identity guard: %d swap(s) corrected, "
              "%d track(s) merged; %d false track(s) dropped)", frame_count, len(tracker.cuts) + 1, len(tracks),
              sum(len(v) for v in planned.values()), tracker.swaps, tracker.merges, len(tracker.dropped))
-    return FoundFaces(frame_count, frame_times, frame_pts, tracker, tracks, planned, best_frames)
+    return FoundFaces(frame_count, frame_times, frame_pts, tracker, tracks, planned, best_frames, identity_frames)
 
 
 OUTPUT_NAMES = {  # kind -> (restored output, annotated output)
@@ -366,6 +370,7 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
     info = source.info
     writers = _OutputWriters(workdir, source, input_path, found.frame_pts, settings, timer)
     wanted_crops = {(track_id, frame) for track_id, chosen in found.best_frames.items() for frame, _ in chosen}
+    identity_wanted = {(track_id, frame) for track_id, frames in found.identity_frames.items() for frame in frames}
     record = RestoredFaces()
     portraits = PortraitMaker(models.restorer, settings.restorer.large_faces,
                               {track.track_id: choose_portrait_frames(track, found.best_frames[track.track_id][0][0])
@@ -396,6 +401,10 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
                     with timer("portrait"):
                         portraits.offer(face.planned.track_id, frame.index, frame.image, face.planned.landmarks)
                     key = (face.planned.track_id, frame.index)
+                    if key in identity_wanted and models.embedder is not None and face.planned.observation is not None:
+                        with timer("identity"):   # the input's pixels (frame.image), never the restored ones
+                            embedding = models.embedder.embed_faces(frame.image, [face.planned.observation.landmarks])[0]
+                        record.identity_samples[key[0]].append((key[1], embedding))
                     if key in wanted_crops:
                         with timer("gallery"):
                             record.gallery_paths[key] = save_best_frame(workdir / "faces", key[0], key[1],
@@ -471,7 +480,10 @@ def _build_manifest(source, input_path: Path, found: FoundFaces, restored: Resto
 
 
 def _track_entry(track, restored: RestoredFaces, best_frames: list[tuple[int, float]]) -> dict:
+    from ..search.identity_vector import manifest_identity, track_vector
+
     entries = restored.track_frames.get(track.track_id, [])
+    samples = restored.identity_samples.get(track.track_id, [])
     best = [{"frame": frame, "quality": round(quality, 4), **restored.gallery_paths[(track.track_id, frame)]}
             for frame, quality in best_frames if (track.track_id, frame) in restored.gallery_paths]
     return {
@@ -485,6 +497,8 @@ def _track_entry(track, restored: RestoredFaces, best_frames: list[tuple[int, fl
         "sharpness_after_mean": round(float(np.mean([e["sharpness_after"] for e in entries])), 2) if entries else None,
         "best_frames": best,
         "portrait": restored.portraits.get(track.track_id),
+        "identity": manifest_identity(track_vector(np.array([e for _, e in samples])), [f for f, _ in samples])
+        if samples else None,
         "frames": entries,
     }
 

@@ -39,6 +39,7 @@ from .routes_auth import auth_routes
 from .routes_cases import case_routes
 from .routes_jobs import job_routes
 from .routes_triage import triage_routes
+from .routes_search import UPLOAD_LIMITS, search_routes
 from .store import MARK_STATES
 
 __all__ = ["ServerParts", "create_app", "templates_environment"]
@@ -72,7 +73,8 @@ class ReviewGate:
     """Host check, authentication, form reading and CSRF for every request, before any route runs.
 
     Sets `state.user` (a user name, 'local' or 'api-token'; None while logged out), `state.via_token` and
-    `state.form` (the parsed urlencoded body; routes never read the body themselves).
+    `state.form` (the parsed urlencoded body; routes never read the body themselves) and `state.files` (the
+    files of a multipart upload, only on the paths in UPLOAD_LIMITS: name -> (file name, bytes)).
     """
 
     def __init__(self, app: ASGIApp, credentials: auth.Credentials, sessions: auth.LiveSessions):
@@ -109,13 +111,25 @@ class ReviewGate:
         elif session.get("user") in credentials.users and self.sessions.user_of(session.get("sid")) == session["user"]:
             user = session["user"]   # a session logged out (or expired) is not in LiveSessions
         form: dict[str, str] = {}
+        files: dict[str, tuple[str, bytes]] = {}
         body = b""
         if request.method not in SAFE_METHODS:
-            body = await read_body(request)
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            upload_limit = UPLOAD_LIMITS.get(request.url.path) if content_type == "multipart/form-data" else None
+            body = await read_body(request, upload_limit or MAX_FORM_BYTES)
             if body is None:
-                await plain(413, ERROR_MESSAGES[413])(scope, receive, send)
+                await plain(413, ERROR_MESSAGES[413] if upload_limit is None else
+                            f"the upload is larger than {upload_limit // 2**20} MiB; choose a smaller file")(
+                    scope, receive, send)
                 return
-            if request.headers.get("content-type", "").split(";")[0].strip() == "application/x-www-form-urlencoded":
+            if upload_limit is not None:
+                parsed = await read_upload(scope, body, receive)
+                if parsed is None:
+                    await plain(400, "the upload is not a well-formed form with one file; choose the file again")(
+                        scope, receive, send)
+                    return
+                form, files = parsed
+            elif content_type == "application/x-www-form-urlencoded":
                 try:
                     for key, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True,
                                                 max_num_fields=MAX_FORM_FIELDS):
@@ -135,21 +149,40 @@ class ReviewGate:
             await plain(401, "log in first (or send Authorization: Bearer TOKEN)", bearer=True)(scope, receive, send)
             return
         state = scope.setdefault("state", {})
-        state.update(user=user, via_token=via_token, form=form)
+        state.update(user=user, via_token=via_token, form=form, files=files)
         await self.app(scope, replay(body, receive), send)
 
 
-async def read_body(request: Request) -> bytes | None:
-    """The request body, or None when it is larger than any form of this server (refused before reading it)."""
+async def read_body(request: Request, limit: int = MAX_FORM_BYTES) -> bytes | None:
+    """The request body, or None when it is larger than `limit` (refused before reading it when declared)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+    if declared.isdigit() and int(declared) > limit:
         return None
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES:
+        if len(body) > limit:
             return None
     return bytes(body)
+
+
+async def read_upload(scope: Scope, body: bytes,
+                      receive: Receive) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]] | None:
+    """The fields and the one file of a multipart body already read (and size-checked), or None when it is
+    not a well-formed multipart form with at most one file and a few small fields."""
+    form: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    try:
+        async with Request(scope, replay(body, receive)).form(max_files=1, max_fields=MAX_FORM_FIELDS,
+                                                              max_part_size=MAX_FORM_BYTES) as parsed:
+            for key, value in parsed.multi_items():
+                if isinstance(value, str):
+                    form.setdefault(key, value)
+                else:
+                    files.setdefault(key, (value.filename or "", await value.read()))
+    except (HTTPException, ValueError, KeyError):
+        return None
+    return form, files
 
 
 def replay(body: bytes, receive: Receive) -> Receive:
@@ -237,6 +270,7 @@ def create_app(parts: ServerParts) -> Starlette:
         *job_routes(context),
         *case_routes(context),
         *triage_routes(context),
+        *search_routes(context),
         # StaticFiles refuses paths that leave its folder and, by default, symlinks that point out of it.
         Mount("/static", StaticFiles(packages=[("facedeblur.review", "static")]), name="static"),
     ]

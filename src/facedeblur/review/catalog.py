@@ -137,6 +137,11 @@ class Catalog:
             row = journal.job(job_id)
         return self._job(row) if row is not None else None
 
+    def published(self) -> list[dict[str, Any]]:
+        """Every done job whose output still exists, as job() gives it (the person-search index follows these)."""
+        with JournalReader(self.journal_path.parent, verify=False) as journal:
+            return [self._job(row) for row in journal.published()]
+
     def _job(self, row: dict[str, Any]) -> dict[str, Any]:
         job = {key: from_db(row[key]) for key in row.keys()}
         if "tracks" not in job:

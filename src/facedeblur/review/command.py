@@ -64,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
     exports = settings.exports or Path(state) / "exports"
     from .app import ServerParts, create_app
     app = create_app(ServerParts(outbox=Path(outbox), state=Path(state), exports=Path(exports), settings=settings,
-                                 credentials=credentials))
+                                 credentials=credentials, pipeline=config.pipeline))
     from .connections import MAX_CONCURRENCY, HeadDeadlineProtocol, raise_open_file_limit
     open_files = raise_open_file_limit()
     listener = _listen(host, port)

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Router
 
-from ..config import ServeSettings
+from ..config import PipelineSettings, ServeSettings
 from . import auth
 from .cases import Case
 from .catalog import MAX_ROW_ID, Catalog
@@ -28,6 +28,7 @@ class ServerParts:
     exports: Path
     settings: ServeSettings
     credentials: auth.Credentials
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)   # the photo search's detector settings
 
 
 @dataclass
