@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -122,34 +121,6 @@ def _copy_fd(fd: int, target: Path, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
-class _InputUnusable(Exception):
-    """The inbox file is not the one that was processed; the message says why, for the report."""
-
-
-def _open_recorded_input(path: Path, recorded_size: int) -> int:
-    """A blocking descriptor of the inbox file, only when it is still a regular file of the recorded size.
-
-    The inbox is writable by whoever drops footage: the file may since have been swapped for a FIFO (a plain
-    open would wait for a writer forever), a symlink, or a much larger file. O_NONBLOCK makes the open of a
-    FIFO return at once, and fstat on the open descriptor decides, so a swap after the check changes nothing.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _InputUnusable(f"no longer readable in the inbox ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _InputUnusable("no longer a regular file in the inbox")
-        if info.st_size != recorded_size:
-            raise _InputUnusable(f"now {info.st_size} bytes in the inbox, not the {recorded_size} bytes processed")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def sha256_fd(fd: int) -> str:
     with os.fdopen(fd, "rb") as source:
         return sha256_of_stream(source)
@@ -169,8 +140,8 @@ def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[
         path = Path(job["path"])
         target = target_dir / _file_name(job["name"])
         try:
-            fd = _open_recorded_input(path, int(job.get("size") or 0))
-        except _InputUnusable as exc:
+            fd = safe_files.open_recorded_input(path, int(job.get("size") or 0))
+        except safe_files.InputUnusable as exc:
             reason = f"{exc}: listed by its SHA-256 only"
         else:
             copied = _copy_fd(fd, target, limit=int(job.get("size") or 0))
@@ -189,8 +160,8 @@ def _recording_start(job: dict[str, Any], kind: str | None, input_copy: Path | N
     if input_copy is not None or kind != "video" or job.get("kind") != "file":
         return evidence.recording_start(input_copy, kind, "not available: the original input is not in this export")
     try:
-        fd = _open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
-    except _InputUnusable as exc:
+        fd = safe_files.open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
+    except safe_files.InputUnusable as exc:
         return evidence.RecordingStart(None, f"not available: the original input is {exc}")
     try:
         start = evidence.recording_start(Path(f"/proc/self/fd/{fd}"), kind, "")
