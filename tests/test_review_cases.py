@@ -298,14 +298,15 @@ def export_files(archive: bytes) -> dict[str, bytes]:
     return {name.split("/", 1)[1]: opened.read(name) for name in opened.namelist()}
 
 
-def without_portraits(root: Path, job: int) -> int:
-    """A copy of a job's output whose manifest is older than portraits (no `portrait` field), recorded done."""
+def without_portraits(root: Path, source: Path) -> int:
+    """A copy of a job's output folder whose manifest is older than portraits (no `portrait` field), recorded
+    done as a job of its own."""
     from facedeblur.daemon.journal import Journal
 
     journal = Journal(root / "state")
     try:
         output = root / "outbox" / "camA__two-people-old.gif"
-        shutil.copytree(journal.job(job)["output"], output)
+        shutil.copytree(source, output)
         manifest = json.loads((output / "manifest.json").read_text())
         for track in manifest["tracks"]:
             track.pop("portrait", None)
@@ -330,7 +331,7 @@ def test_an_export_carries_each_tracks_portrait_and_the_merges_made_before_it(tw
     manifest = json.loads((output / "manifest.json").read_text())
     portraits = {t["id"]: t["portrait"] for t in manifest["tracks"] if t["id"] in (1, 2)}
     assert all(isinstance(p, dict) for p in portraits.values()) and len(portraits) == 2
-    old_job = without_portraits(root, job)
+    old_job = without_portraits(root, output)
 
     class Box:
         outbox, state = root / "outbox", root / "state"
