@@ -8,6 +8,8 @@
   context frame as images, the text of each one's SHA-256, the times (with the wall clock of the input that
   records one), the case's name, investigator and purpose, "page N of M" on every page and a note whose words
   are never cut; the same selection exports to the same bytes.
+* Each track's fused portrait comes first in the export (files, hashes, label); a manifest without one exports
+  as before; a merge of two tracks is said in the next export, which gets a new id, and never in the earlier.
 """
 from __future__ import annotations
 
