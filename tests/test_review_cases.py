@@ -8,6 +8,8 @@
   context frame as images, the text of each one's SHA-256, the times (with the wall clock of the input that
   records one), the case's name, investigator and purpose, "page N of M" on every page and a note whose words
   are never cut; the same selection exports to the same bytes.
+* Each track's fused portrait comes first in the export (files, hashes, label); a manifest without one exports
+  as before; a merge of two tracks is said in the next export, which gets a new id, and never in the earlier.
 """
 from __future__ import annotations
 
@@ -284,3 +286,102 @@ def test_the_report_of_a_two_job_four_track_case_shows_every_face_with_its_hashe
     for path, digest in pictures.items():
         assert digest in html and hashlib.sha256(files[path]).hexdigest() == digest
     assert "Det. Ana Example" in html and 'class="wall-clock">2026-11-24 01:20:0' in html
+
+
+def export_zip(server: Server, cookie: str, number: int, fields: dict) -> tuple[str, bytes]:
+    status, headers, body = server.request("POST", f"/case/{number}/export", cookie=cookie, body=fields)
+    assert status == 303, body
+    export_id = headers["location"].rsplit("/", 1)[-1]
+    return export_id, server.request("GET", f"/cases/{export_id}/download", cookie=cookie)[2]
+
+
+def export_files(archive: bytes) -> dict[str, bytes]:
+    opened = zipfile.ZipFile(io.BytesIO(archive))
+    return {name.split("/", 1)[1]: opened.read(name) for name in opened.namelist()}
+
+
+def without_portraits(root: Path, source: Path) -> int:
+    """A copy of a job's output folder whose manifest is older than portraits (no `portrait` field), recorded
+    done as a job of its own."""
+    from facedeblur.daemon.journal import Journal
+
+    journal = Journal(root / "state")
+    try:
+        output = root / "outbox" / "camA__two-people-old.gif"
+        shutil.copytree(source, output)
+        manifest = json.loads((output / "manifest.json").read_text())
+        for track in manifest["tracks"]:
+            track.pop("portrait", None)
+        (output / "manifest.json").write_text(json.dumps(manifest))
+        inbox_file = root / "inbox" / "camA" / "two-people.gif"
+        info = inbox_file.stat()
+        old = journal.add(path=str(inbox_file), inbox=str(root / "inbox"), rel_path="camA/two-people-old.gif",
+                          kind="file", size=info.st_size, mtime_ns=info.st_mtime_ns, sha256=manifest["input"]["sha256"])
+        journal.mark_done(old, str(output), 1.0, manifest["input"]["frames"], manifest["summary"]["faces_restored"],
+                          manifest["summary"]["tracks"])
+    finally:
+        journal.close()
+    return old
+
+
+@pytest.mark.slow
+def test_an_export_carries_each_tracks_portrait_and_the_merges_made_before_it(two_jobs, tmp_path) -> None:
+    pypdf = pytest.importorskip("pypdf", reason="pip install pypdf (the dev extra)")
+    root, jobs = two_jobs
+    job = jobs[0]
+    output = root / "outbox" / "camA__two-people.gif"
+    manifest = json.loads((output / "manifest.json").read_text())
+    portraits = {t["id"]: t["portrait"] for t in manifest["tracks"] if t["id"] in (1, 2)}
+    assert all(isinstance(p, dict) for p in portraits.values()) and len(portraits) == 2
+    old_job = without_portraits(root, output)
+
+    class Box:
+        outbox, state = root / "outbox", root / "state"
+    server = Server(write_serve_config(tmp_path / "serve.yaml", Box, exports=str(tmp_path / "exports")))
+    try:
+        status, headers, page = server.request("GET", f"/jobs/{job}")
+        cookie, csrf = session_cookie(headers), csrf_of(page)
+        status, headers, _ = server.request("POST", "/case/new", cookie=cookie,
+                                            body={"csrf_token": csrf, "name": "One person, two tracks"})
+        number = int(headers["location"].rsplit("/", 1)[-1])
+        for item in ((job, 1), (job, 2), (old_job, 1)):
+            assert server.request("POST", f"/case/{number}/tracks", cookie=cookie, body={
+                "csrf_token": csrf, "job": item[0], "track": item[1], "action": "add"})[0] == 303
+        fields = {"csrf_token": csrf, "name": "One person, two tracks", "investigator": "Det. Ana Example",
+                  "purpose": "Who came through the side door."}
+        before_id, before = export_zip(server, cookie, number, fields)
+        assert server.request("POST", f"/jobs/{job}/tracks/2/merge", cookie=cookie,
+                              body={"csrf_token": csrf, "into": 1})[0] == 303
+        merged_id, merged = export_zip(server, cookie, number, fields)
+        again_id, again = export_zip(server, cookie, number, fields)
+        still = server.request("GET", f"/cases/{before_id}/download", cookie=cookie)[2]
+    finally:
+        server.stop()
+    assert merged_id != before_id and still == before                     # the earlier export is as it was
+    assert (again_id, again) == (merged_id, merged)                       # the same state: the same bytes
+
+    files = export_files(merged)
+    sums = {path: digest for digest, path in (line.split("  ", 1) for line in files["SHA256SUMS"].decode().splitlines())}
+    text = "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(files["report.pdf"])).pages)
+    html = files["report.html"].decode()
+    for track, portrait in portraits.items():
+        label = f"Fused portrait of {len(portrait['frames_merged'])} frame"
+        for role in ("original", "restored"):
+            path = f"jobs/j{job}/track-{track}/portrait-{role}.png"
+            assert files[path] == (output / portrait[role]).read_bytes()
+            assert sums[path] == hashlib.sha256(files[path]).hexdigest()
+            assert sums[path] in text and sums[path] in html, path
+        assert label in text and label in html and "AI-restored" in text
+        track_html = html.split(f'id="job-{job}-track-{track}"', 1)[1]
+        shown = re.findall(r'<img src="([^"]+)"', track_html)
+        assert shown[:2] == [f"jobs/j{job}/track-{track}/portrait-original.png",
+                             f"jobs/j{job}/track-{track}/portrait-restored.png"]   # the portrait comes first
+    for document in (text, html):
+        assert document.count("one person with tracks 1, 2") == 2          # said of each of the two tracks
+        assert "track 2 merged into track 1 by local" in document
+    assert not any("/portrait-" in path for path in sums if path.startswith(f"jobs/j{old_job}/"))
+    assert any(path.startswith(f"jobs/j{old_job}/track-1/") and path.endswith("restored.png") for path in sums)
+
+    earlier = export_files(before)
+    earlier_text = "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(earlier["report.pdf"])).pages)
+    assert "one person" not in earlier_text and "one person" not in earlier["report.html"].decode()

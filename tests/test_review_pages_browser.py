@@ -78,11 +78,17 @@ def test_every_image_loads_in_every_served_page(browser, served) -> None:
     toggle.click()
     assert toggle.text == "show original"
 
+    browser.get(server.base + "/case")
+    browser.find_element(By.ID, "new-case-name").send_keys("every image loads")
+    browser.find_element(By.ID, "new-case").click()                      # made and current: the job pages add here
+    case_page = wait_until(lambda: browser.find_elements(By.ID, "case-name"), "the new case") and browser.current_url
     for job_id in (job, other):
         browser.get(f"{server.base}/jobs/{job_id}")
         browser.find_element(By.CSS_SELECTOR, "article.track button.case-add").click()
         wait_until(lambda: browser.find_elements(By.ID, "job-title"), "the job page again")
-    images_of(browser, server.base + "/case")
+    assert images_of(browser, case_page) >= 4                               # original and restored, two tracks
+    browser.find_element(By.ID, "investigator").send_keys("A. Reviewer")
+    browser.find_element(By.ID, "purpose").send_keys("every image of the served pages loads")
     browser.find_element(By.ID, "export").click()
     wait_until(lambda: browser.find_elements(By.ID, "zip-sha256"), "the exported case")
     report = browser.find_element(By.ID, "report-html").get_attribute("href")

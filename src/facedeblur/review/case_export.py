@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import shutil
-import stat
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -70,10 +69,34 @@ class CaseResult:
     zip_sha256: str
 
 
-def case_id_of(selection: list[tuple[int, int]], details: dict[str, str] | None = None) -> str:
-    """A hash of what the export holds: the tracks and the name, investigator and purpose printed in it."""
-    text = json.dumps([sorted(set(selection)), details or {}], sort_keys=True)
+def case_id_of(selection: list[tuple[int, int]], details: dict[str, str] | None = None,
+               people: list[dict[str, Any]] | None = None) -> str:
+    """A hash of what the export holds: the tracks, the name, investigator and purpose printed in it, and the
+    reviewers' merges of its tracks (`people`), so that a merge made later exports anew instead of replacing
+    an export that said otherwise. Without merges the id is what it was before merges existed."""
+    text = json.dumps([sorted(set(selection)), details or {}] + ([people] if people else []), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def people_of(store: ReviewStore, selection: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    """Each selected track that reviewers merged with others of its job into one person: its job, the person's
+    tracks, and the live merges that made them one (who, when), sorted so the same state gives the same list."""
+    people = []
+    for job_id in sorted({job for job, _ in selection}):
+        groups = store.person_groups(job_id)
+        if not groups:
+            continue
+        merges = store.merges_for_job(job_id)
+        for track_id in sorted(track for job, track in selection if job == job_id):
+            members = next((tracks for tracks in groups.values() if track_id in tracks), None)
+            if members is None:
+                continue
+            people.append({"job": job_id, "track": track_id, "tracks": members,
+                           "merges": [{"track": m.track_id, "into": m.into_track, "by": m.merged_by,
+                                       "at": report.utc_text(m.merged_at)}
+                                      for m in sorted(merges, key=lambda m: (m.track_id, m.into_track))
+                                      if m.track_id in members]})
+    return people
 
 
 def _file_name(name: str) -> str:
@@ -98,34 +121,6 @@ def _copy_fd(fd: int, target: Path, limit: int | None = None) -> str:
     return digest.hexdigest()
 
 
-class _InputUnusable(Exception):
-    """The inbox file is not the one that was processed; the message says why, for the report."""
-
-
-def _open_recorded_input(path: Path, recorded_size: int) -> int:
-    """A blocking descriptor of the inbox file, only when it is still a regular file of the recorded size.
-
-    The inbox is writable by whoever drops footage: the file may since have been swapped for a FIFO (a plain
-    open would wait for a writer forever), a symlink, or a much larger file. O_NONBLOCK makes the open of a
-    FIFO return at once, and fstat on the open descriptor decides, so a swap after the check changes nothing.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise _InputUnusable(f"no longer readable in the inbox ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise _InputUnusable("no longer a regular file in the inbox")
-        if info.st_size != recorded_size:
-            raise _InputUnusable(f"now {info.st_size} bytes in the inbox, not the {recorded_size} bytes processed")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
 def sha256_fd(fd: int) -> str:
     with os.fdopen(fd, "rb") as source:
         return sha256_of_stream(source)
@@ -145,8 +140,8 @@ def _copy_input(job: dict[str, Any], target_dir: Path, max_bytes: int) -> tuple[
         path = Path(job["path"])
         target = target_dir / _file_name(job["name"])
         try:
-            fd = _open_recorded_input(path, int(job.get("size") or 0))
-        except _InputUnusable as exc:
+            fd = safe_files.open_recorded_input(path, int(job.get("size") or 0))
+        except safe_files.InputUnusable as exc:
             reason = f"{exc}: listed by its SHA-256 only"
         else:
             copied = _copy_fd(fd, target, limit=int(job.get("size") or 0))
@@ -165,8 +160,8 @@ def _recording_start(job: dict[str, Any], kind: str | None, input_copy: Path | N
     if input_copy is not None or kind != "video" or job.get("kind") != "file":
         return evidence.recording_start(input_copy, kind, "not available: the original input is not in this export")
     try:
-        fd = _open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
-    except _InputUnusable as exc:
+        fd = safe_files.open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
+    except safe_files.InputUnusable as exc:
         return evidence.RecordingStart(None, f"not available: the original input is {exc}")
     try:
         start = evidence.recording_start(Path(f"/proc/self/fd/{fd}"), kind, "")
@@ -189,13 +184,14 @@ def build_case(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, 
     selection = sorted(set(selection))
     if not selection:
         raise ExportError("nothing selected: add tracks to the case from their job pages first")
-    case_id = case_id_of(selection, details)
+    people = people_of(store, selection)
+    case_id = case_id_of(selection, details, people)
     exports.mkdir(parents=True, exist_ok=True)
     with case_lock(case_id):
         staging = exports / f".case-{case_id}-{secrets.token_hex(4)}"
         root = staging / f"case-{case_id}"
         try:
-            document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes)
+            document = _write_case_files(catalog, store, selection, case_id, root, max_input_bytes, people)
             document.update(name=details["name"], investigator=details["investigator"], purpose=details["purpose"])
             (root / "report.html").write_text(report.render_html(document, environment), encoding="utf-8")
             (root / "report.pdf").write_bytes(report.render_pdf(document, root))
@@ -235,7 +231,8 @@ def _write_zip(root: Path, target: Path) -> None:
 
 
 def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tuple[int, int]], case_id: str,
-                      root: Path, max_input_bytes: int) -> dict[str, Any]:
+                      root: Path, max_input_bytes: int, people: list[dict[str, Any]]) -> dict[str, Any]:
+    person_of = {(person["job"], person["track"]): person for person in people}
     by_job: dict[int, list[int]] = {}
     for job_id, track_id in selection:
         by_job.setdefault(job_id, []).append(track_id)
@@ -277,21 +274,12 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
             track_folder = folder / f"track-{track_id}"
             track_folder.mkdir()
             by_frame = {f.get("frame"): f for f in track.get("frames") or [] if isinstance(f, dict)}
+            def copy_pair(entry: dict[str, Any]) -> dict[str, Any]:
+                return _copy_pair(catalog, job, entry, track_folder, root, track_id)
+
             images = []
             for best in track.get("best_frames") or []:
-                pair = {}
-                for role in ("original", "restored"):
-                    relative = best.get(role)
-                    if not isinstance(relative, str):
-                        continue
-                    target = track_folder / _file_name(relative.rsplit("/", 1)[-1])
-                    try:
-                        fd = catalog.open_output_file(job, relative)
-                    except safe_files.NotServable as exc:
-                        raise ExportError(f"job {job_id}: {display_name(relative)} cannot be read from its output "
-                                          f"folder ({exc}); remove track {track_id} from the case") from None
-                    pair[role] = {"path": target.relative_to(root).as_posix(), "source": relative,
-                                  "sha256": _copy_fd(fd, target)}
+                pair = copy_pair(best)
                 number = best.get("frame")
                 seen = by_frame.get(number) or {}
                 images.append({"frame": number, "quality": best.get("quality"), "time": seen.get("time"),
@@ -306,6 +294,8 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
                                "end_time": track.get("end_time"), "detections": track.get("detections"),
                                "sharpness_before": track.get("sharpness_before_mean"),
                                "sharpness_after": track.get("sharpness_after_mean"), "images": images,
+                               "portrait": _portrait(track.get("portrait"), copy_pair),
+                               "person": report.person_text(person_of.get((job_id, track_id))),
                                "mark": _mark_dict(marks.get(track_id, Mark(job_id, track_id))),
                                "history": history})
         model = manifest.get("model") or {}
@@ -324,6 +314,39 @@ def _write_case_files(catalog: Catalog, store: ReviewStore, selection: list[tupl
              for p in sorted(p for p in root.rglob("*") if p.is_file())]
     return {"case_id": case_id, "tool_version": __version__, "jobs": jobs, "files": files,
             "selection": [{"job": j, "track": t} for j, t in selection], "dated": _newest(dates)}
+
+
+def _copy_pair(catalog: Catalog, job: dict[str, Any], entry: dict[str, Any], folder: Path, root: Path,
+               track_id: int) -> dict[str, Any]:
+    """Copy the original and restored images `entry` names (OUTDIR-relative) into the track's folder:
+    {role: {path in the export, source in the output, sha256}}."""
+    pair = {}
+    for role in ("original", "restored"):
+        relative = entry.get(role)
+        if not isinstance(relative, str):
+            continue
+        target = folder / _file_name(relative.rsplit("/", 1)[-1])
+        try:
+            fd = catalog.open_output_file(job, relative)
+        except safe_files.NotServable as exc:
+            raise ExportError(f"job {job['id']}: {display_name(relative)} cannot be read from its output "
+                              f"folder ({exc}); remove track {track_id} from the case") from None
+        pair[role] = {"path": target.relative_to(root).as_posix(), "source": relative,
+                      "sha256": _copy_fd(fd, target)}
+    return pair
+
+
+def _portrait(portrait: Any, copy_pair) -> dict[str, Any] | None:
+    """The track's fused portrait (the reference frame's crop and the AI-restored fusion of several frames),
+    or None for a manifest without one (older than portraits, or its reference frame was not restored)."""
+    if not isinstance(portrait, dict):
+        return None
+    merged = portrait.get("frames_merged")
+    merged = [n for n in merged if isinstance(n, int) and not isinstance(n, bool)] if isinstance(merged, list) else []
+    pair = copy_pair(portrait)
+    if not pair:
+        return None
+    return {"frame": portrait.get("frame"), "frames_merged": merged, "label": report.portrait_label(merged), **pair}
 
 
 def _context_file(frames: evidence.ContextFrames, number: Any, box: Any, folder: Path, root: Path

@@ -24,7 +24,6 @@ from .. import __version__
 from ..inputs import sha256_of_stream
 from ..safe_text import display_name
 from . import safe_files
-from .case_export import _InputUnusable, _open_recorded_input
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +109,8 @@ class Originals:
         if job.get("kind") != "file" or not job.get("path") or not job.get("sha256"):
             raise OriginalUnavailable("this job's input is not one file")
         try:
-            fd = _open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
-        except _InputUnusable as exc:
+            fd = safe_files.open_recorded_input(Path(job["path"]), int(job.get("size") or 0))
+        except safe_files.InputUnusable as exc:
             raise OriginalUnavailable(f"the original is {exc}") from None
         try:
             info = os.fstat(fd)

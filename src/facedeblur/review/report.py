@@ -91,6 +91,21 @@ def processing_steps(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def portrait_label(frames_merged: list[int]) -> str:
+    count = len(frames_merged)
+    return f"Fused portrait of {count} frame{'' if count == 1 else 's'}, AI-restored"
+
+
+def person_text(person: dict[str, Any] | None) -> str:
+    """What the report says of a track that reviewers merged with others into one person; '' for none."""
+    if not person:
+        return ""
+    merges = "; ".join(f"track {m['track']} merged into track {m['into']} by {m['by']}, {m['at']}"
+                       for m in person["merges"])
+    return (f"one person with tracks {', '.join(str(t) for t in person['tracks'])} (a reviewer's judgement, "
+            f"not the pipeline's: {merges})")
+
+
 def render_html(document: dict[str, Any], environment) -> str:
     return environment.get_template("report.html").render(case=document, notice=AI_NOTICE)
 
@@ -397,10 +412,50 @@ class _CaseReport:
             ("Review mark", f"{mark['status']} (version {mark['version']}, by {mark['updated_by'] or '-'}, "
                             f"{mark['updated_at'] or '-'})"),
             ("Note", mark["note"] or "-"),
-        ] + [(f"Audit #{entry['id']}", f"{entry['at']} {entry['who']}: {entry['before']} -> {entry['after']}")
+        ] + ([("Same person", track["person"])] if track.get("person") else [])
+          + [(f"Audit #{entry['id']}", f"{entry['at']} {entry['who']}: {entry['before']} -> {entry['after']}")
              for entry in track["history"]], key_width=30, size=8.5)
+        if track.get("portrait"):
+            self.portrait(job, track, track["portrait"])
         for number, image in enumerate(track["images"], 1):
             self.face(job, track, number, image)
+
+    def portrait(self, job: dict[str, Any], track: dict[str, Any], portrait: dict[str, Any]) -> None:
+        """The track's fused portrait first: the reference frame's original crop beside the AI-restored fusion,
+        each with its file's SHA-256."""
+        pdf = self.pdf
+        crop, gap = 60.0, 6.0
+        if pdf.will_page_break(8 + crop + 6 + 3 * 4.4 + 14):
+            pdf.add_page()
+        frames = ", ".join(str(n) for n in portrait["frames_merged"]) or "-"
+        pdf.set_fill_color(*self.BAND)
+        pdf.set_font("Helvetica", "B", 9)
+        pdf.set_x(self.MARGIN)
+        pdf.cell(self.width, 6, _pdf_text(f"Job {job['id']}, track {track['id']}: {portrait['label']}"),
+                 fill=True, new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(2)
+        top = pdf.get_y()
+        pictures = [(portrait.get("original") or {}, f"Original crop, frame {portrait.get('frame')}"),
+                    (portrait.get("restored") or {}, portrait["label"])]
+        x = self.MARGIN
+        for entry, caption in pictures:
+            pdf.set_draw_color(*self.RULE)
+            if entry.get("path"):
+                pdf.image(str(self.root / entry["path"]), x=x, y=top, w=crop, h=crop, keep_aspect_ratio=True)
+            pdf.rect(x, top, crop, crop)
+            pdf.set_xy(x, top + crop + 1)
+            pdf.set_font("Helvetica", "B", 7.5)
+            self.lines_at(x, crop, self.wrap(_pdf_text(caption), crop), 3.6)
+            x += crop + gap
+        pdf.set_y(top + crop + 6)
+        self.facts([(caption, f"{entry['sha256']}  {entry['path'].rsplit('/', 1)[-1]}")
+                    for entry, caption in pictures if entry.get("sha256")],
+                   key_width=44, size=7.2, mono_keys=tuple(caption for _, caption in pictures),
+                   heading=("SHA-256 of", "the file in this export"))
+        self.text(f"The restored portrait is one restoration of frames {frames} aligned and merged around frame "
+                  f"{portrait.get('frame')}: the model infers detail, as in every restored face.", 7, "I",
+                  colour=self.MUTED)
+        pdf.ln(4)
 
     def face(self, job: dict[str, Any], track: dict[str, Any], number: int, image: dict[str, Any]) -> None:
         """One exhibit, kept whole on one page: the caption; the context frame (left) and the two crops (right);

@@ -3,6 +3,8 @@
 Every path component is opened relative to its parent's descriptor with O_NOFOLLOW, so a `..`, an absolute
 path, or a symlink anywhere below the root (even one planted after a check) is refused rather than followed.
 The root itself may be a symlink: that is the administrator's choice in config.yaml, not user input.
+An inbox file recorded by the journal is opened only while it is still a regular file of the recorded size
+(open_recorded_input), for the case export and the original beside the restored alike.
 """
 from __future__ import annotations
 
@@ -81,3 +83,31 @@ def list_below(root: Path, parts: list[str]) -> list[str]:
         return sorted(os.listdir(current))
     finally:
         os.close(current)
+
+
+class InputUnusable(Exception):
+    """The inbox file is not the one that was processed; the message says why, for the report."""
+
+
+def open_recorded_input(path: Path, recorded_size: int) -> int:
+    """A blocking descriptor of the inbox file, only when it is still a regular file of the recorded size.
+
+    The inbox is writable by whoever drops footage: the file may since have been swapped for a FIFO (a plain
+    open would wait for a writer forever), a symlink, or a much larger file. O_NONBLOCK makes the open of a
+    FIFO return at once, and fstat on the open descriptor decides, so a swap after the check changes nothing.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputUnusable(f"no longer readable in the inbox ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputUnusable("no longer a regular file in the inbox")
+        if info.st_size != recorded_size:
+            raise InputUnusable(f"now {info.st_size} bytes in the inbox, not the {recorded_size} bytes processed")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
