@@ -131,6 +131,7 @@ def find_faces_in_photos(source: PhotoFolderSource, input_path: Path, settings, 
     from .smooth import plan_faces
     from .track import FaceTracker
     from ..pipeline.align import estimate_alignment, warp_to_crop
+    from ..search.identity_vector import IDENTITY_FRAMES
 
     restorer, detector = models.restorer, models.detector
     limit = settings.max_frames
@@ -167,6 +168,8 @@ def find_faces_in_photos(source: PhotoFolderSource, input_path: Path, settings, 
     with timer("track"):
         planned = plan_faces(tracks, tracking.untracked, 0, settings.tracker.landmark_smoothing_sigma)
         best_frames = {t.track_id: choose_best_frames(t, settings.output.gallery_frames_per_track) for t in tracks}
+        # a photo's track is one face in one image: that face is its identity sample for person search
+        identity_frames = {t.track_id: [frame for frame, _ in choose_best_frames(t, IDENTITY_FRAMES)] for t in tracks}
     log.info("%d photo(s), %d face(s) kept as %d track(s), %d untracked; %d false track(s) dropped", count,
              sum(len(v) for v in planned.values()), len(tracks), len(tracking.untracked), len(tracking.dropped))
-    return FoundFaces(count, [None] * count, [None] * count, tracking, tracks, planned, best_frames)
+    return FoundFaces(count, [None] * count, [None] * count, tracking, tracks, planned, best_frames, identity_frames)
