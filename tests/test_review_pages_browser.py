@@ -4,6 +4,7 @@ the original plays beside the restored clip in step, faces zoom to full size, an
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import subprocess
 import time
@@ -81,11 +82,15 @@ def test_every_image_loads_in_every_served_page(browser, served) -> None:
     browser.get(server.base + "/case")
     browser.find_element(By.ID, "new-case-name").send_keys("every image loads")
     browser.find_element(By.ID, "new-case").click()                      # made and current: the job pages add here
-    case_page = wait_until(lambda: browser.find_elements(By.ID, "case-name"), "the new case") and browser.current_url
+    wait_until(lambda: re.search(r"/case/\d+$", browser.current_url) and browser.find_elements(By.ID, "case-name"),
+               "the new case's page")
+    case_page = browser.current_url
     for job_id in (job, other):
         browser.get(f"{server.base}/jobs/{job_id}")
-        browser.find_element(By.CSS_SELECTOR, "article.track button.case-add").click()
-        wait_until(lambda: browser.find_elements(By.ID, "job-title"), "the job page again")
+        add = browser.find_element(By.CSS_SELECTOR, "article.track button.case-add")
+        add.click()
+        # the page the form posts to replaces this one: until then the old page (and its title) is still there
+        wait_until(lambda: is_stale(add) and browser.find_elements(By.ID, "job-title"), "the job page again")
     assert images_of(browser, case_page) >= 4                               # original and restored, two tracks
     browser.find_element(By.ID, "investigator").send_keys("A. Reviewer")
     browser.find_element(By.ID, "purpose").send_keys("every image of the served pages loads")
@@ -93,6 +98,15 @@ def test_every_image_loads_in_every_served_page(browser, served) -> None:
     wait_until(lambda: browser.find_elements(By.ID, "zip-sha256"), "the exported case")
     report = browser.find_element(By.ID, "report-html").get_attribute("href")
     assert images_of(browser, report) >= 4                                  # original and restored, two tracks
+
+
+def is_stale(element) -> bool:
+    from selenium.common.exceptions import StaleElementReferenceException
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
 
 
 RECORDED_AT = "2026-01-02T03:04:05.000000Z"

@@ -26,6 +26,8 @@ import os, time
 if os.environ.get("LOCAL_RANK") == "1":
     _real, _origin = time.time, time.time()
     time.time = lambda: _origin + (_real() - _origin) * 60.0
+    _real_monotonic, _monotonic_origin = time.monotonic, time.monotonic()
+    time.monotonic = lambda: _monotonic_origin + (_real_monotonic() - _monotonic_origin) * 60.0
 '''
 
 
