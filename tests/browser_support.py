@@ -3,6 +3,7 @@ lookup (`find_chromium`), a skip marker for machines without them, and one way t
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -32,3 +33,18 @@ def headless_chromium(*extra_flags: str):
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
     return driver
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    """The predicate's first truthy value, polled until `timeout`; a page being replaced counts as not yet."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None   # the page is being replaced by the next one
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")

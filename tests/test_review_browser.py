@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import headless_chromium, needs_chromium
+from browser_support import headless_chromium, needs_chromium, wait_until
 from review_support import HOSTILE_NAME, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
 
 pytestmark = [needs_chromium, pytest.mark.slow]
@@ -39,18 +39,6 @@ def browser():
     driver.quit()
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (NoSuchElementException, StaleElementReferenceException):
-            value = None   # the page is being replaced by the next one
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def screenshot(browser, name: str) -> None:

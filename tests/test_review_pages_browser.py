@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from browser_support import headless_chromium, needs_chromium
+from browser_support import headless_chromium, needs_chromium, wait_until
 from review_support import HOSTILE_NAME, PYTHON, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
 
 pytestmark = [needs_chromium, pytest.mark.slow]
@@ -37,18 +37,6 @@ def browser():
     driver.quit()
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (NoSuchElementException, StaleElementReferenceException):
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def images_of(browser, url: str) -> int:

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import browser_support
+
 from browser_support import headless_chromium, needs_chromium
 from daemon_support import PYTHON, DaemonRun, make_clip
 from review_support import Server, write_serve_config
@@ -47,18 +49,9 @@ def two_face_clip(path: Path, frames: int = 12) -> Path:
     return path
 
 
+
 def wait_until(predicate, what: str, timeout: float = 60.0):
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (NoSuchElementException, StaleElementReferenceException):
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return browser_support.wait_until(predicate, what, timeout)   # a live daemon: slower pages
 
 
 def drop(run: DaemonRun, source: Path, rel_path: str) -> None:
