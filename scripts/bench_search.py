@@ -3,7 +3,8 @@
 stored faces.
 
     nice -n 10 .venv/bin/python scripts/bench_search.py [--videos ../shared/videos] [--parts 2]
-        [--max-frames 240] [--sizes 10000 1000000] [--skip-retrieval] [--compare-libraries] [--json FILE]
+        [--max-frames 240] [--sizes 10000 1000000] [--skip-retrieval] [--candidates N ...] [--compare-libraries]
+        [--json FILE]
 
 Retrieval: every clip of ../shared/videos with a truth file (tests/data/tracks/<clip>.json) is cut into
 --parts consecutive pieces, each written as a frame folder and run through `process` as its own job (the
@@ -14,8 +15,13 @@ track among all other jobs' tracks (every clip's) shows the same person. The spe
 stage-and-audience.mp4 is labelled once per shot (a cut starts new ids); the three ids are one man here.
 
 Query time: a real FaceIndex (STATE/faces.sqlite3) filled with N random unit vectors, as jobs of 100 tracks;
-the time of FaceIndex.search (the matrix-vector product, the top-20 selection and the thumbnail look-up) once
-the vectors are in memory, and the time to read them in the first time.
+the time of FaceIndex.search (the similarity search, the top-20 selection and the thumbnail look-up) once the
+vectors are in memory, and the time of the first search (reading them in, and clustering them for the
+server's inverted file), for the exact search (`facedeblur search`) and for the review server's (an inverted
+hashed search from face_index.APPROXIMATE_FROM_ROWS faces on; `--candidates` tries other numbers of candidates
+re-ranked per search). Queries are stored faces seen again (moved to a similarity of 0.5: random vectors have no
+clusters to help, so this is the hard case for any approximate index); reported: how often the stored face ranks first, and how often the server's best is the
+exact search's.
 """
 from __future__ import annotations
 
@@ -39,7 +45,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 from bench_tracks import MATCH_IOU, REAL_SHARE, TRUTH_DIR, iou, load_truth  # noqa: E402
 
 SAME_PERSON = {"speaker-wide": "speaker", "speaker-profile": "speaker", "speaker-medium": "speaker"}
-QUERIES = 30
+QUERIES = 30          # timed searches per setting
+RECALL_QUERIES = 200  # searches that measure how often the right face ranks first
 
 
 def cut_into_parts(clip: Path, parts: int, max_frames: int, root: Path) -> list[tuple[Path, int, float]]:
@@ -134,8 +141,8 @@ def retrieval(videos: Path, parts: int, max_frames: int, work: Path) -> dict:
             "process_seconds": round(seconds, 1), "details": details}
 
 
-def query_times(size: int, work: Path, compare: bool, seed: int = 0) -> dict:
-    from facedeblur.search.face_index import FaceIndex
+def query_times(size: int, work: Path, compare: bool, candidates: list[int], seed: int = 0) -> dict:
+    from facedeblur.search.face_index import APPROXIMATE_FROM_ROWS, CANDIDATES, FaceIndex
 
     rng = np.random.default_rng(seed)
     (work / f"state-{size}").mkdir(parents=True)
@@ -147,8 +154,7 @@ def query_times(size: int, work: Path, compare: bool, seed: int = 0) -> dict:
     db = sqlite3.connect(index.path)
     with db:
         for first in range(0, size, 100_000):
-            vectors = rng.standard_normal((min(100_000, size - first), 128)).astype(np.float32)
-            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            vectors = _unit(rng.standard_normal((min(100_000, size - first), 128)))
             rows = []
             for offset, vector in enumerate(vectors):
                 job, track = (first + offset) // per_job + 1, (first + offset) % per_job + 1
@@ -158,16 +164,46 @@ def query_times(size: int, work: Path, compare: bool, seed: int = 0) -> dict:
                            rows)
     db.close()
     fill = time.perf_counter() - started
-    queries = rng.standard_normal((QUERIES, 128)).astype(np.float32)
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    started = time.perf_counter()
-    index.search(queries[0], 20)
-    first = time.perf_counter() - started
-    result = {"faces": index.size(), "fill_seconds": round(fill, 1), "first_search_seconds": round(first, 2),
-              **_timed(lambda query: index.search(query, 20), queries), "load_average": round(os.getloadavg()[0], 1)}
+    result = {"faces": index.size(), "fill_seconds": round(fill, 1)}
+    searches = {"exact": index, "server": FaceIndex(work / f"state-{size}", approximate_from_rows=APPROXIMATE_FROM_ROWS)}
+    stored = np.frombuffer(b"".join(r[0] for r in sqlite3.connect(index.path).execute(
+        "SELECT vector FROM faces ORDER BY id")), "<f4").reshape(-1, 128)
+    # Queries: the same person seen again. Each is a stored face moved to a cosine similarity of about 0.5 with
+    # it (SFace's same-person tracks across jobs score 0.4-0.7), so the stored face should rank first.
+    picks = rng.choice(len(stored), RECALL_QUERIES, replace=False)
+    queries = _unit(stored[picks] + np.sqrt(3.0) * _unit(rng.standard_normal((RECALL_QUERIES, 128))))
+    for name, searcher in searches.items():
+        load_average = os.getloadavg()[0]
+        started = time.perf_counter()
+        searcher.search(queries[0], 20)
+        first = time.perf_counter() - started
+        hashed = searcher._current().hashed
+        settings = [None] if hashed is None else candidates or [CANDIDATES]
+        for setting in settings:
+            if hashed is not None:
+                hashed.candidates = setting
+            figures = {"first_search_seconds": round(first, 2), **_timed(lambda q: searcher.search(q, 20),
+                                                                           queries[:QUERIES]),
+                       "load_average": round(max(load_average, os.getloadavg()[0]), 1)}
+            if hashed is not None:
+                figures.update(candidates=setting)
+            found = [searcher.search(q, 1)[0] for q in queries]
+            figures["stored_face_first"] = float(np.mean([(h.job_id - 1) * per_job + h.track_id - 1 == pick
+                                                          for h, pick in zip(found, picks)]))
+            result.setdefault("searches", {})[name if hashed is None else f"{name}, {setting} candidates"] = figures
+    exact_best = [(h.job_id, h.track_id) for h in (index.search(q, 1)[0] for q in queries)]
+    for name, figures in result["searches"].items():
+        if "candidates" in figures:
+            searches["server"]._current().hashed.candidates = figures["candidates"]
+            found = [(h.job_id, h.track_id) for h in (searches["server"].search(q, 1)[0] for q in queries)]
+            figures["same_best_as_exact"] = float(np.mean([a == b for a, b in zip(found, exact_best)]))
     if compare:
-        result["libraries"] = _libraries(index._current().vectors, queries)
+        result["libraries"] = _libraries(index._current().vectors, queries[:QUERIES])
     return result
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=-1, keepdims=True)).astype(np.float32)
 
 
 def _timed(search, queries: np.ndarray) -> dict:
@@ -229,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-retrieval", action="store_true")
     parser.add_argument("--compare-libraries", action="store_true", help="also time faiss-cpu and usearch where "
                         "importable (e.g. pip install --target /tmp/vec faiss-cpu usearch; PYTHONPATH=...:/tmp/vec)")
+    parser.add_argument("--candidates", type=int, nargs="*", default=[], help="candidates re-ranked per search by "
+                        "the server's hashed search, one run each (default: face_index.CANDIDATES)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -244,11 +282,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"({100 * (r['top1'] or 0):.1f} %); per clip {r['per_clip']}", flush=True)
         results["query_times"] = []
         for size in args.sizes:
-            timing = query_times(size, Path(tmp), args.compare_libraries)
+            timing = query_times(size, Path(tmp), args.compare_libraries, args.candidates)
             results["query_times"].append(timing)
-            print(f"{timing['faces']:>9,d} faces: search median {timing['median_ms']} ms, p95 {timing['p95_ms']} ms "
-                  f"(first search, reading the vectors in: {timing['first_search_seconds']} s; load average "
-                  f"{timing['load_average']})", flush=True)
+            for name, figures in timing["searches"].items():
+                print(f"{timing['faces']:>9,d} faces, {name}: search median {figures['median_ms']} ms, p95 "
+                      f"{figures['p95_ms']} ms; first search (reads the vectors in) {figures['first_search_seconds']}"
+                      f" s; stored face ranked first {100 * figures['stored_face_first']:.1f} %"
+                      + (f", same best as exact {100 * figures['same_best_as_exact']:.1f} %"
+                         if "same_best_as_exact" in figures else "")
+                      + f"; load average {figures['load_average']}", flush=True)
             for name, figures in timing.get("libraries", {}).items():
                 extra = {k: v for k, v in figures.items() if k not in ("median_ms", "p95_ms")}
                 print(f"{'':>9}        {name}: median {figures['median_ms']} ms, p95 {figures['p95_ms']} ms"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode
 
@@ -263,6 +264,8 @@ def create_app(parts: ServerParts) -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         # serve.threads bounds how many requests do blocking SQLite and file work at once (anyio's default is 40).
         anyio.to_thread.current_default_thread_limiter().total_tokens = parts.settings.threads
+        for warm_up in context.warm_ups:
+            threading.Thread(target=warm_up, name=getattr(warm_up, "__name__", "warm-up"), daemon=True).start()
         yield
 
     routes = [

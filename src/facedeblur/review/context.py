@@ -2,6 +2,7 @@
 sessions, the credentials and the page templates, built once per application."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ class ReviewContext:
     environment: Environment
     router: Router | None = field(default=None)   # set once the application that owns the routes exists
     originals: Originals | None = field(default=None)
+    # Work a route module wants done once the server starts, off the request path (each in its own thread).
+    warm_ups: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, parts: ServerParts, environment: Environment) -> ReviewContext:

@@ -7,10 +7,13 @@ checked like every other image input before anything decodes them.
 """
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 import time
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,7 +21,8 @@ from starlette.routing import Route
 from ..errors import FacedeblurError
 from ..safe_text import display_name
 from ..search import DEFAULT_RESULTS
-from ..search.face_index import FaceIndex, Hit
+from ..search.face_index import APPROXIMATE_FROM_ROWS, FaceIndex, Hit
+from ..search.identity_vector import DIMENSIONS
 from ..search.photo import MAX_PHOTO_BYTES, PhotoSearcher
 from ..search.sync import refresh_face_index
 from .context import ReviewContext
@@ -26,6 +30,8 @@ from .context import ReviewContext
 PHOTO_PATH = "/search/photo"
 UPLOAD_LIMITS = {PHOTO_PATH: MAX_PHOTO_BYTES + 64 * 1024}   # the photo and the multipart framing around it
 REFRESH_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 
 class SearchRoutes:
@@ -41,11 +47,19 @@ class SearchRoutes:
         parts = self.context.parts
         with self._lock:
             if self._index is None:
-                self._index = FaceIndex(parts.state)
+                self._index = FaceIndex(parts.state, approximate_from_rows=APPROXIMATE_FROM_ROWS)
             if time.monotonic() - self._refreshed > REFRESH_SECONDS:
                 refresh_face_index(parts.outbox, parts.state, self._index)
                 self._refreshed = time.monotonic()
             return self._index
+
+    def warm_index(self) -> None:
+        """Sync the index and read its vectors in (and cluster them, when there are many) before the first
+        search asks: with a million faces that takes a while."""
+        try:
+            self.index().search(np.zeros(DIMENSIONS, np.float32), 1)
+        except (FacedeblurError, OSError, sqlite3.Error) as exc:
+            log.warning("person search: could not prepare the index at start (%s); the first search will", exc)
 
     def searcher(self) -> PhotoSearcher:
         with self._lock:   # loading the models takes a second; one load however many first searches arrive
@@ -94,6 +108,7 @@ class SearchRoutes:
 
 def search_routes(context: ReviewContext) -> list[Route]:
     handlers = SearchRoutes(context)
+    context.warm_ups.append(handlers.warm_index)
     return [
         Route("/search", handlers.search_page, name="search_page"),
         Route("/search/track/{job_id:int}/{track_id:int}", handlers.search_track, name="search_track"),

@@ -5,10 +5,15 @@ was before or after that job, never half of it; vectors are raw little-endian fl
 unpickled); and the index can be rebuilt at any time from the manifests (`sync_with_journal` adds what is
 missing and removes what retention deleted).
 
-A search is one matrix-vector product over every stored vector (exact cosine similarity, no approximate
-index): the vectors are read into memory once per process and refreshed when the store changes, reading only
-the new rows when nothing was removed. docs/BENCHMARKS.md ("Person search") has the timings at 10,000 and
-1,000,000 faces and the vector-index libraries measured against it.
+A search compares the query with every stored vector (exact cosine similarity) while the store is small. A
+long-running searcher (the review server) with APPROXIMATE_FROM_ROWS or more faces hashes them instead (faiss
+IndexLSH + IndexRefineFlat): every face gets a short binary code, a search compares codes (a sixteenth of the
+bytes) to pick candidates, and re-ranks those by their exact similarity. The similarities it returns are exact;
+what it can miss is a match whose code happens to differ more than the candidates' (how often, measured on the
+hardest data, in docs/BENCHMARKS.md, "Person search"). The vectors are read into memory once per process and
+refreshed when the store changes, reading only the new rows when nothing was removed (new rows are hashed and
+appended; a removal rebuilds). `facedeblur search`, one query per process, always searches exactly: hashing
+would cost more than the one scan.
 """
 from __future__ import annotations
 
@@ -68,7 +73,8 @@ class _Loaded:
     max_id: int = 0
     ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))          # the faces table's row ids
     keys: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))   # (job_id, track_id) per row
-    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, DIMENSIONS), np.float32))
+    vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, DIMENSIONS), np.float32))   # exact search
+    hashed: "_HashedVectors | None" = None   # approximate search (then `vectors` is empty)
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -78,8 +84,12 @@ def _blob(vector: np.ndarray) -> bytes:
 class FaceIndex:
     """STATE/faces.sqlite3. Safe to share between threads; several processes may read and write it (WAL)."""
 
-    def __init__(self, state: Path, create: bool = True):
+    def __init__(self, state: Path, create: bool = True, approximate_from_rows: int | None = None):
+        """`approximate_from_rows`: search an inverted file once this many faces are stored (a process that
+        searches many times passes APPROXIMATE_FROM_ROWS; needs faiss-cpu, in the `serve` extra); None: always
+        exact."""
         self.path = Path(state) / INDEX_FILE
+        self.approximate_from_rows = approximate_from_rows
         if not create and not self.path.is_file():
             raise FacedeblurError(f"no person-search index at {self.path}; it is made by the daemon as jobs "
                                   "finish (or by `facedeblur serve`): check daemon.state")
@@ -151,24 +161,37 @@ class FaceIndex:
         loaded = self._current()
         if not len(loaded.keys):
             return []
-        similarities = _product(loaded.vectors, np.asarray(vector, np.float32))
+        excluded = np.zeros(len(loaded.keys), bool)
         if exclude is not None:
-            similarities[(loaded.keys[:, 0] == exclude[0]) & (loaded.keys[:, 1] == exclude[1])] = -np.inf
+            excluded |= (loaded.keys[:, 0] == exclude[0]) & (loaded.keys[:, 1] == exclude[1])
         if exclude_job is not None:
-            similarities[loaded.keys[:, 0] == exclude_job] = -np.inf
-        wanted = min(limit, len(similarities))
-        # Every row at least as similar as the wanted-th best, so equal similarities are never cut arbitrarily:
-        # ties rank the earlier indexed first, the same with any limit.
-        threshold = np.partition(similarities, len(similarities) - wanted)[len(similarities) - wanted]
-        top = np.flatnonzero(similarities >= threshold)
-        top = top[np.lexsort((loaded.ids[top], -similarities[top]))][:wanted]
-        top = top[np.isfinite(similarities[top])]
+            excluded |= loaded.keys[:, 0] == exclude_job
+        wanted = min(limit, len(loaded.keys) - int(excluded.sum()))
+        if wanted <= 0:
+            return []
+        query = np.asarray(vector, np.float32)
+        if loaded.hashed is not None:
+            with self._lock:   # faiss may not search while a refresh adds to the same clusters
+                similarities, top = loaded.hashed.search(query, wanted + int(excluded.sum()))
+            keep = ~excluded[top]
+            similarities, top = similarities[keep], top[keep]
+            order = np.lexsort((loaded.ids[top], -similarities))[:wanted]
+            similarities, top = similarities[order], top[order]
+        else:
+            similarities = _product(loaded.vectors, query)
+            similarities[excluded] = -np.inf
+            # Every row at least as similar as the wanted-th best, so equal similarities are never cut
+            # arbitrarily: ties rank the earlier indexed first, the same with any limit.
+            threshold = np.partition(similarities, len(similarities) - wanted)[len(similarities) - wanted]
+            top = np.flatnonzero(similarities >= threshold)
+            top = top[np.lexsort((loaded.ids[top], -similarities[top]))][:wanted]
+            similarities = similarities[top]
         ids = loaded.ids[top].tolist()
         with self._lock:
             thumbnails = {row[0]: (row[1], row[2]) for row in self._reader().execute(
                 f"SELECT id, original, restored FROM faces WHERE id IN ({','.join('?' * len(ids))})", ids)}
         return [Hit(job, track, float(similarity), *thumbnails.get(row_id, (None, None)))
-                for (job, track), similarity, row_id in zip(loaded.keys[top].tolist(), similarities[top].tolist(), ids)]
+                for (job, track), similarity, row_id in zip(loaded.keys[top].tolist(), similarities.tolist(), ids)]
 
     def _reader(self) -> sqlite3.Connection:
         """One connection for the searches (autocommit reads, used under the lock): opening one per search
@@ -196,10 +219,20 @@ class FaceIndex:
             ids = np.array([r[0] for r in rows], np.int64)
             keys = np.array([(r[1], r[2]) for r in rows], np.int64).reshape(-1, 2)
             vectors = np.frombuffer(b"".join(r[3] for r in rows), "<f4").astype(np.float32).reshape(-1, DIMENSIONS)
+            hashed = None
             if since:
-                ids = np.concatenate([loaded.ids, ids])
-                keys, vectors = np.concatenate([loaded.keys, keys]), np.concatenate([loaded.vectors, vectors])
-            self._loaded = _Loaded(removals, int(ids[-1]) if len(ids) else 0, ids, keys, vectors)
+                if loaded.hashed is not None:
+                    hashed = loaded.hashed
+                    hashed.add(vectors, first_position=len(loaded.ids))
+                    vectors = vectors[:0]
+                else:
+                    vectors = np.concatenate([loaded.vectors, vectors])
+                ids, keys = np.concatenate([loaded.ids, ids]), np.concatenate([loaded.keys, keys])
+            if (hashed is None and self.approximate_from_rows is not None
+                    and len(vectors) >= self.approximate_from_rows):
+                hashed = _HashedVectors(vectors)
+                vectors = vectors[:0]
+            self._loaded = _Loaded(removals, int(ids[-1]) if len(ids) else 0, ids, keys, vectors, hashed)
             return self._loaded
 
 
@@ -213,6 +246,49 @@ def _product(vectors: np.ndarray, vector: np.ndarray) -> np.ndarray:
     if len(vectors) < BLAS_FROM_ROWS:
         return np.einsum("ij,j->i", vectors, vector)
     return vectors @ vector
+
+
+# Hashing pays for itself from a few hundred thousand faces: below, the exact product takes a few milliseconds;
+# above, it reads hundreds of megabytes per search (docs/BENCHMARKS.md, "Person search").
+APPROXIMATE_FROM_ROWS = 200_000
+HASH_BITS = 256      # bits per face: 32 bytes scanned per stored face instead of 512
+# Faces whose codes are closest re-ranked exactly per search (or 50 per result wanted, if more): at a million
+# faces 1,000 finds the exact best match 99 % of the time on the hardest data, and more cost more than they find.
+CANDIDATES = 1000
+
+
+class _HashedVectors:
+    """The vectors with a 256-bit binary code each (faiss IndexLSH: signs of a random rotation, so the share of
+    differing bits estimates the angle between two faces whatever the data look like), searched by Hamming
+    distance for CANDIDATES candidates, which are then re-ranked by their exact similarity
+    (faiss IndexRefineFlat). Positions in the loaded arrays are the faiss ids: faiss numbers added vectors
+    consecutively, and new rows are always appended."""
+
+    def __init__(self, vectors: np.ndarray):
+        import faiss   # only here: exact search, and every other process, never loads it
+
+        # One thread per search: the server runs searches side by side, and OpenMP's waiting threads would
+        # compete with the daemon's work on a small machine.
+        faiss.omp_set_num_threads(1)
+        self._faiss = faiss
+        self._index = faiss.IndexRefineFlat(faiss.IndexLSH(DIMENSIONS, HASH_BITS, True, False))
+        self.candidates = CANDIDATES
+        self.add(vectors, first_position=0)
+
+    def add(self, vectors: np.ndarray, first_position: int) -> None:
+        if self._index.ntotal != first_position:
+            raise RuntimeError(f"hashed index out of step: {self._index.ntotal} faces, next row at {first_position}")
+        if len(vectors):
+            self._index.add(np.ascontiguousarray(vectors, np.float32))
+
+    def search(self, vector: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to `count` (similarity, position) pairs, best first."""
+        per_result = max(50, -(-self.candidates // count))
+        distances, positions = self._index.search(vector.reshape(1, -1), count,
+                                                  params=self._faiss.IndexRefineSearchParameters(k_factor=per_result))
+        found = positions[0] >= 0
+        # The re-ranking is by squared Euclidean distance, which for unit vectors is 2 - 2 x cosine similarity.
+        return (1.0 - distances[0][found] / 2.0).astype(np.float32), positions[0][found]
 
 
 class _Transaction:
