@@ -116,6 +116,7 @@ def test_scanning_rules_patterns_frame_folders_and_symlinks(tmp_path: Path) -> N
 def test_retention_deletes_old_and_over_budget_outputs_only(tmp_path: Path) -> None:
     from facedeblur.daemon.retention import apply_retention
     from facedeblur.daemon.review_index import write_review_index
+    from facedeblur.review.originals import PROXY_FOLDER, proxy_name
     outbox = tmp_path / "outbox"
     outbox.mkdir()
     journal = Journal(tmp_path)
@@ -132,12 +133,23 @@ def test_retention_deletes_old_and_over_budget_outputs_only(tmp_path: Path) -> N
         ids.append(job)
     (outbox / "failed").mkdir()
     (outbox / "failed" / "old.mp4").write_bytes(b"f")
+    # The review server's playable proxies of the inputs (review/originals.py), kept in the state folder.
+    proxies = tmp_path / PROXY_FOLDER
+    proxies.mkdir()
+    for job in ids:
+        name = proxy_name(job, f"{job:064x}")
+        (proxies / name).write_bytes(b"proxy")
+        (proxies / f"{name}.json").write_text("{}")
+    (proxies / "notes.txt").write_text("a person's file")
     assert apply_retention(journal, outbox, None, None) == 0
     assert apply_retention(journal, outbox, 5, None) == 1             # only the 10-day-old one
     assert not (outbox / "clip0.mp4-j1").exists() and (outbox / "clip1.mp4-j2").exists()
+    assert not any(p.name.startswith("j1-") for p in proxies.iterdir())   # its proxy went with it
     assert apply_retention(journal, outbox, 5, 0.0007) == 1           # 700 kB budget: the oldest of three goes
     remaining = sorted(p.name for p in outbox.iterdir())
     assert remaining == ["clip2.mp4-j3", "clip3.mp4-j4", "failed"]
+    assert sorted(p.name for p in proxies.iterdir()) == sorted(
+        [proxy_name(job, f"{job:064x}") + suffix for job in ids[2:] for suffix in ("", ".json")] + ["notes.txt"])
     assert journal.counts()["done"] == 4                              # history is kept
     page = write_review_index(journal, outbox).read_text(encoding="utf-8")
     assert page.index("clip3.mp4-j4") < page.index("clip2.mp4-j3") and "clip1" not in page

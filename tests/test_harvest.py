@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
+from facedeblur.inputs import SUPPORTED_INPUTS_DOC, VIDEO_EXTENSIONS
 from browser_support import needs_chromium
 from cli_support import one_error_line
 from footage_support import make_sample
@@ -381,8 +382,9 @@ def test_unusable_sources_fail_in_one_line_before_anything_is_written(tmp_path, 
 def test_a_binary_file_is_not_taken_for_a_url_list(tmp_path):
     blob = tmp_path / "data.bin"
     blob.write_bytes(b"\xff\xfe\x00binary")
-    one_error_line(facedeblur("train", "harvest", str(blob), "-o", str(tmp_path / "out"), check=False),
-                   "not a UTF-8 text file of URLs")
+    line = one_error_line(facedeblur("train", "harvest", str(blob), "-o", str(tmp_path / "out"), check=False),
+                          "data.bin: not a UTF-8 text file of URLs", SUPPORTED_INPUTS_DOC)
+    assert not any(ext in line for ext in VIDEO_EXTENSIONS)   # listed once, in the docs the message points to
 
 
 @pytest.mark.slow

@@ -100,3 +100,45 @@ def test_merges_make_people_are_refused_when_pointless_and_undo_with_an_audit_tr
         db.execute("DELETE FROM audit WHERE action = 'unmerge'")
     assert db.execute("SELECT COUNT(*) FROM merges WHERE job_id = 7").fetchone()[0] == 3   # the undone merge is kept
     db.close()
+
+
+def test_every_store_change_and_its_audit_row_are_written_together_or_not_at_all(tmp_path: Path) -> None:
+    from facedeblur.review.cases import CaseError
+    from facedeblur.review.store import StaleMark
+
+    store = ReviewStore(tmp_path)
+
+    def rows() -> tuple[int, int, int, int]:
+        db = sqlite3.connect(tmp_path / "review.sqlite3")
+        try:
+            return tuple(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                         for table in ("audit", "marks", "merges", "case_tracks"))
+        finally:
+            db.close()
+
+    mark = store.set_mark(3, 1, "flagged", "check the jacket", "ann", seen_version=0)
+    store.merge_tracks(3, 2, 1, "ann")
+    case = store.create_case("Side door", "ann")
+    store.rename_case(case, "Side door, Tuesday", "bob")
+    assert store.set_case_track(case, 3, 1, True, "bob")
+    before = rows()
+    refused = ((StaleMark, lambda: store.set_mark(3, 1, "reviewed", "", "carl", seen_version=0)),
+               (MergeRefused, lambda: store.merge_tracks(3, 2, 1, "carl")),
+               (MergeRefused, lambda: store.unmerge_track(3, 1, "carl")),
+               (CaseError, lambda: store.rename_case(case + 1, "no such case", "carl")),
+               (CaseError, lambda: store.set_case_track(case + 1, 3, 1, True, "carl")))
+    for error, change in refused:
+        with pytest.raises(error):
+            change()
+    assert not store.set_case_track(case, 3, 1, True, "carl")          # already in the case: nothing changes
+    assert rows() == before == (5, 1, 1, 1)
+    store.unmerge_track(3, 2, "dora")
+    assert store.set_case_track(case, 3, 1, False, "dora")
+    track_rows = [(e["action"], e["who"], e["before"], e["after"]) for e in store.history(3)]
+    assert track_rows == [("mark", "ann", None, {"status": "flagged", "note": "check the jacket", "version": 1}),
+                          ("merge", "ann", None, {"merge": 1, "into_track": 1}),
+                          ("unmerge", "dora", {"merge": 1, "into_track": 1}, {"merge": 1, "into_track": None})]
+    assert mark.version == 1
+    case_rows = [(e["who"], e["after"]["op"]) for e in store.case_history(case)]
+    assert case_rows == [("ann", "create"), ("bob", "rename"), ("bob", "add"), ("dora", "remove")]
+    assert store.case(case).name == "Side door, Tuesday" and store.case(case).tracks == ()

@@ -133,15 +133,19 @@ def test_cli_errors_are_one_clear_line(box, tmp_path) -> None:
     not_an_image.write_text("this is a text file, not a photo\n")
     empty_state = tmp_path / "empty-state"
     empty_state.mkdir()
+    no_folders = tmp_path / "no-folders.yaml"
+    no_folders.write_text("serve:\n  port: 8471\n", encoding="utf-8")
     cases = [
-        ((str(grey), "--config", str(config)), "no face found"),
-        ((str(not_an_image), "--config", str(config)), "not a png, jpg, webp, bmp or tiff image"),
-        ((str(tmp_path / "missing.jpg"), "--config", str(config)), "no such file"),
-        ((str(ANOTHER_PHOTO_OF_HER), "--config", str(config), "--state", str(empty_state)), "no index to search"),
+        ((str(grey), "--config", str(config)), "no face found", 2),
+        ((str(not_an_image), "--config", str(config)), "not a png, jpg, webp, bmp or tiff image", 2),
+        ((str(tmp_path / "missing.jpg"), "--config", str(config)), "no such file", 2),
+        ((str(ANOTHER_PHOTO_OF_HER), "--config", str(no_folders)), "search needs the daemon's folders", 2),
+        # The same words and exit status as `serve` (config.daemon_folders): the daemon has not run yet.
+        ((str(ANOTHER_PHOTO_OF_HER), "--config", str(config), "--state", str(empty_state)), "no job journal", 75),
     ]
-    for args, message in cases:
+    for args, message, status in cases:
         result = run_search(*args)
-        assert result.returncode == 2, (args, result.stdout)
+        assert result.returncode == status, (args, result.stdout)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr, result.stderr
 

@@ -509,3 +509,21 @@ def test_sealed_messages_refuse_unknown_missing_and_mistyped_fields_and_another_
             unseal(envelope, JobTicket, SECRET)
     with pytest.raises(MessageRejected, match="badly signed result"):   # a signed ticket never passes as a result
         unseal(seal(ticket, SECRET), JobResult, SECRET)
+
+
+def test_a_message_read_from_redis_is_unsealed_in_one_place_refusing_what_is_too_long_or_not_json() -> None:
+    from facedeblur.daemon.messages import JobProgress, JobResult, MessageRejected, Outcome, seal, unseal_raw
+    progress = JobProgress(journal_id="a" * 32, job_id=4, attempt=1, stage="restoring", frames_done=3, frames_total=9)
+    raw = json.dumps(seal(progress, SECRET))
+    assert unseal_raw(raw, JobProgress, SECRET, 4096) == progress
+    assert unseal_raw(raw.encode(), JobProgress, SECRET) == progress               # redis-py hands bytes
+    result = JobResult(journal_id="a" * 32, job_id=4, attempt=1, outcome=Outcome.DONE, output="/out/x",
+                       seconds=1.0, frames=9, faces=2, tracks=1)
+    assert unseal_raw(json.dumps(seal(result, SECRET)), JobResult, SECRET) == result
+    for raw_message, kind, limit, message in [
+            ("{not json", JobResult, None, "unreadable result: not JSON"),
+            (b"\xff\xfe", JobProgress, 4096, "unreadable progress report: not JSON"),
+            (raw, JobProgress, 100, f"progress report of {len(raw)} bytes"),
+            (raw, JobResult, None, "badly signed result")]:
+        with pytest.raises(MessageRejected, match=message):
+            unseal_raw(raw_message, kind, SECRET, limit)

@@ -347,6 +347,7 @@ def test_an_export_carries_each_tracks_portrait_and_the_merges_made_before_it(tw
         for item in ((job, 1), (job, 2), (old_job, 1)):
             assert server.request("POST", f"/case/{number}/tracks", cookie=cookie, body={
                 "csrf_token": csrf, "job": item[0], "track": item[1], "action": "add"})[0] == 303
+        case_page = server.request("GET", f"/case/{number}", cookie=cookie)[2].decode()
         fields = {"csrf_token": csrf, "name": "One person, two tracks", "investigator": "Det. Ana Example",
                   "purpose": "Who came through the side door."}
         before_id, before = export_zip(server, cookie, number, fields)
@@ -357,6 +358,16 @@ def test_an_export_carries_each_tracks_portrait_and_the_merges_made_before_it(tw
         still = server.request("GET", f"/cases/{before_id}/download", cookie=cookie)[2]
     finally:
         server.stop()
+    # The case page's cards show each track's portrait, and the best frame of a track without one.
+    cards = {(int(job_id), int(track)): card for job_id, track, card in
+             re.findall(r'<article class="case-item" data-job="(\d+)" data-track="(\d+)">(.*?)</article>', case_page, re.S)}
+    old_best = next(t for t in manifest["tracks"] if t["id"] == 1)["best_frames"][0]
+    for key, face in (((job, 1), portraits[1]), ((job, 2), portraits[2]), ((old_job, 1), old_best)):
+        shown = re.findall(r'<img src="[^"]*/jobs/\d+/files/([^"]+)"', cards[key])
+        assert shown == [face["original"], face["restored"]], (key, shown)
+    assert f"Fused portrait of {len(portraits[1]['frames_merged'])} frame" in cards[(job, 1)]
+    assert "Fused portrait" not in cards[(old_job, 1)] and "AI-restored" in cards[(old_job, 1)]
+
     assert merged_id != before_id and still == before                     # the earlier export is as it was
     assert (again_id, again) == (merged_id, merged)                       # the same state: the same bytes
 

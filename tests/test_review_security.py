@@ -301,6 +301,24 @@ def test_missing_folders_are_one_line_errors(tmp_path: Path) -> None:
     one_error_line(result, "no job journal", "start the daemon")
 
 
+def test_search_finds_the_daemons_folders_as_serve_does(tmp_path: Path) -> None:
+    def search(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, "-m", "facedeblur", "search", str(tmp_path / "photo.jpg"), *args],
+                              capture_output=True, text=True, timeout=60)
+    config = tmp_path / "search.yaml"
+    config.write_text("serve:\n  port: 8471\n", encoding="utf-8")
+    result = search("--config", str(config))
+    assert result.returncode == 2
+    one_error_line(result, "search needs the daemon's folders", "daemon.outbox")
+    result = search("--config", str(config), "--outbox", str(tmp_path / "no-outbox"), "--state", str(tmp_path))
+    assert result.returncode == 75
+    one_error_line(result, f"outbox {tmp_path / 'no-outbox'} is not a folder (yet)", "fix daemon.outbox")
+    config.write_text(f"daemon:\n  outbox: {tmp_path}\n  state: {tmp_path}\n", encoding="utf-8")
+    result = search("--config", str(config))
+    assert result.returncode == 75
+    one_error_line(result, "no job journal", "start the daemon")
+
+
 # ---- the systemd unit --------------------------------------------------------------------------------------
 UNIT = REPO / "systemd" / "facedeblur-serve.service"
 

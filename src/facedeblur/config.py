@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import FacedeblurError
+from .errors import FacedeblurError, NotYetAvailableError
 from .inputs import default_include
 from .defaults import (DEFAULT_FULL_SEARCH_EVERY, DEFAULT_LARGE_FACES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD,
                        DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID, DEFAULT_SCORE_THRESHOLD, DEFAULT_TEMPORAL_WINDOW,
@@ -305,3 +305,23 @@ def load_config(path: str | Path | None) -> Config:
             message = "unknown key (check the spelling against config.yaml)" if error["type"] == "extra_forbidden" else error["msg"]
             problems.append(f"{path} line {line}: {key}: {message}")
         raise FacedeblurError("; ".join(problems)) from None
+
+
+def daemon_folders(config: Config, outbox: Path | None, state: Path | None, command: str) -> tuple[Path, Path]:
+    """For the commands that read what the daemon made (serve, search): the outbox and state folders
+    (--outbox/--state over the config's daemon.outbox/daemon.state), refused in one line until the daemon has
+    made them (exit 75: they may appear once it runs)."""
+    from .daemon.journal import JOURNAL_FILE
+
+    outbox = outbox or config.daemon.outbox
+    state = state or config.daemon.state
+    if outbox is None or state is None:
+        raise FacedeblurError(f"{command} needs the daemon's folders: set daemon.outbox and daemon.state in the "
+                              "config (or pass --outbox and --state)")
+    outbox, state = Path(outbox), Path(state)
+    if not outbox.is_dir():
+        raise NotYetAvailableError(f"outbox {outbox} is not a folder (yet); start the daemon or fix daemon.outbox")
+    if not (state / JOURNAL_FILE).is_file():
+        raise NotYetAvailableError(f"no job journal at {state / JOURNAL_FILE}; start the daemon once (it creates "
+                                   "it) or fix daemon.state")
+    return outbox, state

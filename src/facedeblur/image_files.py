@@ -97,7 +97,9 @@ def refuse_symlinks(refuse: bool) -> None:
     _refuse_symlinks = refuse
 
 
-def _read_bytes(path: Path, limit: int = -1) -> bytes:
+def read_file_bytes(path: Path, limit: int = -1) -> bytes:
+    """The bytes of a regular file (at most `limit`), opened as every image is (no symlink where they are
+    refused, no waiting on a FIFO); one-line errors."""
     flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | (os.O_NOFOLLOW if _refuse_symlinks else 0)
     try:
         fd = os.open(path, flags)
@@ -120,7 +122,7 @@ def image_size(path: str | Path, header_bytes: int = 256 * 1024) -> tuple[int, i
     """(width, height) from the file's header (opened as read_image opens it); the image is decoded only
     when the header is not understood. The default reach covers a JPEG's size marker after EXIF and an
     embedded thumbnail."""
-    size = header_size(_read_bytes(Path(path), header_bytes))
+    size = header_size(read_file_bytes(Path(path), header_bytes))
     if size is None:
         image = read_image(path)
         size = (image.shape[1], image.shape[0])
@@ -134,7 +136,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise FacedeblurError(f"{path}: file not found; check the path")
     if not os.access(path, os.R_OK):
         raise FacedeblurError(f"{path}: not readable; fix its permissions")
-    raw = _read_bytes(path)
+    raw = read_file_bytes(path)
     check_pixel_limit(path, raw)
     data = np.frombuffer(raw, dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None

@@ -13,7 +13,6 @@ Exactly-once across machines rests on three rules kept here:
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -28,7 +27,7 @@ from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, mak
                      progress_key, require_queue_extra, results_key)
 from .journal import Job, Journal
 from .logs import logfmt_value
-from .messages import JobProgress, JobResult, JobTicket, MessageRejected, Outcome, seal, unseal
+from .messages import JobProgress, JobResult, JobTicket, MessageRejected, Outcome, seal, unseal_raw
 from .metrics import DaemonMetrics
 from .pool import PoolCallbacks
 from .worker import STAGING, find_published, output_name, publish
@@ -171,11 +170,7 @@ class CeleryWorkerPool:
             log.info("event=broker_reachable down_seconds=%.1f", down)
         for raw in raw_results:
             try:
-                try:
-                    envelope = json.loads(raw)
-                except ValueError:
-                    raise MessageRejected("unreadable result: not JSON") from None
-                result = unseal(envelope, JobResult, self.secret)
+                result = unseal_raw(raw, JobResult, self.secret)
             except MessageRejected as exc:
                 log.error("event=result_rejected error=%s value=%s", logfmt_value(exc), logfmt_value(raw[:200]))
                 continue
@@ -205,14 +200,7 @@ class CeleryWorkerPool:
             return
         for field, raw in self.client.hgetall(key).items():
             try:
-                if len(raw) > MAX_PROGRESS_BYTES:
-                    raise MessageRejected(f"progress report of {len(raw)} bytes (a real one is under "
-                                          f"{MAX_PROGRESS_BYTES})")
-                try:
-                    envelope = json.loads(raw)
-                except ValueError:
-                    raise MessageRejected("unreadable progress report: not JSON") from None
-                progress = unseal(envelope, JobProgress, self.secret)
+                progress = unseal_raw(raw, JobProgress, self.secret, MAX_PROGRESS_BYTES)
             except MessageRejected as exc:
                 log.error("event=progress_rejected error=%s value=%s", logfmt_value(exc), logfmt_value(raw[:200]))
                 self.client.hdel(key, field)

@@ -185,9 +185,12 @@ def seal(message: JobTicket | JobResult | JobProgress, secret: bytes) -> dict[st
     return {"body": body, "hmac": _mac(secret, type(message), body)}
 
 
+_WHAT = {JobTicket: "task", JobResult: "result", JobProgress: "progress report"}
+
+
 def unseal(envelope: Any, kind: type[M], secret: bytes) -> M:
     """The message inside `envelope` if it is sealed with `secret` and valid, else MessageRejected."""
-    what = {JobTicket: "task", JobResult: "result", JobProgress: "progress report"}[kind]
+    what = _WHAT[kind]
     if not isinstance(envelope, dict) or set(envelope) != {"body", "hmac"}:
         raise MessageRejected(f"unsigned {what}: expected {{body, hmac}}, got "
                               f"{sorted(envelope) if isinstance(envelope, dict) else type(envelope).__name__}")
@@ -206,3 +209,16 @@ def unseal(envelope: Any, kind: type[M], secret: bytes) -> M:
         raise MessageRejected(f"invalid {what}: {problems}") from None
     except ValueError as exc:
         raise MessageRejected(f"invalid {what}: {exc}") from None
+
+
+def unseal_raw(raw: str | bytes, kind: type[M], secret: bytes, max_bytes: int | None = None) -> M:
+    """The message in `raw`, the JSON text of a sealed envelope as read from Redis, if it is no longer than
+    `max_bytes`, JSON, sealed with `secret` and valid; else MessageRejected."""
+    what = _WHAT[kind]
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise MessageRejected(f"{what} of {len(raw)} bytes (a real one is under {max_bytes})")
+    try:
+        envelope = json.loads(raw)
+    except ValueError:
+        raise MessageRejected(f"unreadable {what}: not JSON") from None
+    return unseal(envelope, kind, secret)

@@ -1,7 +1,8 @@
 """Optional retention: delete published outputs older than N days, then the oldest beyond a disk budget.
 
 Only folders the journal published are ever deleted (never inputs, failed/ or anything a person put
-in the outbox); the journal row stays, marked `output_deleted_at`, so the history is kept.
+in the outbox), with the review server's playable proxies of their inputs (STATE/proxies); the journal row
+stays, marked `output_deleted_at`, so the history is kept.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import time
 from pathlib import Path
 
+from ..review.originals import remove_proxies
 from .journal import Journal
 from .logs import logfmt_value
 
@@ -54,6 +56,8 @@ def apply_retention(journal: Journal, outbox: Path, max_age_days: float | None, 
             continue
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
+            # Before the journal says deleted: a proxy that cannot be removed now is tried again next time.
+            remove_proxies(journal.path.parent, job["id"])
             journal.mark_output_deleted(job["id"])
             deleted += 1
             log.info("event=retention_deleted job=%d output=%s", job["id"], logfmt_value(folder))

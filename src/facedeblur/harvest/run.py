@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from ..errors import FacedeblurError
-from ..inputs import VIDEO_EXTENSIONS, is_frame_name, is_image_name, is_video_name, sha256_of_input
+from ..inputs import SUPPORTED_INPUTS_DOC, is_frame_name, is_image_name, is_video_name, sha256_of_input
 from ..safe_text import display_name
 from .checks import (DUPLICATE, NOT_HTTP, SKIP_REASONS, TOO_LARGE, UNREADABLE, DuplicateIndex, FaceJudge, Skipped,
                      decode_limited, difference_hash)
@@ -77,8 +77,8 @@ def read_url_list(path: Path) -> list[str]:
                                   "list is plain text, one URL a line; split it")
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
-        raise FacedeblurError(f"{display_name(path)}: not a UTF-8 text file of URLs, a video "
-                              f"({', '.join(VIDEO_EXTENSIONS)}), an image or a folder; pass one of those") from None
+        raise FacedeblurError(f"{display_name(path)}: not a UTF-8 text file of URLs, a video, an image or a folder; "
+                              f"pass one of those (supported videos and images: {SUPPORTED_INPUTS_DOC})") from None
     except OSError as exc:
         raise FacedeblurError(f"{display_name(path)}: not readable ({exc.strerror}); fix its permissions") from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

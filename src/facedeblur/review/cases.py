@@ -1,5 +1,5 @@
 """Named cases shared by every reviewer, and the login sessions, kept in the review database (store.py holds
-their tables); a part of ReviewStore, which supplies `_connect`.
+their tables); a part of ReviewStore, which supplies `_connect` and `_audited_change`.
 
 Every change to a case is one BEGIN IMMEDIATE transaction together with its audit row (action 'case'), so the
 audit log says who made each case what it is. Sessions are stored by the SHA-256 of their random id: a copy of
@@ -52,52 +52,34 @@ def clean_case_name(name: str) -> str:
 
 
 class CaseStoreMixin:
-    """Named, shared cases in the review database; every change is one transaction with its audit row."""
-
-    def _case_change(self, who: str, details: dict[str, Any], change) -> Any:
-        """Run `change(db, now)` and write its audit row, in one transaction; `change` may add to `details`."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                now = time.time()
-                result = change(db, now)
-                db.execute("INSERT INTO audit (at, who, action, after) VALUES (?,?,?,?)",
-                           (now, who, "case", json.dumps(details, sort_keys=True)))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            db.close()
-        return result
+    """Named, shared cases in the review database; every change is one transaction with its audit row
+    (ReviewStore._audited_change)."""
 
     def create_case(self, name: str, who: str) -> int:
         name = clean_case_name(name)
 
-        details: dict[str, Any] = {"op": "create", "name": name}
-
-        def insert(db: sqlite3.Connection, now: float) -> int:
-            details["case"] = db.execute("INSERT INTO cases (name, created_by, created_at, updated_by, updated_at) "
-                                         "VALUES (?,?,?,?,?)", (name, who, now, who, now)).lastrowid
-            return details["case"]
-        return self._case_change(who, details, insert)
+        def insert(db: sqlite3.Connection, now: float) -> tuple[int, None, dict[str, Any]]:
+            case_id = db.execute("INSERT INTO cases (name, created_by, created_at, updated_by, updated_at) "
+                                 "VALUES (?,?,?,?,?)", (name, who, now, who, now)).lastrowid
+            return case_id, None, {"op": "create", "name": name, "case": case_id}
+        return self._audited_change(who, "case", insert)
 
     def rename_case(self, case_id: int, name: str, who: str) -> None:
         name = clean_case_name(name)
 
-        def update(db: sqlite3.Connection, now: float) -> None:
+        def update(db: sqlite3.Connection, now: float) -> tuple[None, None, dict[str, Any]]:
             old = db.execute("SELECT name FROM cases WHERE id = ?", (case_id,)).fetchone()
             if old is None:
                 raise CaseError(f"there is no case {case_id}; pick one from the case list")
             db.execute("UPDATE cases SET name = ?, updated_by = ?, updated_at = ? WHERE id = ?",
                        (name, who, now, case_id))
-        self._case_change(who, {"op": "rename", "case": case_id, "name": name}, update)
+            return None, None, {"op": "rename", "case": case_id, "name": name}
+        self._audited_change(who, "case", update)
 
     def set_case_track(self, case_id: int, job_id: int, track_id: int, present: bool, who: str) -> bool:
         """Add (present=True) or remove a track; returns whether the case changed. Refused beyond
         MAX_CASE_TRACKS."""
-        def change(db: sqlite3.Connection, now: float) -> bool:
+        def change(db: sqlite3.Connection, now: float) -> tuple[bool, None, dict[str, Any]]:
             if db.execute("SELECT 1 FROM cases WHERE id = ?", (case_id,)).fetchone() is None:
                 raise CaseError(f"there is no case {case_id}; pick one from the case list")
             if present:
@@ -113,10 +95,10 @@ class CaseStoreMixin:
             if not changed:
                 raise _Unchanged
             db.execute("UPDATE cases SET updated_by = ?, updated_at = ? WHERE id = ?", (who, now, case_id))
-            return True
+            return True, None, {"op": "add" if present else "remove", "case": case_id, "job": job_id,
+                                "track": track_id}
         try:
-            return self._case_change(who, {"op": "add" if present else "remove", "case": case_id, "job": job_id,
-                                           "track": track_id}, change)
+            return self._audited_change(who, "case", change)
         except _Unchanged:
             return False
 

@@ -39,8 +39,7 @@ def run_serve(args: argparse.Namespace) -> int:
     uvicorn = _serve_extra()   # first, so a server without the extra says so before anything else
     if args.port is not None and not 0 <= args.port <= 65535:
         raise FacedeblurError(f"--port {args.port} is not a port number (0-65535)")
-    from ..config import load_config
-    from ..errors import NotYetAvailableError
+    from ..config import daemon_folders, load_config
     from .auth import is_loopback, load_credentials
     config = load_config(args.config)
     settings = config.serve
@@ -50,20 +49,10 @@ def run_serve(args: argparse.Namespace) -> int:
     if not is_loopback(host) and not credentials.configured:
         raise FacedeblurError(f"refusing to serve on {host} without authentication: add serve.users (password "
                               "hashes) or serve.token_file/token_env to the config, or bind to 127.0.0.1")
-    outbox = args.outbox or config.daemon.outbox
-    state = args.state or config.daemon.state
-    if outbox is None or state is None:
-        raise FacedeblurError("serve needs the daemon's folders: set daemon.outbox and daemon.state in the config "
-                              "(or pass --outbox and --state)")
-    if not Path(outbox).is_dir():
-        raise NotYetAvailableError(f"outbox {outbox} is not a folder (yet); start the daemon or fix daemon.outbox")
-    from ..daemon.journal import JOURNAL_FILE
-    if not (Path(state) / JOURNAL_FILE).is_file():
-        raise NotYetAvailableError(f"no job journal at {Path(state) / JOURNAL_FILE}; start the daemon once (it "
-                                   "creates it) or fix daemon.state")
-    exports = settings.exports or Path(state) / "exports"
+    outbox, state = daemon_folders(config, args.outbox, args.state, "serve")
+    exports = settings.exports or state / "exports"
     from .app import ServerParts, create_app
-    app = create_app(ServerParts(outbox=Path(outbox), state=Path(state), exports=Path(exports), settings=settings,
+    app = create_app(ServerParts(outbox=outbox, state=state, exports=Path(exports), settings=settings,
                                  credentials=credentials, pipeline=config.pipeline))
     from .connections import MAX_CONCURRENCY, HeadDeadlineProtocol, raise_open_file_limit
     open_files = raise_open_file_limit()

@@ -1,6 +1,6 @@
 """The original footage beside the restored: the inbox file itself where the browser can play it, otherwise a
-playable proxy of it (H.264 MP4, made once on first use in STATE/proxies and labelled and hashed as a proxy),
-and the wall-clock recording time where the input gives one.
+playable proxy of it (H.264 MP4, made once on first use in STATE/proxies and labelled and hashed as a proxy,
+deleted with the job's output by retention), and the wall-clock recording time where the input gives one.
 
 The inbox is writable by whoever drops footage, so the original is only shown while it is still a regular
 file of the recorded size whose SHA-256 is the one the journal recorded when it was processed. Hashing a
@@ -90,6 +90,25 @@ def recorded_from_metadata(value: str | None) -> Recorded | None:
     return Recorded(moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc), RECORDED_FROM_METADATA)
 
 
+def proxy_name(job_id: int, source_sha256: str) -> str:
+    """The proxy's file name in STATE/proxies; its record is the same name + '.json'."""
+    return f"j{int(job_id)}-{source_sha256[:16]}.mp4"
+
+
+def remove_proxies(state: Path, job_id: int) -> int:
+    """Delete the job's proxies and their records from STATE/proxies (retention calls it with the job's output,
+    so a proxy never outlives what it was made for); returns how many files went. The record goes first: a
+    proxy is never named by a record once its file is gone."""
+    folder = Path(state) / PROXY_FOLDER
+    if not folder.is_dir():
+        return 0
+    pattern = proxy_name(job_id, "?" * 16)
+    doomed = sorted(folder.glob(pattern + ".json")) + sorted(folder.glob(pattern))
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return len(doomed)
+
+
 class Originals:
     def __init__(self, state: Path):
         self.folder = Path(state) / PROXY_FOLDER
@@ -168,7 +187,7 @@ class Originals:
 
     # ---- the proxy ----------------------------------------------------------------------------------------
     def proxy_name(self, job: dict[str, Any]) -> str:
-        return f"j{int(job['id'])}-{job['sha256'][:16]}.mp4"
+        return proxy_name(job["id"], job["sha256"])
 
     def proxy_record(self, job: dict[str, Any]) -> dict[str, Any] | None:
         try:

@@ -13,6 +13,7 @@ from . import safe_files
 from .case_export import CASE_ID, ExportError, build_case, case_lock, sha256_fd
 from .cases import CASE_NAME_LIMIT, Case, CaseError, form_text
 from .catalog import MAX_ROW_ID
+from .report import portrait_label
 from .context import ReviewContext, form, user_of
 from .send_file import open_or_404, send_fd
 from .store import MARK_STATES, StaleMark
@@ -114,8 +115,9 @@ class CaseRoutes:
                             purpose=last.get("purpose", ""), limits=EXPORT_FIELD_LIMITS)
 
     def _case_items(self, case: Case) -> list[dict[str, Any]]:
-        """Each track of the case with what its card shows: the input's name, its times and the best face
-        (original and restored) as served images; a job or track that is gone says so."""
+        """Each track of the case with what its card shows: the input's name, its times and its face as served
+        images: the track's portrait (reference crop and restored fusion) where the manifest has one, otherwise
+        its best frame (original and restored); a job or track that is gone says so."""
         items, manifests = [], {}
         for job_id, track_id in case.tracks:
             if job_id not in manifests:
@@ -123,9 +125,14 @@ class CaseRoutes:
                 manifests[job_id] = (job, self.context.catalog.manifest(job) if job else None)
             job, manifest = manifests[job_id]
             track = next((t for t in (manifest or {}).get("tracks") or [] if t.get("id") == track_id), None)
-            best = ((track or {}).get("best_frames") or [{}])[0]
+            portrait = (track or {}).get("portrait")
+            if isinstance(portrait, dict) and portrait.get("restored"):
+                face, restored_label = portrait, portrait_label(portrait.get("frames_merged") or [])
+            else:
+                face, restored_label = ((track or {}).get("best_frames") or [{}])[0], "AI-restored"
             items.append({"job_id": job_id, "track_id": track_id, "job": job, "track": track,
-                          "original": best.get("original"), "restored": best.get("restored")})
+                          "original": face.get("original"), "restored": face.get("restored"),
+                          "restored_label": restored_label})
         return items
 
     def case_rename(self, request: Request) -> Response:

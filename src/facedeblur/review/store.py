@@ -18,7 +18,7 @@ import sqlite3
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ..errors import FacedeblurError
 from .cases import CaseStoreMixin
@@ -26,6 +26,7 @@ from .cases import CaseStoreMixin
 REVIEW_FILE = "review.sqlite3"
 MARK_STATES = ("unmarked", "reviewed", "flagged", "not_a_face")
 NOTE_LIMIT = 4000
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS marks (
@@ -196,6 +197,30 @@ class ReviewStore(CaseStoreMixin):
         db.execute("PRAGMA synchronous=FULL")   # a mark a reviewer saw saved survives a power cut
         return db
 
+    def _audited_change(self, who: str, action: str, change: Callable[[sqlite3.Connection, float], tuple[T, Any, Any]],
+                        job_id: int | None = None, track_id: int | None = None) -> T:
+        """Run `change(db, now)`, which returns (result, before, after), and write the audit row of that change
+        (before: JSON or null, after: JSON), in one BEGIN IMMEDIATE transaction: both are written or neither.
+        Returns the result."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                now = time.time()
+                result, before, after = change(db, now)
+                db.execute("INSERT INTO audit (at, who, action, job_id, track_id, before, after) "
+                           "VALUES (?,?,?,?,?,?,?)",
+                           (now, who, action, job_id, track_id,
+                            None if before is None else json.dumps(before, sort_keys=True),
+                            json.dumps(after, sort_keys=True)))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        finally:
+            db.close()
+        return result
+
     @staticmethod
     def _mark(row: sqlite3.Row | None, job_id: int, track_id: int) -> Mark:
         return Mark(**dict(row)) if row is not None else Mark(job_id, track_id)
@@ -230,86 +255,50 @@ class ReviewStore(CaseStoreMixin):
         if status not in MARK_STATES:
             raise ValueError(f"status {status!r} is not one of {', '.join(MARK_STATES)}")
         note = note.replace("\r\n", "\n")[:NOTE_LIMIT]
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                current = self._mark(db.execute("SELECT * FROM marks WHERE job_id = ? AND track_id = ?",
-                                                (job_id, track_id)).fetchone(), job_id, track_id)
-                if current.version != seen_version:
-                    raise StaleMark(current)
-                now = time.time()
-                changed = Mark(job_id, track_id, status, note, current.version + 1, who, now)
-                db.execute("INSERT INTO marks (job_id, track_id, status, note, version, updated_by, updated_at) "
-                           "VALUES (?,?,?,?,?,?,?) ON CONFLICT (job_id, track_id) DO UPDATE SET "
-                           "status = excluded.status, note = excluded.note, version = excluded.version, "
-                           "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
-                           tuple(asdict(changed).values()))
-                db.execute("INSERT INTO audit (at, who, action, job_id, track_id, before, after) "
-                           "VALUES (?,?,?,?,?,?,?)",
-                           (now, who, "mark", job_id, track_id,
-                            json.dumps(current.content()) if current.version else None,
-                            json.dumps(changed.content())))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            db.close()
-        return changed
+
+        def change(db: sqlite3.Connection, now: float) -> tuple[Mark, dict | None, dict]:
+            current = self._mark(db.execute("SELECT * FROM marks WHERE job_id = ? AND track_id = ?",
+                                            (job_id, track_id)).fetchone(), job_id, track_id)
+            if current.version != seen_version:
+                raise StaleMark(current)
+            changed = Mark(job_id, track_id, status, note, current.version + 1, who, now)
+            db.execute("INSERT INTO marks (job_id, track_id, status, note, version, updated_by, updated_at) "
+                       "VALUES (?,?,?,?,?,?,?) ON CONFLICT (job_id, track_id) DO UPDATE SET "
+                       "status = excluded.status, note = excluded.note, version = excluded.version, "
+                       "updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                       tuple(asdict(changed).values()))
+            return changed, current.content() if current.version else None, changed.content()
+        return self._audited_change(who, "mark", change, job_id, track_id)
 
     # ---- one person across tracks: merges (read by case exports through person_groups) -----------------------
     def merge_tracks(self, job_id: int, track_id: int, into_track: int, who: str) -> Merge:
         """Record that two tracks of a job show one person; audit-logged, undone by unmerge_track."""
         if track_id == into_track:
             raise MergeRefused(f"track {track_id} cannot be merged into itself; pick another track")
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                live = self._live_merges(db, job_id)
-                groups = _groups([(m.track_id, m.into_track) for m in live])
-                if any(track_id in members and into_track in members for members in groups.values()):
-                    raise MergeRefused(f"tracks {track_id} and {into_track} are already one person")
-                if any(m.track_id == track_id for m in live):
-                    raise MergeRefused(f"track {track_id} is already merged into another track; unmerge it first")
-                now = time.time()
-                cursor = db.execute("INSERT INTO merges (job_id, track_id, into_track, merged_by, merged_at) "
-                                    "VALUES (?,?,?,?,?)", (job_id, track_id, into_track, who, now))
-                merge = Merge(int(cursor.lastrowid), job_id, track_id, into_track, who, now)
-                db.execute("INSERT INTO audit (at, who, action, job_id, track_id, before, after) VALUES (?,?,?,?,?,?,?)",
-                           (now, who, "merge", job_id, track_id, None,
-                            json.dumps({"merge": merge.id, "into_track": into_track})))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            db.close()
-        return merge
+
+        def change(db: sqlite3.Connection, now: float) -> tuple[Merge, None, dict]:
+            live = self._live_merges(db, job_id)
+            groups = _groups([(m.track_id, m.into_track) for m in live])
+            if any(track_id in members and into_track in members for members in groups.values()):
+                raise MergeRefused(f"tracks {track_id} and {into_track} are already one person")
+            if any(m.track_id == track_id for m in live):
+                raise MergeRefused(f"track {track_id} is already merged into another track; unmerge it first")
+            cursor = db.execute("INSERT INTO merges (job_id, track_id, into_track, merged_by, merged_at) "
+                                "VALUES (?,?,?,?,?)", (job_id, track_id, into_track, who, now))
+            merge = Merge(int(cursor.lastrowid), job_id, track_id, into_track, who, now)
+            return merge, None, {"merge": merge.id, "into_track": into_track}
+        return self._audited_change(who, "merge", change, job_id, track_id)
 
     def unmerge_track(self, job_id: int, track_id: int, who: str) -> Merge:
         """Undo the live merge of `track_id` (the row stays, marked undone); audit-logged."""
-        db = self._connect()
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                live = [m for m in self._live_merges(db, job_id) if m.track_id == track_id]
-                if not live:
-                    raise MergeRefused(f"track {track_id} is not merged into another track")
-                now = time.time()
-                db.execute("UPDATE merges SET undone_by = ?, undone_at = ? WHERE id = ?", (who, now, live[0].id))
-                db.execute("INSERT INTO audit (at, who, action, job_id, track_id, before, after) VALUES (?,?,?,?,?,?,?)",
-                           (now, who, "unmerge", job_id, track_id,
-                            json.dumps({"merge": live[0].id, "into_track": live[0].into_track}),
-                            json.dumps({"merge": live[0].id, "into_track": None})))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        finally:
-            db.close()
-        return replace(live[0], undone_by=who, undone_at=now)
+        def change(db: sqlite3.Connection, now: float) -> tuple[Merge, dict, dict]:
+            live = [m for m in self._live_merges(db, job_id) if m.track_id == track_id]
+            if not live:
+                raise MergeRefused(f"track {track_id} is not merged into another track")
+            db.execute("UPDATE merges SET undone_by = ?, undone_at = ? WHERE id = ?", (who, now, live[0].id))
+            return (replace(live[0], undone_by=who, undone_at=now),
+                    {"merge": live[0].id, "into_track": live[0].into_track}, {"merge": live[0].id, "into_track": None})
+        return self._audited_change(who, "unmerge", change, job_id, track_id)
 
     @staticmethod
     def _live_merges(db: sqlite3.Connection, job_id: int) -> list[Merge]:

@@ -26,10 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..daemon.journal import JOURNAL_FILE
+    from ..config import daemon_folders, load_config
     from ..errors import FacedeblurError
-    from ..image_files import _read_bytes
+    from ..image_files import read_file_bytes
     from ..safe_text import display_name
     from .face_index import FaceIndex
     from .photo import MAX_PHOTO_BYTES, PhotoSearcher
@@ -38,25 +37,18 @@ def run_search(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 1000:
         raise FacedeblurError(f"--limit {args.limit} is out of range; give 1 to 1000")
     config = load_config(args.config)
-    outbox = args.outbox or config.daemon.outbox
-    state = args.state or config.daemon.state
-    if outbox is None or state is None:
-        raise FacedeblurError("search needs the daemon's folders: set daemon.outbox and daemon.state in the config "
-                              "(or pass --outbox and --state)")
-    if not (Path(state) / JOURNAL_FILE).is_file():
-        raise FacedeblurError(f"no index to search: no job journal at {Path(state) / JOURNAL_FILE}; process "
-                              "footage with the daemon first, or fix daemon.state")
+    outbox, state = daemon_folders(config, args.outbox, args.state, "search")
     photo = args.photo
     if not photo.is_file():
         raise FacedeblurError(f"{photo}: no such file; give the path of a photo with a face")
     if photo.stat().st_size > MAX_PHOTO_BYTES:
         raise FacedeblurError(f"{photo}: {photo.stat().st_size / 1e6:.1f} MB is above the "
                               f"{MAX_PHOTO_BYTES // 2**20} MiB limit for a search photo; crop or downscale it")
-    face = PhotoSearcher(config.pipeline).face_of(_read_bytes(photo), str(photo))
-    index = refresh_face_index(Path(outbox), Path(state), FaceIndex(Path(state)))
+    face = PhotoSearcher(config.pipeline).face_of(read_file_bytes(photo), str(photo))
+    index = refresh_face_index(outbox, state, FaceIndex(state))
     hits = index.search(face.vector, args.limit)
     from ..review.catalog import Catalog
-    names = {job["id"]: job["shown_name"] for job in Catalog(Path(outbox), Path(state)).published()}
+    names = {job["id"]: job["shown_name"] for job in Catalog(outbox, state).published()}
     if args.json:
         print(json.dumps({"photo": str(photo), "faces_found": face.faces_found, "box": face.box,
                           "indexed_tracks": index.size(),
