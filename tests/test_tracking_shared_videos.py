@@ -69,10 +69,27 @@ def test_stage_clip_cut_starts_new_tracks(stage_manifest):
     for track in stage_manifest["tracks"]:
         first, last = track["first_frame"], track["last_frame"]
         assert not any(first < cut <= last for cut in cuts), (track["id"], first, last)
-    # The speaker in profile is one track in shot 2 from the moment he turns back into view (a restarted
-    # ByteTrack track on one face is joined), and the man in the audience is not the speaker.
+    # One track per person in each shot: the speaker in profile is one track in shot 2 (next test), and the
+    # man in the audience is not the speaker.
     shot_of = lambda frame: sum(frame >= cut for cut in cuts)
-    assert sorted(shot_of(t["first_frame"]) for t in stage_manifest["tracks"]) == [0, 0, 1, 1, 2, 3, 3, 3, 3]
+    assert sorted(shot_of(t["first_frame"]) for t in stage_manifest["tracks"]) == [0, 0, 1, 2, 3, 3, 3, 3]
+
+
+def test_stage_clip_speaker_in_profile_is_one_track(stage_manifest):
+    """The speaker in profile leaves the right edge at frame 53 and turns back into view at 68, where he left,
+    before a defocused audience: one track from frame 20 to 81, and no other person's frames in it."""
+    from test_tracking_truth import bench
+
+    truth = bench.load_truth(bench.TRUTH_DIR / "stage-and-audience.json")
+    hypotheses = {}
+    for track in stage_manifest["tracks"]:
+        for entry in track["frames"]:
+            hypotheses.setdefault(entry["frame"], {})[f"t{track['id']}"] = np.array(entry["box"])
+    scored = bench.score(truth, hypotheses)
+    assert len(scored["tracks_of"]["speaker-profile"]) == 1, scored["tracks_of"]
+    assert scored["tracks_per_person"] == 1.0 and scored["id_switches"] == 0, scored["tracks_of"]
+    profile = next(t for t in stage_manifest["tracks"] if f"t{t['id']}" in scored["tracks_of"]["speaker-profile"])
+    assert profile["first_frame"] <= 22 and profile["last_frame"] >= 80, (profile["first_frame"], profile["last_frame"])
 
 
 def test_shot_cuts_are_found_in_the_stage_clip_and_nowhere_else():

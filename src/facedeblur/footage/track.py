@@ -34,6 +34,10 @@ REFERENCE_EVERY = 10  # detection frames between reference samples
 # embeddings are checked, which costs one SFace run per face) and as too close for a clean identity sample.
 CROSSING_CLEARANCE = 0.05
 SAMPLE_CLEARANCE = 0.25
+# Faces this many times apart in size never count as close: ByteTrack cannot hand one's track to the other (their
+# boxes overlap at IoU 1/2.5² = 0.16 at most, below its matching IoU) and each aligned crop shows its own face
+# (the stage clip's speaker in profile, 170 px, before a defocused audience of 50-60 px faces).
+CONFUSABLE_SIZE_RATIO = 2.5
 SWAP_MARGIN = 0.25  # summed cosine gain required before overruling ByteTrack's assignment
 MERGE_SIMILARITY = 0.45  # SFace cosine above which two non-overlapping tracks are the same person
 # Face evidence (verify_faces), sampled like the identity reference from SFace's 112 px crops; the values
@@ -57,6 +61,16 @@ HANDOVER_IOU = 0.5
 HANDOVER_FRAMES = 2
 HANDOVER_SHARED = 2
 HANDOVER_MIN_SIMILARITY = 0.2
+# A face that leaves the picture or is hidden and comes back where it left (the stage clip's speaker leaves the
+# right edge for 15 frames and turns back in): a track that ends and one that starts in the same shot within
+# REJOIN_SECONDS, the later's first face within REJOIN_DISTANCE of the larger face's longer side of the earlier's
+# last face (centre to centre) and at most REJOIN_SIZE_RATIO larger or smaller, are one face when both have
+# identity references that agree at REJOIN_MIN_SIMILARITY. Without both references they stay apart: the place
+# alone cannot tell a face from another person taking its place.
+REJOIN_SECONDS = 1.0
+REJOIN_DISTANCE = 1.0
+REJOIN_SIZE_RATIO = 2.0
+REJOIN_MIN_SIMILARITY = 0.3
 # ByteTrack's fixed thresholds: a weak detection must overlap its track's prediction well (it is only
 # trusted because the track is already there), and a tentative track has no velocity estimate yet.
 LOW_SCORE_MATCH_IOU = 0.5
@@ -333,6 +347,19 @@ def _hands_over(earlier: Track, later: Track) -> bool:
     return False
 
 
+def _reappears_in_place(earlier: Track, later: Track, max_gap_frames: int) -> bool:
+    """Does `later` start where `earlier` ended (see REJOIN_SECONDS): same shot, after it within max_gap_frames,
+    its first face near earlier's last one and of a similar size?"""
+    if earlier.shot != later.shot or not 0 < later.first_frame - earlier.last_frame <= max_gap_frames:
+        return False
+    left, back = earlier.observations[-1].box, later.observations[0].box
+    sides = [max(box[2] - box[0], box[3] - box[1]) for box in (left, back)]  # a face cut by the frame edge keeps one
+    if max(sides) > REJOIN_SIZE_RATIO * min(sides):
+        return False
+    distance = np.hypot((left[0] + left[2] - back[0] - back[2]) / 2, (left[1] + left[3] - back[1] - back[3]) / 2)
+    return bool(distance <= REJOIN_DISTANCE * max(sides))
+
+
 def _covers(host: Track, track: Track) -> bool:
     """Does `track` lie within `host`'s time span, each of its faces overlapping host's face of the same or
     a neighbouring frame? (On a hard face, such as a profile, the detector may box the face one way in one
@@ -369,6 +396,7 @@ class FaceTracker:
         )
         self.embedder = embedder if settings.use_identity else None
         self.reid_max_gap_frames = int(round(settings.reid_max_gap_seconds * max(fps, 1.0)))
+        self.rejoin_max_gap_frames = int(round(REJOIN_SECONDS * max(fps, 1.0)))
         self.label_of: dict[int, int] = {}  # association track id -> our stable track id
         self.tracks: dict[int, Track] = {}
         self.untracked: list[Observation] = []  # weaker than track_activation_threshold, no track
@@ -432,24 +460,28 @@ class FaceTracker:
         self._discarded_seen = len(self.association.discarded)
 
     def _crowded(self, observations, pairs, grow: float) -> set[int]:
+        """The faces that another face of comparable size (CONFUSABLE_SIZE_RATIO) comes near."""
         crowded = set()
         for i, (_, a) in enumerate(pairs):
             for _, b in pairs[i + 1:]:
-                if _expanded_boxes_touch(observations[a].box, observations[b].box, grow):
+                sizes = sorted((observations[a].size, observations[b].size))
+                if sizes[1] <= CONFUSABLE_SIZE_RATIO * sizes[0] \
+                        and _expanded_boxes_touch(observations[a].box, observations[b].box, grow):
                     crowded.update((a, b))
         return crowded
 
     def _sample_references(self, image, observations, pairs) -> None:
         """Every REFERENCE_EVERY detections of a track: a face-evidence sample (verify_faces), and an identity
-        sample if the face stands apart, so a reference never mixes two people."""
+        sample if the face stands apart, so a reference never mixes two people. A track without a reference yet
+        takes its first one at the first detection where its face stands apart, wherever that falls."""
         crowded = self._crowded(observations, pairs, SAMPLE_CLEARANCE)
         wanted = []
         for tracker_id, face_index in pairs:
             track = self.tracks[self.label_of[tracker_id]]
-            if (len(track.observations) - 1) % REFERENCE_EVERY:
-                continue
-            reference_due = track.reference_count < REFERENCE_SAMPLES and face_index not in crowded
-            evidence_due = self.verify and len(track.evidence) < EVIDENCE_SAMPLES
+            on_schedule = (len(track.observations) - 1) % REFERENCE_EVERY == 0
+            reference_due = face_index not in crowded and track.reference_count < REFERENCE_SAMPLES \
+                and (on_schedule or track.reference is None)
+            evidence_due = on_schedule and self.verify and len(track.evidence) < EVIDENCE_SAMPLES
             if reference_due or evidence_due:
                 wanted.append((track, face_index, reference_due, evidence_due))
         if not wanted:
@@ -504,6 +536,7 @@ class FaceTracker:
         if self.embedder is not None and self.reid_max_gap_frames > 0:
             tracks = self._merge_reappearing(tracks)
         tracks = self._join_handovers(tracks)
+        tracks = self._rejoin_in_place(tracks)
         tracks = self._drop_duplicates(tracks)
         kept = []
         for track in tracks:
@@ -573,18 +606,36 @@ class FaceTracker:
                 if earlier.reference is not None and later.reference is not None \
                         and float(earlier.reference @ later.reference) < HANDOVER_MIN_SIMILARITY:
                     continue
-                frames = {o.frame_index for o in earlier.observations}
-                earlier.observations.extend(o for o in later.observations if o.frame_index not in frames)
-                earlier.observations.sort(key=lambda o: o.frame_index)
-                earlier.evidence.extend(later.evidence)
-                if later.reference is not None:
-                    for _ in range(later.reference_count):
-                        earlier.add_reference(later.reference)
-                tracks.remove(later)
-                self.merges += 1
+                self._join(tracks, earlier, later)
                 joined = True
                 break
         return tracks
+
+    def _rejoin_in_place(self, tracks: list[Track]) -> list[Track]:
+        """Join tracks where a face comes back where it left, identities agreeing (see REJOIN_SECONDS); the
+        most similar pair first."""
+        while True:
+            pairs = [(float(earlier.reference @ later.reference), earlier, later)
+                     for earlier in tracks for later in tracks
+                     if later is not earlier and earlier.reference is not None and later.reference is not None
+                     and _reappears_in_place(earlier, later, self.rejoin_max_gap_frames)]
+            pairs = [pair for pair in pairs if pair[0] >= REJOIN_MIN_SIMILARITY]
+            if not pairs:
+                return tracks
+            _, earlier, later = max(pairs, key=lambda pair: pair[0])
+            self._join(tracks, earlier, later)
+
+    def _join(self, tracks: list[Track], earlier: Track, later: Track) -> None:
+        """Make `later` part of `earlier` (one face, two tracks): its detections, evidence and identity."""
+        frames = {o.frame_index for o in earlier.observations}
+        earlier.observations.extend(o for o in later.observations if o.frame_index not in frames)
+        earlier.observations.sort(key=lambda o: o.frame_index)
+        earlier.evidence.extend(later.evidence)
+        if later.reference is not None:
+            for _ in range(later.reference_count):
+                earlier.add_reference(later.reference)
+        tracks.remove(later)
+        self.merges += 1
 
     def _drop_duplicates(self, tracks: list[Track]) -> list[Track]:
         """A track seen only while a longer track covers the same face (a second box on one head, such as a
@@ -625,12 +676,6 @@ class FaceTracker:
                         best = (similarity, earlier, later)
             if best is not None:
                 _, earlier, later = best
-                earlier.observations.extend(later.observations)
-                earlier.observations.sort(key=lambda o: o.frame_index)
-                if later.reference is not None:
-                    for _ in range(later.reference_count):
-                        earlier.add_reference(later.reference)
-                tracks.remove(later)
-                self.merges += 1
+                self._join(tracks, earlier, later)
                 merged = True
         return tracks
