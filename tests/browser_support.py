@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +49,14 @@ def wait_until(predicate, what: str, timeout: float = 30.0):
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def screenshot(browser, name: str) -> None:
+    """The whole page (the window grown to its height for the shot) when FACEDEBLUR_SCREENSHOTS names a folder."""
+    folder = os.environ.get("FACEDEBLUR_SCREENSHOTS")
+    if folder:
+        height = browser.execute_script("return document.documentElement.scrollHeight;")
+        browser.set_window_size(1280, min(max(height + 140, 700), 2400))
+        browser.execute_script("window.scrollTo(0, 0);")
+        browser.save_screenshot(str(Path(folder) / name))
+        browser.set_window_size(1280, 1000)

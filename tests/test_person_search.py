@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from browser_support import headless_chromium, needs_chromium
+from browser_support import headless_chromium, needs_chromium, screenshot
 from review_support import (PYTHON, REPO, SAMPLE_CLIP, Server, csrf_of, processed_outbox, session_cookie,
                             write_serve_config)
 
@@ -247,6 +247,7 @@ def test_find_elsewhere_and_photo_upload_in_a_browser(served, box, photo_of_the_
         assert top_two == {(str(first["id"]), "1"), (str(second["id"]), "1")}
         assert "largest of 1 face" in browser.find_element(By.ID, "search-query").text
         assert_images_loaded(browser)
+        screenshot(browser, "review-search.png")
 
         # A file that is not a photo: the page says what is wrong, in words.
         fake = tmp_path / "holiday.png"

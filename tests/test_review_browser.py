@@ -9,14 +9,12 @@ docs/review-case.png (the built-in sample clip, so no research faces).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-from browser_support import headless_chromium, needs_chromium, wait_until
+from browser_support import headless_chromium, needs_chromium, screenshot, wait_until
 from review_support import HOSTILE_NAME, SAMPLE_CLIP, Server, processed_outbox, write_serve_config
 
 pytestmark = [needs_chromium, pytest.mark.slow]
@@ -39,17 +37,6 @@ def browser():
     driver.quit()
 
 
-
-
-def screenshot(browser, name: str) -> None:
-    """The whole page (the window grown to its height for the shot) when FACEDEBLUR_SCREENSHOTS names a folder."""
-    folder = os.environ.get("FACEDEBLUR_SCREENSHOTS")
-    if folder:
-        height = browser.execute_script("return document.documentElement.scrollHeight;")
-        browser.set_window_size(1280, min(max(height + 140, 700), 2400))
-        browser.execute_script("window.scrollTo(0, 0);")
-        browser.save_screenshot(str(Path(folder) / name))
-        browser.set_window_size(1280, 1000)
 
 
 def test_review_workflow_in_a_browser(browser, served) -> None:
