@@ -155,7 +155,8 @@ def render(rows: list[dict], command: str, frames: int, machine: str) -> str:
              "Ground truth for video (issue: restoration on severe, real-world damage). Face-region PSNR (dB) / "
              "SSIM against the clean frame; gain = output minus degraded input; flicker = mean absolute change "
              "of the face region between consecutive frames (0-255), to compare with the clean clip's own. "
-             "Variant = large-face mode : temporal window. Tracks: tracks found for the one person.", "",
+             "Variant = large-face mode : temporal window (frames either side, or auto). Tracks: tracks found for the one "
+             "person.", "",
              f"Command: `{command}` ({frames} frames of each clip; {machine}).", "",
              "| clip / damage | model | variant | input | output | gain (dB) | flicker in / out / clean | tracks | s |",
              "|---|---|---|---|---|---|---|---|---|"]

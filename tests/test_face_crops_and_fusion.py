@@ -245,6 +245,7 @@ def test_auto_fuses_a_noisy_moving_face_and_leaves_a_clean_one_alone(blur_pairs,
     if noise:
         assert all(merged), merged
         assert all(entry["frame"] not in entry["frames_merged"] and
-                   all(abs(other - entry["frame"]) <= 3 for other in entry["frames_merged"]) for entry in entries)
+                   all(abs(other - entry["frame"]) <= 3 for other in entry["frames_merged"]) for entry in entries), \
+            [(entry["frame"], entry["frames_merged"]) for entry in entries]
     else:
         assert not any(merged), merged

@@ -110,8 +110,10 @@ class FrameBatchRestorer:
                     fused_crops.append(crop)
                     frames_merged.append([])
                     continue
+                # At the clip's end `window` also holds frames more than k behind: those are no neighbours.
                 neighbours = [(other.frame.index, other_crop.working) for offset, other in enumerate(window)
-                              if offset != position for other_face, other_crop in zip(other.faces, other.crops)
+                              if 0 < abs(offset - position) <= self.window
+                              for other_face, other_crop in zip(other.faces, other.crops)
                               if other_face.track_id == face.track_id]
                 accepted: list[int] = []
                 # Only what the network sees is fused; the original crop stays as it was, for the gallery
