@@ -14,7 +14,7 @@
 Scores are on the face region (the detector's box on the clean frame): PSNR and SSIM of the degraded
 input and of the restored output against the clean frame, and flicker: the mean absolute change of the
 face region from one frame to the next, next to the clean clip's own (a restorer that adds flicker
-scores above the clean figure). Each variant (model x large-face mode x temporal window) is one run.
+scores above the clean figure). Each variant (model x large-face mode x temporal window: frames, or auto) is one run.
 With --write-doc the tables replace the "## Video benchmark" section of docs/BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -116,7 +116,7 @@ def run_variant(frames: list[np.ndarray], variant: str, model: str | None, workd
     settings = PipelineSettings()
     settings.restorer.model = Path(model) if model else None
     settings.restorer.large_faces = large_faces
-    settings.restorer.temporal_window = int(window)
+    settings.restorer.temporal_window = int(window) if window.isdigit() else window
     settings.output.write_annotated = False
     key = model or "shipped"
     if key not in models_cache:
@@ -155,7 +155,8 @@ def render(rows: list[dict], command: str, frames: int, machine: str) -> str:
              "Ground truth for video (issue: restoration on severe, real-world damage). Face-region PSNR (dB) / "
              "SSIM against the clean frame; gain = output minus degraded input; flicker = mean absolute change "
              "of the face region between consecutive frames (0-255), to compare with the clean clip's own. "
-             "Variant = large-face mode : temporal window. Tracks: tracks found for the one person.", "",
+             "Variant = large-face mode : temporal window (frames either side, or auto). Tracks: tracks found for the one "
+             "person.", "",
              f"Command: `{command}` ({frames} frames of each clip; {machine}).", "",
              "| clip / damage | model | variant | input | output | gain (dB) | flicker in / out / clean | tracks | s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -177,7 +178,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=Path, default=DEFAULT_PAIRS)
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--damage", nargs="+", default=list(DEFAULT_DAMAGE), help="category/severity, per frame")
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="large_faces:temporal_window")
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), help="large_faces:temporal_window (a number of frames, or auto)")
     parser.add_argument("--model", nargs="+", default=[None], help="restorer ONNX file(s); default the shipped one")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write every row here")

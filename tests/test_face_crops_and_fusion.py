@@ -1,8 +1,13 @@
-"""Large faces keep their native detail; temporal fusion cleans a face without ghosting motion into it.
+"""Large faces keep their native detail; temporal fusion cleans a face without ghosting motion into it, and
+`temporal_window: auto` fuses only the faces it helps.
 
-Real images (scikit-image's astronaut), the real detector and the real shipped ONNX restorer.
+Real images (scikit-image's astronaut; the real blurred video pairs of ../shared/data when present), the real
+detector and the real shipped ONNX restorer.
 """
 from __future__ import annotations
+
+import tarfile
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,7 +19,8 @@ from facedeblur.pipeline.face_crops import (alignment_scale, cut_face, native_si
                                             restore_any_size_crop)
 from facedeblur.pipeline.restore import FaceRestorer
 from facedeblur.pipeline.restore_image import restore_faces_in_image
-from facedeblur.pipeline.temporal_fusion import TemporalFuser, estimate_noise_sigma
+from facedeblur.footage.process import process_input
+from facedeblur.pipeline.temporal_fusion import TemporalFuser, estimate_noise_sigma, is_noisy
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -150,8 +156,11 @@ def test_what_moved_in_a_neighbour_is_rejected_not_ghosted(face_crop):
 def test_temporal_window_is_a_validated_setting():
     settings = PipelineSettings.model_validate({"restorer": {"temporal_window": 3, "large_faces": "native"}})
     assert settings.restorer.temporal_window == 3 and settings.restorer.large_faces == "native"
-    with pytest.raises(Exception):
-        PipelineSettings.model_validate({"restorer": {"temporal_window": -1}})
+    assert PipelineSettings().restorer.temporal_window == "auto"
+    assert PipelineSettings.model_validate({"restorer": {"temporal_window": "auto"}}).restorer.temporal_window == "auto"
+    for bad in (-1, 9, "fast", True):
+        with pytest.raises(Exception, match="must be auto or a whole number of frames from 0 \\(off\\) to 8"):
+            PipelineSettings.model_validate({"restorer": {"temporal_window": bad}})
     with pytest.raises(Exception):
         PipelineSettings.model_validate({"restorer": {"large_faces": "bigger"}})
 
@@ -178,3 +187,65 @@ def test_a_clean_photo_gives_its_largest_face_aligned_unless_it_is_too_small(ast
     assert align_largest_face(small, detector.detect(small), 128) == (None, FACE_TOO_SMALL)
     assert align_largest_face(small, detector.detect(small), 64)[1] == "ok"
     assert align_largest_face(both, [], 128) == (None, NO_FACE)
+
+
+BLUR_PAIRS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "video-blur-pairs.tar"
+
+
+@pytest.fixture(scope="module")
+def blur_pairs() -> dict[str, list[np.ndarray]]:
+    """The first 6 consecutive frames of the real blurred video pairs: a speaker whose face moves about 11 % of
+    its eye distance per frame, camera-blurred but with little noise ("blurry"), and the sharp frames."""
+    if not BLUR_PAIRS.exists():
+        pytest.skip(f"{BLUR_PAIRS} not present (shared data)")
+    frames: dict[str, list[np.ndarray]] = {"blurry": [], "sharp": []}
+    with tarfile.open(BLUR_PAIRS) as tar:
+        members = sorted((m for m in tar if m.isfile() and m.name.endswith(".png")), key=lambda m: m.name)
+        for kind in frames:
+            for member in [m for m in members if f"/{kind}/" in m.name][:6]:
+                data = np.frombuffer(tar.extractfile(member).read(), np.uint8)
+                frames[kind].append(cv2.imdecode(data, cv2.IMREAD_COLOR))
+    return frames
+
+
+def with_sensor_noise(frame: np.ndarray, seed: int) -> np.ndarray:
+    """The frame with Gaussian noise of sigma 20, the severe tier of the trainer's noise damage."""
+    return noisy(frame, seed, sigma=20.0)
+
+
+def test_auto_fusion_calls_a_real_face_noisy_only_when_it_is(blur_pairs, models):
+    detector, restorer = models
+    sharp, blurry = blur_pairs["sharp"][0], blur_pairs["blurry"][0]
+    landmarks = detector.detect(sharp)[0].landmarks
+
+    def working(frame):
+        return cut_face(frame, landmarks, restorer.crop_size, restorer.info.template).working
+
+    # Clean and camera-blurred faces are not noisy; the same face under sensor noise is.
+    assert not is_noisy(working(sharp)) and not is_noisy(working(blurry))
+    assert is_noisy(working(with_sensor_noise(sharp, 0))) and is_noisy(working(with_sensor_noise(blurry, 0)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("noise", [False, True], ids=["clean", "noisy"])
+def test_auto_fuses_a_noisy_moving_face_and_leaves_a_clean_one_alone(blur_pairs, shipped_pipeline_models, noise,
+                                                                     tmp_path):
+    """The real blurred pairs, as they are (fusion would cost detail there: docs/BENCHMARKS.md) and under sensor
+    noise (fusion gains), through the whole pipeline at default settings (`temporal_window: auto`)."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(blur_pairs["blurry"]):
+        cv2.imwrite(str(folder / f"{index:05d}.png"), with_sensor_noise(frame, index) if noise else frame)
+    settings = PipelineSettings()
+    settings.output.write_annotated = False
+    manifest = process_input(folder, tmp_path / "out", settings, shipped_pipeline_models, progress=False)
+    entries = [entry for track in manifest["tracks"] for entry in track["frames"]]
+    assert len(entries) == len(blur_pairs["blurry"])
+    merged = [entry["frames_merged"] for entry in entries]
+    if noise:
+        assert all(merged), merged
+        assert all(entry["frame"] not in entry["frames_merged"] and
+                   all(abs(other - entry["frame"]) <= 3 for other in entry["frames_merged"]) for entry in entries), \
+            [(entry["frame"], entry["frames_merged"]) for entry in entries]
+    else:
+        assert not any(merged), merged

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import FacedeblurError, NotYetAvailableError
 from .inputs import default_include
-from .defaults import (DEFAULT_FULL_SEARCH_EVERY, DEFAULT_LARGE_FACES, DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD,
-                       DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID, DEFAULT_SCORE_THRESHOLD, DEFAULT_TEMPORAL_WINDOW,
-                       DEFAULT_WEAK_THRESHOLD, PACKAGED_MODELS, PROVIDER_CHOICES, LargeFaceMode,
+from .defaults import (AUTO_TEMPORAL_WINDOW, AUTO_TEMPORAL_WINDOW_NAME, DEFAULT_FULL_SEARCH_EVERY, DEFAULT_LARGE_FACES,
+                       DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD, DEFAULT_NMS_THRESHOLD,
+                       DEFAULT_PYRAMID, DEFAULT_SCORE_THRESHOLD, DEFAULT_TEMPORAL_WINDOW, DEFAULT_WEAK_THRESHOLD,
+                       MAX_TEMPORAL_WINDOW, PACKAGED_MODELS, PROVIDER_CHOICES, LargeFaceMode, TemporalWindow,
                        packaged_models_help)
 
 
@@ -100,9 +101,21 @@ class RestorerSettings(StrictModel):
                                        "size: adaptive or correction (add the model's correction to the native "
                                        "pixels), native (run the network at the native size) or resize (shrink "
                                        "and enlarge)")
-    temporal_window: int = Field(DEFAULT_TEMPORAL_WINDOW, ge=0, le=8,
-                                 description="merge this many frames before and after into each face before "
-                                             "restoring it (aligned by flow, mismatches rejected); 0 = off")
+    temporal_window: TemporalWindow = Field(
+        DEFAULT_TEMPORAL_WINDOW,
+        description=f"video: merge this many frames before and after into each face before restoring it (aligned "
+                    f"by flow, mismatches rejected); 0 = off; {AUTO_TEMPORAL_WINDOW_NAME} = {AUTO_TEMPORAL_WINDOW} "
+                    "frames, only into faces that fusion helps (noisy ones)")
+
+    @field_validator("temporal_window", mode="before")
+    @classmethod
+    def _window_or_auto(cls, value: Any) -> TemporalWindow:
+        if value == AUTO_TEMPORAL_WINDOW_NAME:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TEMPORAL_WINDOW:
+            return value
+        raise ValueError(f"must be {AUTO_TEMPORAL_WINDOW_NAME} or a whole number of frames from 0 (off) to "
+                         f"{MAX_TEMPORAL_WINDOW}, not {value!r}")
 
 
 class OutputSettings(StrictModel):

@@ -38,9 +38,14 @@ PACKAGED_MODELS = {"default": "facedeblur-default.onnx", "quality": "facedeblur-
 LargeFaceMode = Literal["adaptive", "correction", "native", "resize"]
 LARGE_FACE_MODES: tuple[str, ...] = ("adaptive", "correction", "native", "resize")
 DEFAULT_LARGE_FACES: LargeFaceMode = "adaptive"
-# Frames merged before and after each face in video (pipeline/temporal_fusion.py); chosen by the video
-# benchmark (docs/BENCHMARKS.md).
-DEFAULT_TEMPORAL_WINDOW = 0
+# Frames merged before and after each face in video (pipeline/temporal_fusion.py): a number of frames
+# (0 = off) or "auto", which merges AUTO_TEMPORAL_WINDOW frames either side only into faces that fusion can
+# help (TemporalFuser.fuse_if_useful). Both chosen by the video benchmark (docs/BENCHMARKS.md).
+TemporalWindow = Literal["auto"] | int
+AUTO_TEMPORAL_WINDOW_NAME = "auto"
+AUTO_TEMPORAL_WINDOW = 3
+MAX_TEMPORAL_WINDOW = 8
+DEFAULT_TEMPORAL_WINDOW: TemporalWindow = AUTO_TEMPORAL_WINDOW_NAME
 
 # Images above this many pixels are refused from their header, before decoding: a 20000x20000 PNG would
 # take 1.2 GB as BGR and more while decoding (pipeline.max_image_pixels).

@@ -533,4 +533,5 @@ def _face_entry(face, time_seconds: float, rounded) -> dict:
         "detected_landmarks": rounded(observation.landmarks, 1) if observation is not None else None,
         "sharpness_before": round(face.sharpness_before, 2),
         "sharpness_after": round(face.sharpness_after, 2),
+        "frames_merged": face.frames_merged,
     }

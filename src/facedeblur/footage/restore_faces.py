@@ -3,7 +3,8 @@
 Each face is cut out by the shared core (`pipeline/face_crops.py`: native resolution for faces larger
 than the working size). With `restorer.temporal_window` k > 0, a face's crop in frame t is first merged
 with the same track's crops in frames t-k..t+k (`pipeline/temporal_fusion.py`), so a frame is held back
-until k later frames have been cut. Frames then wait in a short queue until enough crops are pending to
+until k later frames have been cut; with `auto` (the default), k = 3 and only faces that fusion helps are
+merged (`TemporalFuser.fuse_if_useful`). Frames then wait in a short queue until enough crops are pending to
 fill the restorer's batch (or the queue is full); one model call restores them all and each frame gets its
 faces pasted back, in order. Both queues are bounded, so memory stays flat on long clips and 4K frames.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defaults import AUTO_TEMPORAL_WINDOW, AUTO_TEMPORAL_WINDOW_NAME, TemporalWindow
 from ..pipeline.face_crops import DEFAULT_LARGE_FACES, FaceCrop, FacePaster, cut_face, restore_crops
 from ..pipeline.temporal_fusion import TemporalFuser
 from .decode import DecodedFrame
@@ -30,6 +32,7 @@ class RestoredFace:
     restored_crop: np.ndarray
     sharpness_before: float
     sharpness_after: float
+    frames_merged: list[int]  # the neighbouring frames temporal fusion merged into this face (none: not fused)
 
 
 @dataclass
@@ -44,11 +47,12 @@ class _CutFrame:
     frame: DecodedFrame
     faces: list[PlannedFace]
     crops: list[FaceCrop]
+    frames_merged: list[list[int]] | None = None  # per face, when fused
 
 
 class FrameBatchRestorer:
     def __init__(self, restorer, timer, max_queued_frames: int = 16, large_faces: str = DEFAULT_LARGE_FACES,
-                 temporal_window: int = 0):
+                 temporal_window: TemporalWindow = 0):
         self.restorer = restorer
         self.timer = timer
         self.size = restorer.crop_size
@@ -56,7 +60,8 @@ class FrameBatchRestorer:
         self.paster = FacePaster()
         self.max_queued_frames = max(1, max_queued_frames)
         self.large_faces = large_faces
-        self.window = max(0, temporal_window)
+        self.automatic = temporal_window == AUTO_TEMPORAL_WINDOW_NAME
+        self.window = AUTO_TEMPORAL_WINDOW if self.automatic else max(0, int(temporal_window))
         self.fuser = TemporalFuser() if self.window else None
 
     def run(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[RestoredFrame]:
@@ -97,19 +102,25 @@ class FrameBatchRestorer:
 
     def _fuse_at(self, window: deque[_CutFrame], position: int) -> _CutFrame:
         centre = window[position]
+        fuse = self.fuser.fuse_if_useful if self.automatic else self.fuser.fuse
         with self.timer("fuse"):
-            fused_crops = []
+            fused_crops, frames_merged = [], []
             for face, crop in zip(centre.faces, centre.crops):
                 if face.track_id is None:
                     fused_crops.append(crop)
+                    frames_merged.append([])
                     continue
-                neighbours = [other_crop.working for offset, other in enumerate(window) if offset != position
+                # At the clip's end `window` also holds frames more than k behind: those are no neighbours.
+                neighbours = [(other.frame.index, other_crop.working) for offset, other in enumerate(window)
+                              if 0 < abs(offset - position) <= self.window
                               for other_face, other_crop in zip(other.faces, other.crops)
                               if other_face.track_id == face.track_id]
+                accepted: list[int] = []
                 # Only what the network sees is fused; the original crop stays as it was, for the gallery
                 # and as the base the correction of a large face is added to.
-                fused_crops.append(crop.with_working(self.fuser.fuse(crop.working, neighbours)))
-        return _CutFrame(centre.frame, centre.faces, fused_crops)
+                fused_crops.append(crop.with_working(fuse(crop.working, [n for _, n in neighbours], accepted)))
+                frames_merged.append([neighbours[i][0] for i in accepted])
+        return _CutFrame(centre.frame, centre.faces, fused_crops, frames_merged)
 
     def _flush(self, queue: list[_CutFrame]) -> Iterator[RestoredFrame]:
         all_crops = [crop for cut in queue for crop in cut.crops]
@@ -121,10 +132,11 @@ class FrameBatchRestorer:
             image = cut.frame.image.copy() if cut.faces else cut.frame.image
             results = []
             with self.timer("paste"):
-                for face in cut.faces:
+                for index, face in enumerate(cut.faces):
                     done = restored[position]
                     position += 1
                     self.paster.paste(image, done)
                     results.append(RestoredFace(face, done.matrix, done.original, done.restored,
-                                                sharpness(done.original), sharpness(done.restored)))
+                                                sharpness(done.original), sharpness(done.restored),
+                                                cut.frames_merged[index] if cut.frames_merged else []))
             yield RestoredFrame(cut.frame, image, results)

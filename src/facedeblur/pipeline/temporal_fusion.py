@@ -6,6 +6,8 @@ neighbours' crops are already aligned on the face by the track's smoothed landma
 head turns), and each neighbour pixel is weighted by how well it agrees with the reference frame, so
 pixels that moved differently (or were occluded) are rejected rather than ghosted in: the align-and-merge
 idea of burst photography (HDR+). Plain averaging of misaligned frames blurs the face; this does not.
+`fuse_if_useful` (`temporal_window: auto`) merges only where that helps: into a noisy face, or a face
+whose neighbours agree with it well; a clean face that moves gains nothing from the merge but blur.
 
 Written by hand because no maintained library offers robust multi-frame merging of small crops; the
 building blocks (DIS flow, remap, filters) are OpenCV's.
@@ -24,6 +26,14 @@ DISAGREEMENT_WINDOW = 5
 # A neighbour that agrees with the reference over less than this fraction of the face (by mean weight)
 # moved too much (a head turn, a different expression, a very different blur) to help: it is left out.
 MIN_AGREEMENT = 0.6
+# `temporal_window: auto` (fuse_if_useful), both chosen on the video benchmark (docs/BENCHMARKS.md). Fusion
+# averages noise away, so a face whose working crop is at least this noisy (estimate_noise_sigma, grey levels:
+# clean, compressed and blurred faces measure 0.5-2, severe sensor noise 4-12) is fused...
+AUTO_NOISE_SIGMA = 3.0
+# ...and a cleaner face only when its neighbours agree with it over at least this much of the face on
+# average (mean weight): a still face under changing blur (0.5-0.7) gains a little, while a moving face
+# (the real blurred pairs: 0.3-0.53, mismatched pixels only partly rejected) loses detail to the merge.
+AUTO_MIN_MEAN_AGREEMENT = 0.56
 
 
 def estimate_noise_sigma(grey: np.ndarray) -> float:
@@ -32,6 +42,11 @@ def estimate_noise_sigma(grey: np.ndarray) -> float:
     high_pass = grey.astype(np.float32) - cv2.blur(grey.astype(np.float32), (3, 3))
     # For white noise of sigma s, the 3x3 high-pass has std s*sqrt(8/9); MAD -> sigma via 1.4826.
     return float(max(MIN_NOISE_SIGMA, 1.4826 * np.median(np.abs(high_pass)) / np.sqrt(8.0 / 9.0)))
+
+
+def is_noisy(crop: np.ndarray) -> bool:
+    """Whether a face crop (uint8 BGR) is noisy enough for fusion to pay for the noise alone (AUTO_NOISE_SIGMA)."""
+    return estimate_noise_sigma(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)) >= AUTO_NOISE_SIGMA
 
 
 class TemporalFuser:
@@ -52,15 +67,31 @@ class TemporalFuser:
         neighbours that agreed well enough to be merged are appended to `merged`, when given."""
         if not neighbours:
             return reference
+        sigma = estimate_noise_sigma(cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY))
+        return self._merge(reference, self._aligned(reference, neighbours, sigma), merged)
+
+    def fuse_if_useful(self, reference: np.ndarray, neighbours: list[np.ndarray],
+                       merged: list[int] | None = None) -> np.ndarray:
+        """`fuse`, where fusion helps the face: its crop is noisy (AUTO_NOISE_SIGMA) or its neighbours agree
+        with it well (AUTO_MIN_MEAN_AGREEMENT); otherwise the reference unchanged, nothing appended."""
+        if not neighbours:
+            return reference
+        aligned = self._aligned(reference, neighbours, estimate_noise_sigma(cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY)))
+        if not is_noisy(reference) and np.mean([weight.mean() for _, weight in aligned]) < AUTO_MIN_MEAN_AGREEMENT:
+            return reference
+        return self._merge(reference, aligned, merged)
+
+    def _aligned(self, reference: np.ndarray, neighbours: list[np.ndarray],
+                 sigma: float) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Each neighbour warped onto the reference by dense flow (float BGR), with its per-pixel weight:
+        how well it agrees with the reference, judged against the reference's noise `sigma`."""
         height, width = reference.shape[:2]
         ref_f = reference.astype(np.float32)
         ref_grey = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY)
-        sigma = estimate_noise_sigma(ref_grey)
         tolerance = 2.0 * (REJECTION_SIGMAS * sigma) ** 2
         grid_x, grid_y = self._grid(height, width)
-        total = ref_f.copy()
-        weights = np.ones((height, width), np.float32)
-        for position, neighbour in enumerate(neighbours):
+        result = []
+        for neighbour in neighbours:
             if neighbour.shape[:2] != (height, width):
                 neighbour = cv2.resize(neighbour, (width, height), interpolation=cv2.INTER_LINEAR)
             flow = self.flow.calc(ref_grey, cv2.cvtColor(neighbour, cv2.COLOR_BGR2GRAY), None)
@@ -70,9 +101,19 @@ class TemporalFuser:
             # Averaging over the window shrinks the noise part of the difference: compare against the
             # variance of the difference of two noisy frames (2 sigma^2), scaled by the tolerance.
             weight = np.exp(-np.maximum(difference - 2.0 * sigma ** 2, 0.0) / tolerance).astype(np.float32)
+            result.append((aligned, weight))
+        return result
+
+    @staticmethod
+    def _merge(reference: np.ndarray, aligned: list[tuple[np.ndarray, np.ndarray]],
+               merged: list[int] | None) -> np.ndarray:
+        """The weighted mean of the reference and the neighbours that agree with it over enough of the face."""
+        total = reference.astype(np.float32)
+        weights = np.ones(reference.shape[:2], np.float32)
+        for position, (neighbour, weight) in enumerate(aligned):
             if float(weight.mean()) < MIN_AGREEMENT:
                 continue
-            total += aligned * weight[..., None]
+            total += neighbour * weight[..., None]
             weights += weight
             if merged is not None:
                 merged.append(position)
