@@ -84,11 +84,11 @@ def test_new_and_removed_jobs_reach_the_hashed_search(filled, people) -> None:
     index = FaceIndex(state, approximate_from_rows=1000)
     newcomer = unit(np.random.default_rng(3).standard_normal(128))
     assert index.search(newcomer, 1)[0].similarity < 0.5
-    clusters = index._current().hashed
+    hashed_before = index._current().hashed
     index.add_job(999, manifest_of(newcomer[None]))
     hit = index.search(newcomer, 1)[0]
     assert (hit.job_id, hit.track_id) == (999, 1) and hit.similarity == pytest.approx(1.0, abs=1e-5)
-    assert index._current().hashed is clusters   # hashed and appended, not rebuilt
+    assert index._current().hashed is hashed_before   # hashed and appended, not rebuilt
     index.remove_jobs([999])
     assert index.search(newcomer, 1)[0].job_id != 999
-    assert index._current().hashed is not clusters
+    assert index._current().hashed is not hashed_before

@@ -216,14 +216,36 @@ def image_xobjects(reader) -> set:
     return found
 
 
+def serve_two_jobs(root: Path, tmp_path: Path) -> Server:
+    """`facedeblur serve` on the two_jobs outbox and state, exporting into tmp_path/exports."""
+    class Box:
+        outbox, state = root / "outbox", root / "state"
+    return Server(write_serve_config(tmp_path / "serve.yaml", Box, exports=str(tmp_path / "exports")))
+
+
+def export_zip(server: Server, cookie: str, number: int, fields: dict) -> tuple[str, bytes]:
+    status, headers, body = server.request("POST", f"/case/{number}/export", cookie=cookie, body=fields)
+    assert status == 303, body
+    export_id = headers["location"].rsplit("/", 1)[-1]
+    return export_id, server.request("GET", f"/cases/{export_id}/download", cookie=cookie)[2]
+
+
+def export_files(archive: bytes) -> dict[str, bytes]:
+    opened = zipfile.ZipFile(io.BytesIO(archive))
+    return {name.split("/", 1)[1]: opened.read(name) for name in opened.namelist()}
+
+
+def checksums(files: dict[str, bytes]) -> dict[str, str]:
+    """SHA256SUMS of an export: path -> digest."""
+    return {path: digest for digest, path in (line.split("  ", 1) for line in files["SHA256SUMS"].decode().splitlines())}
+
+
 @pytest.mark.slow
 def test_the_report_of_a_two_job_four_track_case_shows_every_face_with_its_hashes(two_jobs, tmp_path) -> None:
     pypdf = pytest.importorskip("pypdf", reason="pip install pypdf (the dev extra)")
     root, jobs = two_jobs
 
-    class Box:
-        outbox, state = root / "outbox", root / "state"
-    server = Server(write_serve_config(tmp_path / "serve.yaml", Box, exports=str(tmp_path / "exports")))
+    server = serve_two_jobs(root, tmp_path)
     try:
         status, headers, page = server.request("GET", f"/jobs/{jobs[1]}")
         cookie, csrf = session_cookie(headers), csrf_of(page)
@@ -242,20 +264,16 @@ def test_the_report_of_a_two_job_four_track_case_shows_every_face_with_its_hashe
                   "purpose": "Identify the two people at the side door before the alarm (request 2026/114)."}
         archives = []
         for _ in range(2):                                                # the same selection, twice
-            status, headers, body = server.request("POST", f"/case/{number}/export", cookie=cookie, body=fields)
-            assert status == 303, body
-            export_id = headers["location"].rsplit("/", 1)[-1]
-            archives.append(server.request("GET", f"/cases/{export_id}/download", cookie=cookie)[2])
+            archives.append(export_zip(server, cookie, number, fields)[1])
         status, _, _ = server.request("POST", f"/case/{number}/export", cookie=cookie,
                                       body={**fields, "investigator": "  "})
         assert status == 400                                              # the investigator must be named
     finally:
         server.stop()
     assert archives[0] == archives[1]                                     # byte-identical, zip and all
-    archive = zipfile.ZipFile(io.BytesIO(archives[0]))
-    files = {name.split("/", 1)[1]: archive.read(name) for name in archive.namelist()}
-    assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    sums = {path: digest for digest, path in (line.split("  ", 1) for line in files["SHA256SUMS"].decode().splitlines())}
+    files = export_files(archives[0])
+    assert {info.date_time for info in zipfile.ZipFile(io.BytesIO(archives[0])).infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    sums = checksums(files)
     pictures = {path: digest for path, digest in sums.items() if "/track-" in path}
     for kind in ("original.png", "restored.png", "context.jpg"):
         for job in jobs:
@@ -286,18 +304,6 @@ def test_the_report_of_a_two_job_four_track_case_shows_every_face_with_its_hashe
     for path, digest in pictures.items():
         assert digest in html and hashlib.sha256(files[path]).hexdigest() == digest
     assert "Det. Ana Example" in html and 'class="wall-clock">2026-11-24 01:20:0' in html
-
-
-def export_zip(server: Server, cookie: str, number: int, fields: dict) -> tuple[str, bytes]:
-    status, headers, body = server.request("POST", f"/case/{number}/export", cookie=cookie, body=fields)
-    assert status == 303, body
-    export_id = headers["location"].rsplit("/", 1)[-1]
-    return export_id, server.request("GET", f"/cases/{export_id}/download", cookie=cookie)[2]
-
-
-def export_files(archive: bytes) -> dict[str, bytes]:
-    opened = zipfile.ZipFile(io.BytesIO(archive))
-    return {name.split("/", 1)[1]: opened.read(name) for name in opened.namelist()}
 
 
 def without_portraits(root: Path, source: Path) -> int:
@@ -335,9 +341,7 @@ def test_an_export_carries_each_tracks_portrait_and_the_merges_made_before_it(tw
     assert all(isinstance(p, dict) for p in portraits.values()) and len(portraits) == 2
     old_job = without_portraits(root, output)
 
-    class Box:
-        outbox, state = root / "outbox", root / "state"
-    server = Server(write_serve_config(tmp_path / "serve.yaml", Box, exports=str(tmp_path / "exports")))
+    server = serve_two_jobs(root, tmp_path)
     try:
         status, headers, page = server.request("GET", f"/jobs/{job}")
         cookie, csrf = session_cookie(headers), csrf_of(page)
@@ -372,7 +376,7 @@ def test_an_export_carries_each_tracks_portrait_and_the_merges_made_before_it(tw
     assert (again_id, again) == (merged_id, merged)                       # the same state: the same bytes
 
     files = export_files(merged)
-    sums = {path: digest for digest, path in (line.split("  ", 1) for line in files["SHA256SUMS"].decode().splitlines())}
+    sums = checksums(files)
     text = "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(files["report.pdf"])).pages)
     html = files["report.html"].decode()
     for track, portrait in portraits.items():

@@ -54,7 +54,7 @@ class SearchRoutes:
             return self._index
 
     def warm_index(self) -> None:
-        """Sync the index and read its vectors in (and cluster them, when there are many) before the first
+        """Sync the index and read its vectors in (and hash them, when there are many) before the first
         search asks: with a million faces that takes a while."""
         try:
             self.index().search(np.zeros(DIMENSIONS, np.float32), 1)

@@ -85,9 +85,9 @@ class FaceIndex:
     """STATE/faces.sqlite3. Safe to share between threads; several processes may read and write it (WAL)."""
 
     def __init__(self, state: Path, create: bool = True, approximate_from_rows: int | None = None):
-        """`approximate_from_rows`: search an inverted file once this many faces are stored (a process that
-        searches many times passes APPROXIMATE_FROM_ROWS; needs faiss-cpu, in the `serve` extra); None: always
-        exact."""
+        """`approximate_from_rows`: hash the faces (and search their codes first) once this many are stored (a
+        process that searches many times passes APPROXIMATE_FROM_ROWS; needs faiss-cpu, in the `serve` extra);
+        None: always exact."""
         self.path = Path(state) / INDEX_FILE
         self.approximate_from_rows = approximate_from_rows
         if not create and not self.path.is_file():
@@ -166,13 +166,14 @@ class FaceIndex:
             excluded |= (loaded.keys[:, 0] == exclude[0]) & (loaded.keys[:, 1] == exclude[1])
         if exclude_job is not None:
             excluded |= loaded.keys[:, 0] == exclude_job
-        wanted = min(limit, len(loaded.keys) - int(excluded.sum()))
+        excluded_count = int(excluded.sum())
+        wanted = min(limit, len(loaded.keys) - excluded_count)
         if wanted <= 0:
             return []
         query = np.asarray(vector, np.float32)
         if loaded.hashed is not None:
-            with self._lock:   # faiss may not search while a refresh adds to the same clusters
-                similarities, top = loaded.hashed.search(query, wanted + int(excluded.sum()))
+            with self._lock:   # faiss may not search while a refresh appends to the same hashed vectors
+                similarities, top = loaded.hashed.search(query, wanted + excluded_count)
             keep = ~excluded[top]
             similarities, top = similarities[keep], top[keep]
             order = np.lexsort((loaded.ids[top], -similarities))[:wanted]
