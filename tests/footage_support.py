@@ -107,3 +107,22 @@ def write_avi_with_pcm_audio(path: Path, frames: list[np.ndarray], fps: int = 10
             container.mux(audio.encode(audio_frame))
         container.mux(audio.encode(None))
     return path
+
+
+def damaged_talking_head(category: str, severity: str, frames: int = 80) -> list[np.ndarray]:
+    """The first frames of the shared webcam clip, each damaged afresh as a CCTV camera or a shaking phone
+    would (the trainer's degradations scaled to the face, as scripts/bench_video.py does)."""
+    import av
+
+    from facedeblur.degradations import degrade
+    from facedeblur.pipeline.detect import FaceDetector
+
+    clean = []
+    with av.open(str(SHARED_VIDEOS / "webcam-single-face.mp4")) as container:
+        for frame in container.decode(video=0):
+            clean.append(frame.to_ndarray(format="bgr24"))
+            if len(clean) == frames:
+                break
+    face = max(FaceDetector().detect(clean[0]), key=lambda f: f.width * f.height)
+    return [degrade(image, category, np.random.default_rng([0, index]), severity, scale=face.width / 64.0).image
+            for index, image in enumerate(clean)]

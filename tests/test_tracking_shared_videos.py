@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from footage_support import SHARED_VIDEOS
+from footage_support import SHARED_VIDEOS, damaged_talking_head
 
 pytestmark = [pytest.mark.skipif(not SHARED_VIDEOS.is_dir(), reason=f"{SHARED_VIDEOS} not present (team footage)"),
               pytest.mark.slow]
 
 
 def process(clip: Path, outdir: Path) -> dict:
-    if not clip.is_file():
+    if not clip.exists():
         pytest.skip(f"{clip} not present")
     config = outdir.parent / "config.yaml"
     config.write_text("pipeline:\n  output:\n    write_annotated: false\n")  # the review clip is not under test
@@ -107,3 +107,33 @@ def test_shot_cuts_are_found_in_the_stage_clip_and_nowhere_else():
             found = [index for index, frame in enumerate(container.decode(video=0))
                      if detector.is_cut(frame.to_ndarray(format="bgr24"))]
         assert found == expected, name
+
+
+@pytest.mark.parametrize("damage", ["cctv/severe", "noise/severe"])
+def test_damage_that_changes_from_frame_to_frame_is_no_shot_cut(damage):
+    """Severe CCTV damage or noise, drawn afresh for every frame, shifts the colour histograms past the cut
+    threshold several times in 80 frames; the scene's layout stays, so no cut is found."""
+    from facedeblur.footage.shots import ShotCutDetector
+
+    if not (SHARED_VIDEOS / "webcam-single-face.mp4").is_file():
+        pytest.skip("webcam-single-face.mp4 not present")
+    detector = ShotCutDetector()
+    frames = damaged_talking_head(*damage.split("/"))
+    assert [index for index, frame in enumerate(frames) if detector.is_cut(frame)] == []
+
+
+def test_a_degraded_talking_head_is_one_track_with_every_frame_restored(tmp_path):
+    """Issue 21's talking head: one person, severe CCTV damage in every frame: exactly one track, nothing
+    dropped, and the face restored in all 80 frames."""
+    if not (SHARED_VIDEOS / "webcam-single-face.mp4").is_file():
+        pytest.skip("webcam-single-face.mp4 not present")
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, frame in enumerate(damaged_talking_head("cctv", "severe")):
+        cv2.imwrite(str(folder / f"{index:06d}.png"), frame)
+    manifest = process(folder, tmp_path / "out")
+    assert manifest["summary"]["tracks"] == 1, [(t["first_frame"], t["last_frame"]) for t in manifest["tracks"]]
+    assert manifest["dropped_tracks"] == []
+    assert manifest["summary"]["faces_restored"] == 80

@@ -12,7 +12,9 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -490,8 +492,41 @@ def _to_device(batch: list[torch.Tensor], device: torch.device, memory_format: t
     return images + [b.to(device, non_blocking=True) for b in batch[2:]]
 
 
+class StopRequest:
+    """SIGTERM or SIGINT while training: finish the step, validate and save, then return. Otherwise a stop
+    (a session's end, a restart with new options) loses every step since the last checkpoint. Not in a
+    distributed run, where one process leaving the loop alone would hang the others."""
+
+    def __init__(self, enabled: bool):
+        self.requested = False
+        self._previous = {}
+        if enabled and threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._request)
+
+    def _request(self, number, frame) -> None:
+        if self.requested:  # a second signal: stop now, as without this handler
+            self.restore()
+            signal.raise_signal(number)
+        self.requested = True
+        print(f"\n{signal.Signals(number).name}: saving a checkpoint after this step, then stopping", file=sys.stderr)
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous = {}
+
+
 def train(args: argparse.Namespace) -> dict:
     device, rank, distributed = setup_device(args)
+    stop = StopRequest(enabled=not distributed)
+    try:
+        return _train(args, device, rank, distributed, stop)
+    finally:
+        stop.restore()
+
+
+def _train(args: argparse.Namespace, device: torch.device, rank: int, distributed: bool, stop: StopRequest) -> dict:
     is_main = rank == 0
     train_crops, _ = load_split(Path(args.data), "train")  # first: bad --data leaves no empty run folder
     val_crops, _ = load_split(Path(args.data), "val")
@@ -553,7 +588,8 @@ def train(args: argparse.Namespace) -> dict:
         step += 1
         progress.update(1)
         out_of_time = bool(args.max_minutes) and elapsed_minutes >= args.max_minutes  # the agreed clock
-        if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time):
+        stopping = stop.requested
+        if is_main and (step % args.val_every == 0 or step == args.steps or out_of_time or stopping):
             metrics = validate(ema, validation, device, out / f"val-{step:07d}.png")
             metrics.update(step=step, loss=loss.item(), minutes=round(previous_minutes + clock.tick(), 2),
                            samples=previous_samples + (step - start_step) * args.batch * processes)
@@ -561,7 +597,7 @@ def train(args: argparse.Namespace) -> dict:
             save(step, metrics)
         if is_main and step % 50 == 0:  # .item() waits for the GPU: not every step; the bar redraws at its own pace
             progress.set_postfix(loss=f"{loss.item():.4f}", val_gain=f"{metrics.get('psnr_gain', math.nan):+.2f}dB", refresh=False)
-        if out_of_time:
+        if out_of_time or stopping:
             break
     progress.close()
     if is_main:

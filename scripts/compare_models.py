@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Ship by measurement: two `facedeblur evaluate` reports of the same faces and damage, side by side.
+
+    .venv/bin/python scripts/compare_models.py OLD/report.json NEW/report.json [--markdown OUT.md]
+
+Prints one row per tier and per case (input PSNR, each model's gain, the difference, dlib same-person share
+input / old / new) and the verdict of issue 20's shipping rule: the new model ships only if it gains more
+than the old one in every case (category x tier) and every tier, and its dlib match rate is not below the
+input's in any case. Exit status 0 when it may ship, 1 when not, 2 when the reports are not comparable.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _model(report: dict) -> str:
+    return f"{report['model']['name']} {report['model']['version']}"
+
+
+def _dlib(entry: dict, method: str) -> float | None:
+    return entry[method].get("dlib_match") if method in entry else entry["methods"][method].get("dlib_match")
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}"
+
+
+def compare(old: dict, new: dict) -> tuple[list[str], list[str]]:
+    """The markdown table and the list of reasons not to ship (empty: ship)."""
+    same = ("faces", "seed")
+    if any(old[key] != new[key] for key in same) or old["categories"].keys() != new["categories"].keys():
+        raise ValueError("the reports score different faces, seeds or cases; run evaluate with the same "
+                         "arguments for both models")
+    old_name, new_name = _model(old), _model(new)
+    lines = [f"| scope | input PSNR | {old_name} gain | {new_name} gain | difference | dlib same person: "
+             f"input / old / new (%) |", "|---|---|---|---|---|---|"]
+    reasons: list[str] = []
+    rows = [(f"**{tier}**", old["severities"][tier], new["severities"][tier]) for tier in old["severities"]]
+    rows.append(("**all**", old["overall"], new["overall"]))
+    rows += [(case, old["categories"][case], new["categories"][case]) for case in old["categories"]]
+    for scope, before, after in rows:
+        methods_before = before.get("methods", before)
+        difference = after["gain_db"] - before["gain_db"]
+        dlib_input, dlib_old, dlib_new = (_dlib(before, "input"), _dlib(before, "ours"), _dlib(after, "ours"))
+        lines.append(f"| {scope} | {methods_before['input']['psnr']:.2f} | {before['gain_db']:+.2f} | "
+                     f"{after['gain_db']:+.2f} | {difference:+.2f} | "
+                     f"{_share(dlib_input)} / {_share(dlib_old)} / {_share(dlib_new)} |")
+        if scope != "**all**" and difference <= 0:
+            reasons.append(f"{scope.strip('*')}: gains {difference:+.2f} dB less than {old_name}")
+        if dlib_input is not None and dlib_new is not None and dlib_new < dlib_input and not scope.startswith("**"):
+            reasons.append(f"{scope}: dlib same person {_share(dlib_new)} % is below the input's {_share(dlib_input)} %")
+    return lines, reasons
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--markdown", type=Path, help="also write the table and verdict here")
+    args = parser.parse_args()
+    old, new = (json.loads(path.read_text()) for path in (args.old, args.new))
+    try:
+        lines, reasons = compare(old, new)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    verdict = (f"verdict: {_model(new)} may ship: it gains more than {_model(old)} in every case and tier, "
+               "and dlib identity is not below the input's anywhere" if not reasons else
+               f"verdict: {_model(new)} does not ship ({len(reasons)} reasons):\n" + "\n".join(f"- {r}" for r in reasons))
+    text = "\n".join(lines) + "\n\n" + verdict + "\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0 if not reasons else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
