@@ -77,8 +77,9 @@ def inside_ignore(box: np.ndarray, regions: list[np.ndarray]) -> bool:
     return any(r[0] <= cx <= r[2] and r[1] <= cy <= r[3] for r in regions)
 
 
-def run_tracker(clip: Path, settings) -> tuple[dict[int, dict[str, np.ndarray]], int, float]:
-    """Pass 1 of `process` on CLIP: per frame {hypothesis id: box}, the number of kept tracks, seconds."""
+def run_tracker(clip: Path, settings) -> tuple[dict[int, dict[str, np.ndarray]], int, float, dict[str, list[int]]]:
+    """Pass 1 of `process` on CLIP: per frame {hypothesis id: box}, the number of kept tracks, seconds, and
+    each kept track's best frames (the gallery's)."""
     from facedeblur.footage.decode import open_source
     from facedeblur.footage.process import StageTimer, _find_faces, load_models
 
@@ -97,7 +98,49 @@ def run_tracker(clip: Path, settings) -> tuple[dict[int, dict[str, np.ndarray]],
             else:
                 key = f"t{face.track_id}"
             per_frame.setdefault(frame, {})[key] = np.asarray(face.box, float)
-    return per_frame, len(found.tracks) + lone, elapsed
+    best = {f"t{track_id}": [frame for frame, _ in chosen] for track_id, chosen in found.best_frames.items()}
+    return per_frame, len(found.tracks) + lone, elapsed, best
+
+
+def tracks_without_a_face(clip: Path, settings, per_frame: dict[int, dict[str, np.ndarray]],
+                          best: dict[str, list[int]]) -> list[str]:
+    """The kept tracks in whose best frames an independent detector (dlib's CNN face detector, the `eval`
+    extra; never used by the pipeline) finds no face: each best box, widened to twice its size and scaled so
+    the face is about 120 px, must hold a detection."""
+    import cv2
+    import dlib
+    import face_recognition_models
+    from importlib import resources
+
+    from facedeblur.footage.decode import open_source
+
+    detector = dlib.cnn_face_detection_model_v1(
+        str(resources.files(face_recognition_models) / "models" / "mmod_human_face_detector.dat"))
+    wanted = {frame for frames in best.values() for frame in frames}
+    images = {}
+    for frame in open_source(clip, settings.frame_folder_fps).frames():
+        if frame.index in wanted:
+            images[frame.index] = frame.image
+        if len(images) == len(wanted):
+            break
+    empty = []
+    for track, frames in sorted(best.items()):
+        found_face = False
+        for frame in frames:
+            x1, y1, x2, y2 = per_frame[frame][track]
+            side = max(x2 - x1, y2 - y1)
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            image = images[frame]
+            left, top = int(max(0, cx - side)), int(max(0, cy - side))
+            crop = image[top:int(min(image.shape[0], cy + side)), left:int(min(image.shape[1], cx + side))]
+            scale = 120.0 / max(side, 1.0)
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+            if len(detector(np.ascontiguousarray(crop[:, :, ::-1]), 1)):
+                found_face = True
+                break
+        if not found_face:
+            empty.append(track)
+    return empty
 
 
 def score(truth: dict, hypotheses: dict[int, dict[str, np.ndarray]]) -> dict:
@@ -186,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--truth", type=Path, default=TRUTH_DIR)
     parser.add_argument("--config", help="settings file (pipeline: section); default: built-in")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--independent", action="store_true",
+                        help="also count the tracks in whose best frames dlib's CNN face detector finds no face "
+                             "(the eval extra)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from facedeblur.config import load_config
@@ -204,14 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         if not clip.is_file():
             print(f"{truth['clip']:<32} (not present at {clip})")
             continue
-        hypotheses, _, elapsed = run_tracker(clip, settings)
+        hypotheses, _, elapsed, best = run_tracker(clip, settings)
         result = score(truth, hypotheses)
         result["pass1_seconds"] = round(elapsed, 1)
+        if args.independent:
+            result["no_face_independent"] = tracks_without_a_face(clip, settings, hypotheses, best)
         results[truth["clip"]] = result
         print(f"{truth['clip']:<32} {result['tracks']:>6} {result['real']:>4} {result['junk']:>4} {result['ignored']:>3} "
               f"{result['precision']:>5.2f} {result['people']:>6} {result['found']:>5} {result['tracks_per_person']:>7.2f} "
               f"{_fmt(result['mota']):>6} {_fmt(result['idf1']):>5} {str(result['id_switches']):>4} {elapsed:>7.1f}"
-              + (f"  missed: {', '.join(result['missed'])}" if result["missed"] else ""), flush=True)
+              + (f"  missed: {', '.join(result['missed'])}" if result["missed"] else "")
+              + (f"  no face (dlib CNN): {len(result['no_face_independent'])} {result['no_face_independent']}"
+                 if args.independent else ""), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -26,6 +26,27 @@ THUMBNAIL = (64, 36)
 LAYOUT_THUMBNAIL = (32, 18)
 
 
+def colour_histogram(image: np.ndarray) -> np.ndarray:
+    """The normalised hue-saturation histogram of the frame's thumbnail."""
+    thumbnail = cv2.resize(image, THUMBNAIL, interpolation=cv2.INTER_AREA)
+    histogram = cv2.calcHist([cv2.cvtColor(thumbnail, cv2.COLOR_BGR2HSV)], [0, 1], None, [16, 16],
+                             [0, 180, 0, 256])
+    return histogram / max(float(histogram.sum()), 1.0)
+
+
+def colours_differ(first: np.ndarray, second: np.ndarray) -> bool:
+    """Two colour histograms far enough apart for a change of scene."""
+    return 0.5 * float(np.abs(first - second).sum()) > CUT_DISTANCE
+
+
+def layout(image: np.ndarray) -> np.ndarray:
+    """The frame's grey thumbnail, zero-mean and unit-norm: its dot product with another is their correlation."""
+    grey = cv2.cvtColor(cv2.resize(image, LAYOUT_THUMBNAIL, interpolation=cv2.INTER_AREA),
+                        cv2.COLOR_BGR2GRAY).astype(np.float32)
+    grey -= grey.mean()
+    return grey / max(float(np.linalg.norm(grey)), 1e-6)
+
+
 class ShotCutDetector:
     """Feed it every frame in order; `is_cut` says whether the frame starts a new shot."""
 
@@ -33,16 +54,8 @@ class ShotCutDetector:
         self._previous: tuple[np.ndarray, np.ndarray] | None = None
 
     def is_cut(self, image: np.ndarray) -> bool:
-        thumbnail = cv2.resize(image, THUMBNAIL, interpolation=cv2.INTER_AREA)
-        histogram = cv2.calcHist([cv2.cvtColor(thumbnail, cv2.COLOR_BGR2HSV)], [0, 1], None, [16, 16],
-                                 [0, 180, 0, 256])
-        histogram /= max(float(histogram.sum()), 1.0)
-        layout = cv2.cvtColor(cv2.resize(thumbnail, LAYOUT_THUMBNAIL, interpolation=cv2.INTER_AREA),
-                              cv2.COLOR_BGR2GRAY).astype(np.float32)
-        layout -= layout.mean()
-        layout /= max(float(np.linalg.norm(layout)), 1e-6)
-        previous, self._previous = self._previous, (histogram, layout)
+        current = (colour_histogram(image), layout(image))
+        previous, self._previous = self._previous, current
         if previous is None:
             return False
-        colours_changed = 0.5 * float(np.abs(histogram - previous[0]).sum()) > CUT_DISTANCE
-        return colours_changed and float((layout * previous[1]).sum()) < SAME_LAYOUT
+        return colours_differ(current[0], previous[0]) and float((current[1] * previous[1]).sum()) < SAME_LAYOUT
