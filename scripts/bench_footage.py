@@ -25,10 +25,7 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# "restore wait": the pipeline's thread waiting for the model, which runs in a worker thread beside the other
-# stages ("restore", its own time, has a column of its own and is not part of the sum)
-STAGES = ("decode", "detect", "track", "align", "restore wait", "paste", "annotate", "encode", "gallery")
-WORKER_STAGES = ("restore",)
+STAGES = ("decode", "detect", "track", "align", "restore", "paste", "annotate", "encode", "gallery")
 SECTION = "## Footage pipeline"
 
 
@@ -98,13 +95,12 @@ def loop_clip(source: Path, target: Path, seconds: float, size: tuple[int, int] 
 
 
 def table(rows: list[dict]) -> str:
-    header = ("| clip | size | frames | faces | stride | " + " | ".join(STAGES) + " | other | restore (worker)" +
+    header = ("| clip | size | frames | faces | stride | " + " | ".join(STAGES) + " | other" +
               " | total s | CPU s | processed fps | clip fps | x real time | peak RSS MB |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for row in rows:
         stages = " | ".join(f"{row['stages'].get(stage, 0.0):.1f}" for stage in STAGES)
-        in_pipeline_thread = sum(seconds for stage, seconds in row["stages"].items() if stage not in WORKER_STAGES)
-        stages += f" | {row['seconds'] - in_pipeline_thread:.1f} | {row['stages'].get('restore', 0.0):.1f}"
+        stages += f" | {row['seconds'] - sum(row['stages'].values()):.1f}"
         speed = row["frames"] / row["seconds"]
         clip_fps = row["fps"] or 0
         realtime = f"{speed / clip_fps:.2f}" if clip_fps else "-"
@@ -162,8 +158,7 @@ def main() -> None:
         f"model `{rows[0]['model']}`; default config (detector stride 1) unless the stride column says otherwise. "
         f"Load average before/after: {load[0]:.1f} / {load_after[0]:.1f} (a model-training job shared the CPU, "
         "so these times are pessimistic). Stage columns are seconds of wall time; `restore` is the model, "
-        "`track` includes SFace identity checks, `gallery` the manifest, crops and page, `other` everything untimed (output folder, hashing, loop overhead); "
-        "the model restores in a worker thread beside the other stages: `restore wait` is how long the pipeline waited for it, `restore (worker)` its own time. Each run is a "
+        "`track` includes SFace identity checks, `gallery` the manifest, crops and page, `other` everything untimed (output folder, hashing, loop overhead). Each run is a "
         "separate process; peak RSS includes the loaded models.", "",
         table(rows), "",
         "Memory with clip length (the same webcam footage looped):", "",

@@ -5,30 +5,23 @@ than the working size). With `restorer.temporal_window` k > 0, a face's crop in 
 with the same track's crops in frames t-k..t+k (`pipeline/temporal_fusion.py`), so a frame is held back
 until k later frames have been cut; with `auto` (the default), k = 3 and only faces that fusion helps are
 merged (`TemporalFuser.fuse_if_useful`). Frames then wait in a short queue until enough crops are pending to
-fill the restorer's batch (or the queue is full); one model call restores them all, in a worker thread while
-the next batch is cut, and each frame gets its faces pasted back, in order. The queues are bounded, so memory
-stays flat on long clips and 4K frames.
+fill the restorer's batch (or the queue is full); one model call restores them all and each frame gets its
+faces pasted back, in order. Both queues are bounded, so memory stays flat on long clips and 4K frames.
 """
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..defaults import AUTO_TEMPORAL_WINDOW, AUTO_TEMPORAL_WINDOW_NAME, TemporalWindow
-from ..pipeline.face_crops import DEFAULT_LARGE_FACES, FaceCrop, FacePaster, RestoredCrop, cut_face, restore_crops
+from ..pipeline.face_crops import DEFAULT_LARGE_FACES, FaceCrop, FacePaster, cut_face, restore_crops
 from ..pipeline.temporal_fusion import TemporalFuser
 from .decode import DecodedFrame
 from .select_best import sharpness
 from .smooth import PlannedFace
-
-
-# StageTimer stages: "restore" is the model's own time, in its worker thread, beside the other stages;
-# RESTORE_WAIT is how long the pipeline's thread waited for it.
-RESTORE_WAIT = "restore wait"
 
 
 @dataclass
@@ -72,27 +65,15 @@ class FrameBatchRestorer:
         self.fuser = TemporalFuser() if self.window else None
 
     def run(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[RestoredFrame]:
-        # The model restores one batch in a worker thread (onnxruntime leaves the GIL) while this thread pastes
-        # and hands on the batch before it and decodes and cuts the next: on 2 cores the model no longer
-        # waits for the single-threaded stages, nor they for it. Each of the two batches in play holds at
-        # most half the queue, so memory stays within the same bound.
-        per_batch = max(1, self.max_queued_frames // 2)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore") as worker:
-            in_flight: tuple[list[_CutFrame], Future] | None = None
-            queue: list[_CutFrame] = []
-            pending = 0
-            for cut in self._fused(self._cut(frames)):
-                queue.append(cut)
-                pending += len(cut.crops)
-                if pending >= self.restorer.batch_size or len(queue) >= per_batch:
-                    submitted = (queue, worker.submit(self._restore, queue))
-                    if in_flight is not None:
-                        yield from self._paste(*in_flight)
-                    in_flight, queue, pending = submitted, [], 0
-            if in_flight is not None:
-                yield from self._paste(*in_flight)
-            if queue:
-                yield from self._paste(queue, worker.submit(self._restore, queue))
+        queue: list[_CutFrame] = []
+        pending = 0
+        for cut in self._fused(self._cut(frames)):
+            queue.append(cut)
+            pending += len(cut.crops)
+            if pending >= self.restorer.batch_size or len(queue) >= self.max_queued_frames:
+                yield from self._flush(queue)
+                queue, pending = [], 0
+        yield from self._flush(queue)
 
     def _cut(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[_CutFrame]:
         for frame, faces in frames:
@@ -141,14 +122,10 @@ class FrameBatchRestorer:
                 frames_merged.append([neighbours[i][0] for i in accepted])
         return _CutFrame(centre.frame, centre.faces, fused_crops, frames_merged)
 
-    def _restore(self, queue: list[_CutFrame]) -> list[RestoredCrop]:
+    def _flush(self, queue: list[_CutFrame]) -> Iterator[RestoredFrame]:
         all_crops = [crop for cut in queue for crop in cut.crops]
         with self.timer("restore"):
-            return restore_crops(self.restorer, all_crops) if all_crops else []
-
-    def _paste(self, queue: list[_CutFrame], restoring: Future) -> Iterator[RestoredFrame]:
-        with self.timer(RESTORE_WAIT):  # what the model's worker still costs this thread
-            restored = restoring.result()
+            restored = restore_crops(self.restorer, all_crops) if all_crops else []
         position = 0
         for cut in queue:
             # One copy per frame with faces: the decoded frame may still be a neighbour in temporal fusion.
