@@ -163,3 +163,28 @@ def test_identity_loss_trains_through_the_cli(cache, tmp_path):
                     "--workers", "0", "--steps", "2", "--identity-weight", "0.1", "--identity-faces", "1"],
                    check=True, cwd=REPO, timeout=600)
     assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["step"] == 2
+
+
+def test_a_stopped_trainer_saves_its_last_steps_before_it_exits(cache, tmp_path):
+    """SIGTERM (a session's end, a restart with new options) finishes the step, validates and saves a
+    checkpoint the campaign resumes from, instead of losing every step since the last one."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    trainer = subprocess.Popen([sys.executable, "-m", "facedeblur", "train", "run", "--data", str(cache), "--out", str(run),
+                                "--width", "8", "--batch", "2", "--patch", "64", "--val-every", "100000", "--val-count", "2",
+                                "--workers", "0", "--steps", "100000"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in trainer.stderr:  # the model is built: the handler is in place and steps are under way
+            if line.startswith("model "):
+                break
+        time.sleep(3)
+        trainer.send_signal(signal.SIGTERM)
+        _, errors = trainer.communicate(timeout=300)
+    finally:
+        trainer.kill()
+    assert trainer.returncode == 0, errors[-2000:]
+    saved = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert 0 < saved["step"] < 100000
+    assert (run / "last.pt").is_file() and (run / "carry.pt").is_file()
