@@ -102,8 +102,9 @@ FRAME_FOLDER = "cam3/door_20260102_070809"
 
 
 def write_inputs_browsers_cannot_play(inbox) -> None:
-    """The sample clip as MPEG-4 Part 2 in a .mov with a creation_time (no browser plays that codec), the same
-    frames as a frame folder whose name holds a timestamp, and an input that fails."""
+    """The sample clip as MPEG-4 Part 2 in a .mov with a creation_time (no browser plays that codec), then a
+    cut to a close-up of the same frames, so the person has a track in each shot; the sample's frames as a
+    frame folder whose name holds a timestamp; and an input that fails."""
     import av
     import cv2
 
@@ -115,9 +116,13 @@ def write_inputs_browsers_cannot_play(inbox) -> None:
         stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
         stream.options = {"qscale": "2"}
         stream.codec_context.time_base = 1 / video.average_rate
-        for index, decoded in enumerate(source.decode(video)):
-            image = decoded.to_ndarray(format="bgr24")
-            cv2.imwrite(str(inbox / FRAME_FOLDER / f"frame-{index:04d}.png"), image)
+        images = [decoded.to_ndarray(format="bgr24") for decoded in source.decode(video)]
+        height, width = images[0].shape[:2]
+        close_ups = [cv2.resize(image[height // 6:height - height // 6, width // 6:width - width // 6], (width, height),
+                                interpolation=cv2.INTER_CUBIC) for image in images]
+        for index, image in enumerate(images + close_ups):
+            if index < len(images):
+                cv2.imwrite(str(inbox / FRAME_FOLDER / f"frame-{index:04d}.png"), image)
             frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
             frame.pts, frame.time_base = index, stream.codec_context.time_base
             out.mux(stream.encode(frame))
@@ -214,9 +219,11 @@ def test_a_proxy_stands_in_for_an_original_browsers_cannot_play(browser, other_f
     proxies = list((box.state / "proxies").glob("*.mp4"))
     assert len(proxies) == 1
     assert browser.find_element(By.ID, "proxy-sha256").text == hashlib.sha256(proxies[0].read_bytes()).hexdigest()
+    with av.open(str(box.inbox / "cam3" / "lobby.mov")) as original:
+        original_frames = sum(1 for _ in original.decode(video=0))
     with av.open(str(proxies[0])) as proxy:
         assert proxy.streams.video[0].codec_context.name == "h264"
-        assert proxy.streams.video[0].frames == 42
+        assert proxy.streams.video[0].frames == original_frames == 84   # the sample's 42 and their close-ups
         assert "not AI-restored" in proxy.metadata.get("comment", "")
     recorded = browser.find_element(By.ID, "recorded").text
     assert "2026-01-02 03:04:05" in recorded and "creation_time" in recorded
