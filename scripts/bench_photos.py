@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
 from benchmarks_doc import write_section  # noqa: E402
-from facedeblur.degradations import CATEGORIES, degrade  # noqa: E402
+from facedeblur.degradations import CATEGORIES, degrade, scale_for_face  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
 from facedeblur.pipeline.face_crops import LARGE_FACE_MODES  # noqa: E402
@@ -83,7 +83,7 @@ def main() -> int:
                     for index, (photo, box) in enumerate(photos):
                         x1, y1, x2, y2 = box
                         rng = np.random.default_rng([args.seed, index, CATEGORIES.index(category)])
-                        damaged = degrade(photo, category, rng, severity, scale=(x2 - x1) / 64.0).image
+                        damaged = degrade(photo, category, rng, severity, scale=scale_for_face(x2 - x1)).image
                         restored, faces = restore_faces_in_image(damaged, detector, restorer, large_faces=mode)
                         found += bool(faces)
                         clean_face, in_face, out_face = (p[y1:y2, x1:x2] for p in (photo, damaged, restored))

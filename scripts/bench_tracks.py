@@ -123,24 +123,20 @@ def tracks_without_a_face(clip: Path, settings, per_frame: dict[int, dict[str, n
             images[frame.index] = frame.image
         if len(images) == len(wanted):
             break
-    empty = []
-    for track, frames in sorted(best.items()):
-        found_face = False
-        for frame in frames:
-            x1, y1, x2, y2 = per_frame[frame][track]
-            side = max(x2 - x1, y2 - y1)
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            image = images[frame]
-            left, top = int(max(0, cx - side)), int(max(0, cy - side))
-            crop = image[top:int(min(image.shape[0], cy + side)), left:int(min(image.shape[1], cx + side))]
-            scale = 120.0 / max(side, 1.0)
-            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-            if len(detector(np.ascontiguousarray(crop[:, :, ::-1]), 1)):
-                found_face = True
-                break
-        if not found_face:
-            empty.append(track)
-    return empty
+
+    def holds_face(frame: int, box: np.ndarray) -> bool:
+        x1, y1, x2, y2 = box
+        side = max(x2 - x1, y2 - y1)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        image = images[frame]
+        left, top = int(max(0, cx - side)), int(max(0, cy - side))
+        crop = image[top:int(min(image.shape[0], cy + side)), left:int(min(image.shape[1], cx + side))]
+        scale = 120.0 / max(side, 1.0)
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        return len(detector(np.ascontiguousarray(crop[:, :, ::-1]), 1)) > 0
+
+    return [track for track, frames in sorted(best.items())
+            if not any(holds_face(frame, per_frame[frame][track]) for frame in frames)]
 
 
 def score(truth: dict, hypotheses: dict[int, dict[str, np.ndarray]]) -> dict:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from benchmarks_doc import write_section  # noqa: E402
 from facedeblur.config import PipelineSettings  # noqa: E402
-from facedeblur.degradations import degrade  # noqa: E402
+from facedeblur.degradations import degrade, scale_for_face  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
 from facedeblur.footage.process import load_models, process_input  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
@@ -89,7 +89,7 @@ def face_boxes(frames: list[np.ndarray]) -> list[tuple[int, int, int, int]]:
 def damage(clip: Clip, spec: str, seed: int) -> list[np.ndarray]:
     category, severity = spec.split("/")
     widths = [x2 - x1 for x1, _, x2, _ in clip.boxes]
-    scale = float(np.median(widths)) / 64.0
+    scale = scale_for_face(float(np.median(widths)))
     return [degrade(frame, category, np.random.default_rng([seed, index]), severity, scale=scale).image
             for index, frame in enumerate(clip.clean)]
 

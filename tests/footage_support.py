@@ -114,7 +114,7 @@ def damaged_talking_head(category: str, severity: str, frames: int = 80) -> list
     would (the trainer's degradations scaled to the face, as scripts/bench_video.py does)."""
     import av
 
-    from facedeblur.degradations import degrade
+    from facedeblur.degradations import degrade, scale_for_face
     from facedeblur.pipeline.detect import FaceDetector
 
     clean = []
@@ -124,5 +124,5 @@ def damaged_talking_head(category: str, severity: str, frames: int = 80) -> list
             if len(clean) == frames:
                 break
     face = max(FaceDetector().detect(clean[0]), key=lambda f: f.width * f.height)
-    return [degrade(image, category, np.random.default_rng([0, index]), severity, scale=face.width / 64.0).image
+    return [degrade(image, category, np.random.default_rng([0, index]), severity, scale=scale_for_face(face.width)).image
             for index, image in enumerate(clean)]

@@ -235,11 +235,20 @@ def random_blur_kernel(kind: str, rng: np.random.Generator, scale: float = 1.0,
     return gaussian_kernel(sigma_x, sigma_y, rng.uniform(0, np.pi))
 
 
+# The face's width on a 128 px aligned crop: the tiers' spatial ranges (blur lengths, mosaic cells) are for it.
+CROP_FACE_WIDTH = 64.0
+
+
+def scale_for_face(face_width: float) -> float:
+    """`degrade`'s `scale` for a whole photo or frame whose face is `face_width` pixels wide."""
+    return face_width / CROP_FACE_WIDTH
+
+
 def degrade(clean: np.ndarray, category: str, rng: np.random.Generator,
             severity: str = DEFAULT_SEVERITY, scale: float | None = None) -> Degraded:
     """Apply one category of damage, at one severity tier, to a clean uint8 BGR face crop.
 
-    For a whole photo, pass `scale` = (face width in pixels) / 64, so that the damage is as severe
+    For a whole photo, pass `scale` = scale_for_face(face width in pixels), so that the damage is as severe
     relative to the face as it is on a 128 px aligned crop (where the face is about 64 px wide)."""
     if category not in CATEGORIES:
         raise ValueError(f"unknown degradation {category!r}; choose from {', '.join(CATEGORIES)}")

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import UnusableInputError
 from ..image_files import image_size, read_image
-from .shots import CUT_DISTANCE, THUMBNAIL, colour_histogram, colours_differ
+from .shots import THUMBNAIL, colour_histogram, histograms_differ, thumbnail
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,9 @@ def _grey_histogram(image: np.ndarray) -> np.ndarray:
 
 def changes_scene(first: np.ndarray, second: np.ndarray) -> bool:
     """True when `second` shows another scene than `first` (colour or, for greyscale, brightness make-up)."""
-    if colours_differ(colour_histogram(first), colour_histogram(second)):
+    if histograms_differ(colour_histogram(thumbnail(first)), colour_histogram(thumbnail(second))):
         return True
-    return 0.5 * float(np.abs(_grey_histogram(first) - _grey_histogram(second)).sum()) > CUT_DISTANCE
+    return histograms_differ(_grey_histogram(first), _grey_histogram(second))
 
 
 def sampled_steps(count: int, pairs: int = SAMPLED_PAIRS) -> list[int]:
