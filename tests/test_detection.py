@@ -261,3 +261,54 @@ def test_weak_candidates_carry_a_track_through_blurred_frames():
         observed[include_weak] = sorted(o.frame_index for o in tracks[0].observations)
     assert not set(range(10, 16)) & set(observed[False])
     assert observed[True] == list(range(24))
+
+
+CACHE_PROBE = """
+import json, sys
+import cv2
+from facedeblur.pipeline.detect import FaceDetector
+from facedeblur.pipeline.identity import IdentityEmbedder
+image = cv2.imread(sys.argv[1])
+faces = FaceDetector(provider="cpu").detect(image)
+IdentityEmbedder(provider="cpu")
+print(json.dumps({"boxes": [[round(float(v), 3) for v in face.box] for face in faces],
+                  "onnx_imported": "onnx" in sys.modules}))
+"""
+
+
+def _detect_in_subprocess(image_path: Path, cache_home: Path) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home))
+    done = subprocess.run([sys.executable, "-c", CACHE_PROBE, str(image_path)], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_expanded_detector_and_recogniser_are_cached_and_a_damaged_entry_is_rebuilt(tmp_path):
+    """The first run expands the bundled int8 models with the onnx package and caches them; a second run
+    reads the cache without importing onnx and finds the same faces; a damaged entry is never used; an
+    unwritable cache only costs the expansion."""
+    image_path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(image_path), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
+    cache_home = tmp_path / "cache"
+    first = _detect_in_subprocess(image_path, cache_home)
+    entries = sorted((cache_home / "facedeblur" / "models").glob("*.onnx"))
+    assert first["onnx_imported"] and len(entries) == 2 and len(first["boxes"]) == 1
+
+    second = _detect_in_subprocess(image_path, cache_home)
+    assert second == {"boxes": first["boxes"], "onnx_imported": False}
+
+    yunet = next(entry for entry in entries if "yunet" in entry.name)
+    yunet.write_bytes(yunet.read_bytes()[:1000])  # a torn or tampered entry
+    third = _detect_in_subprocess(image_path, cache_home)
+    assert third == {"boxes": first["boxes"], "onnx_imported": True}
+    assert yunet.stat().st_size > 1000  # the same name again (the content's hash), now whole
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    assert _detect_in_subprocess(image_path, not_a_folder)["boxes"] == first["boxes"]

@@ -1,6 +1,6 @@
-"""The kernel-aware restorer on real faces: the in-graph deconvolution, the model started from the shipped
-one, its ONNX export through onnxruntime, training with the kernel estimator and the oracle comparison,
-and the SFace identity loss against the SFace the pipeline runs."""
+"""The kernel-aware restorer on real faces: the in-graph deconvolution, the model started from a plain U-Net
+and the shipped model resumed from its own ONNX, their ONNX export through onnxruntime, training with the
+kernel estimator and the oracle comparison, and the SFace identity loss against the SFace the pipeline runs."""
 from __future__ import annotations
 
 import json
@@ -57,20 +57,53 @@ def test_deconvolution_with_the_true_kernel_sharpens_a_real_face(face_crop, kern
     assert np.abs(unchanged.astype(int) - blurred.astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("size", ["kernel-aware", "kernel-aware-frequency"])
-def test_kernel_aware_model_starts_as_the_shipped_one_and_exports_with_dynamic_sizes(face_crop, tmp_path, size):
-    model = build_model(MODEL_SIZES[size])
+def _restore_with(onnx_path: Path, damaged: np.ndarray) -> np.ndarray:
+    return FaceRestorer(onnx_path, provider="cpu", colour_lock=False).restore_batch([damaged])[0]
+
+
+def test_kernel_aware_model_started_from_a_plain_unet_restores_exactly_as_it(face_crop, tmp_path):
+    """`--init` from a plain U-Net (0.2.0's shape, here with random weights) copies it into the kernel-aware
+    model, whose new inputs start at zero: the exported kernel-aware model restores exactly as the plain one."""
+    torch.manual_seed(0)
+    unet_shape = {key: value for key, value in MODEL_SIZES["kernel-aware"].items()
+                  if key not in ("kernel_size", "estimator_width")}
+    plain = build_model(unet_shape)
+    with torch.no_grad():
+        for parameter in plain.parameters():
+            parameter.normal_(0.0, 0.02)
+    plain_path = tmp_path / "plain.onnx"
+    export_onnx(plain.eval(), plain_path, {"name": "plain-test", "version": "test"}, crop_size=128)
+    model = build_model(MODEL_SIZES["kernel-aware"])
     assert isinstance(model, KernelAwareRestorer)
-    copied, added = initialise_from(model, default_model_path())
-    assert copied > 0 and added > 0  # the U-Net comes from 0.2.0, the kernel estimator is new
-    onnx_path = tmp_path / "kernel-aware.onnx"
-    difference = export_onnx(model.eval(), onnx_path, {"name": "kernel-aware-test", "version": "test"}, crop_size=128)
-    assert difference < 1e-3  # parity at 128x128 and at 160x96 (export_onnx checks both)
-    shipped = FaceRestorer(default_model_path(), provider="cpu", colour_lock=False)
-    ours = FaceRestorer(onnx_path, provider="cpu", colour_lock=False)
+    copied, added = initialise_from(model, plain_path)
+    assert copied > 0 and added > 0  # the U-Net comes from the plain model, the kernel estimator is new
+    aware_path = tmp_path / "kernel-aware.onnx"
+    assert export_onnx(model.eval(), aware_path, {"name": "kernel-aware-test", "version": "test"}, crop_size=128) < 1e-3
     damaged = degrade(face_crop, "defocus", np.random.default_rng(0), "moderate").image
-    before, after = shipped.restore_batch([damaged])[0], ours.restore_batch([damaged])[0]
+    before, after = _restore_with(plain_path, damaged), _restore_with(aware_path, damaged)
+    assert np.abs(before.astype(int) - damaged.astype(int)).max() > 1  # the random U-Net does change the face
     assert np.abs(before.astype(int) - after.astype(int)).max() <= 1
+
+
+def test_the_shipped_model_is_the_campaign_design_and_resumes_from_its_own_onnx(face_crop, tmp_path):
+    """The campaign falls back to `--init` from the shipped ONNX: every tensor of the campaign's design must
+    come back from it (none left new), and the re-exported model must restore exactly as the shipped one."""
+    model = build_model(MODEL_SIZES["kernel-aware-frequency"])
+    copied, added = initialise_from(model, default_model_path())
+    assert added == 0 and copied == len(model.state_dict())
+    onnx_path = tmp_path / "resumed.onnx"
+    # export_onnx checks parity with PyTorch at 128x128 and at 160x96: the sizes stay dynamic
+    assert export_onnx(model.eval(), onnx_path, {"name": "resumed-test", "version": "test"}, crop_size=128) < 1e-3
+    damaged = degrade(face_crop, "motion_blur", np.random.default_rng(0), "severe").image
+    shipped, resumed = _restore_with(default_model_path(), damaged), _restore_with(onnx_path, damaged)
+    assert np.abs(shipped.astype(int) - resumed.astype(int)).max() <= 1
+    # a plain U-Net of the same widths takes the shipped model's U-Net: every tensor but the first
+    # convolution's weights, which see the deconvolved face too
+    plain = build_model({key: value for key, value in MODEL_SIZES["kernel-aware"].items()
+                         if key not in ("kernel_size", "estimator_width")})
+    assert initialise_from(plain, default_model_path()) == (len(plain.state_dict()) - 1, 1)
+    assert torch.equal(plain.state_dict()["encoders.0.0.conv1.weight"],
+                       model.state_dict()["restorer.encoders.0.0.conv1.weight"])
 
 
 def test_frequency_mixing_sees_the_whole_face_and_exports_with_dynamic_sizes(tmp_path):

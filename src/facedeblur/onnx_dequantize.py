@@ -1,16 +1,27 @@
-"""Expand the block-quantised int8 weights of the bundled YuNet/SFace files to float32, in memory.
+"""Expand the block-quantised int8 weights of the bundled YuNet/SFace files to float32.
 
 onnxruntime's CPU kernel rejects some of their per-tensor DequantizeLinear nodes that carry a block_size
 attribute, and fp32 weights are also faster; the expansion is exact ((q - zero_point) * scale).
+
+The expanded models are kept in $XDG_CACHE_HOME/facedeblur (the systemd units point it at the state
+folder), named by the source file's hash: importing the `onnx` package to expand them costs about a second
+of CPU, which every `process` and `restore` command would pay again. Where that folder cannot be written the
+expansion runs in memory every time.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
+
+log = logging.getLogger(__name__)
+
+# Part of every cache entry's name: change it whenever the expansion below changes what it produces.
+EXPANSION_VERSION = "1"
 
 
 def _dequantize(quantized: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int,
@@ -30,9 +41,63 @@ def _dequantize(quantized: np.ndarray, scale: np.ndarray, zero_point: np.ndarray
     return (q - zp.reshape(shape)) * scale.reshape(shape)
 
 
+def model_cache_dir() -> Path | None:
+    try:
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "facedeblur" / "models"
+    except RuntimeError:  # no home directory to put it in
+        return None
+
+
 @lru_cache(maxsize=4)
-def float_model_bytes(path: str | Path) -> bytes:
-    model = onnx.load(str(path))
+def bundled_float_model(path: str | Path, dynamic_image_size: bool = False) -> bytes:
+    """The model of `path` with its quantised weights expanded to float32, from the cache when it holds it. With
+    `dynamic_image_size` the first input's height and width are declared symbolic (YuNet: see detect.py)."""
+    source = Path(path).read_bytes()
+    key = hashlib.sha256(source + f"|{EXPANSION_VERSION}|{dynamic_image_size}".encode()).hexdigest()[:24]
+    folder = model_cache_dir()
+    stem = f"{Path(path).stem}-{key}-"
+    for entry in sorted(folder.glob(f"{stem}*.onnx")) if folder is not None and folder.is_dir() else ():
+        data = _read_regular_file(entry)
+        # the name ends with the content's own hash: a damaged or foreign entry is ignored and replaced
+        if data is not None and hashlib.sha256(data).hexdigest()[:24] == entry.stem.removeprefix(stem):
+            return data
+    expanded = _expand(source, dynamic_image_size)
+    if folder is None:
+        return expanded
+    try:
+        from .image_files import write_bytes_atomic
+
+        folder.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(folder / f"{stem}{hashlib.sha256(expanded).hexdigest()[:24]}.onnx", expanded)
+    except OSError as exc:
+        log.debug("model cache %s not writable (%s): expanding in memory each run", folder, exc)
+    return expanded
+
+
+def _read_regular_file(path: Path) -> bytes | None:
+    try:
+        if not path.is_file() or path.is_symlink():
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _expand(source: bytes, dynamic_image_size: bool) -> bytes:
+    import onnx
+
+    model = _expanded(onnx.load_from_string(source))
+    if dynamic_image_size:
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        dims[2].dim_param, dims[3].dim_param = "height", "width"
+    return model.SerializeToString()
+
+
+def _expanded(model):
+    """`model` (an onnx.ModelProto) with every constant DequantizeLinear replaced by its float32 result."""
+    import onnx
+    from onnx import numpy_helper
+
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     replaced, consumed = [], set()
@@ -56,4 +121,4 @@ def float_model_bytes(path: str | Path) -> bytes:
     inputs = [i for i in graph.input if i.name not in initializer_names and i.name in still_used]
     del graph.input[:]
     graph.input.extend(inputs)
-    return model.SerializeToString()
+    return model

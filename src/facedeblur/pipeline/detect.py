@@ -33,7 +33,7 @@ import numpy as np
 # The detector's defaults live in defaults.py, which the config loads without onnxruntime or OpenCV.
 from ..defaults import (DEFAULT_MIN_FACE_SIZE, DEFAULT_MOSAIC_THRESHOLD, DEFAULT_NMS_THRESHOLD, DEFAULT_PYRAMID,
                         DEFAULT_SCORE_THRESHOLD, DEFAULT_WEAK_THRESHOLD, YUNET_FILE, bundled_model_path)
-from ..onnx_dequantize import float_model_bytes
+from ..onnx_dequantize import bundled_float_model
 from ..onnx_session import create_session
 from . import mosaic as mosaics
 
@@ -90,17 +90,10 @@ def plausible_landmarks(landmarks: np.ndarray, box: np.ndarray) -> bool:
     return bool(((points >= grown[:2]) & (points <= grown[2:])).all())
 
 
-def _dynamic_input_model(model_bytes: bytes) -> bytes:
-    """The bundled YuNet declares a fixed 1x3x640x640 input, but its graph is size-agnostic (its upsampling
-    uses scale factors and its output reshapes use -1), so declaring height and width symbolic lets one
-    session run any multiple of 32: a 640x360 frame then costs a 640x384 pass instead of 640x640, and the
-    pyramid's smaller passes cost a fraction of the first."""
-    import onnx
-
-    model = onnx.load_from_string(model_bytes)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    dims[2].dim_param, dims[3].dim_param = "height", "width"
-    return model.SerializeToString()
+# The bundled YuNet declares a fixed 1x3x640x640 input, but its graph is size-agnostic (its upsampling uses
+# scale factors and its output reshapes use -1), so declaring height and width symbolic
+# (bundled_float_model's dynamic_image_size) lets one session run any multiple of 32: a 640x360 frame then
+# costs a 640x384 pass instead of 640x640, and the pyramid's smaller passes cost a fraction of the first.
 
 
 @dataclass
@@ -131,7 +124,7 @@ class FaceDetector:
         self.find_mosaics = find_mosaics
         self.mosaic_threshold = mosaic_threshold
         self.weak_threshold = min(weak_threshold, score_threshold)
-        self.session = create_session(_dynamic_input_model(float_model_bytes(bundled_model_path(YUNET_FILE))),
+        self.session = create_session(bundled_float_model(bundled_model_path(YUNET_FILE), dynamic_image_size=True),
                                       provider=provider, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
         self.input_size = input_size

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from ..defaults import SFACE_FILE, bundled_model_path
-from ..onnx_dequantize import float_model_bytes
+from ..onnx_dequantize import bundled_float_model
 from ..onnx_session import create_session
 from .align import template_points
 
@@ -22,7 +22,7 @@ SFACE_TEMPLATE_112 = np.array(
 
 class IdentityEmbedder:
     def __init__(self, provider: str = "auto", threads: int = 0):
-        self.session = create_session(float_model_bytes(bundled_model_path(SFACE_FILE)), provider=provider,
+        self.session = create_session(bundled_float_model(bundled_model_path(SFACE_FILE)), provider=provider,
                                       threads=threads)
         self.input_name = self.session.get_inputs()[0].name
 

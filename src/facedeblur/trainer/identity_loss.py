@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..defaults import SFACE_FILE, bundled_model_path
-from ..onnx_dequantize import float_model_bytes
+from ..onnx_dequantize import bundled_float_model
 from ..pipeline.align import template_points
 from ..pipeline.identity import SFACE_TEMPLATE_112
 
@@ -101,7 +101,7 @@ class IdentityLoss(nn.Module):
 
     def __init__(self, crop_size: int = 128):
         super().__init__()
-        self.sface = OnnxInterpreter(onnx.load_from_string(float_model_bytes(bundled_model_path(SFACE_FILE))))
+        self.sface = OnnxInterpreter(onnx.load_from_string(bundled_float_model(bundled_model_path(SFACE_FILE))))
         self.sface.eval().requires_grad_(False)
         matrix, _ = cv2.estimateAffinePartial2D(template_points(crop_size), SFACE_TEMPLATE_112, method=cv2.LMEDS)
         # affine_grid wants the inverse map (output -> input) in normalised [-1, 1] coordinates

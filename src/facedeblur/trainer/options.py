@@ -17,11 +17,13 @@ MODEL_SIZES = {
     "default": dict(width=24, levels=3, blocks_per_level=2, middle_blocks=4, unshuffle=2),
     "quality": dict(width=32, levels=3, blocks_per_level=2, middle_blocks=2, unshuffle=1),
     # 0.2.0's U-Net given the face deconvolved with its own kernel estimate as three more input channels
-    # (arch.KernelAwareRestorer); `--init` from 0.2.0 starts it exactly where 0.2.0 is (the new inputs'
-    # weights start at zero). Kernels up to 33 px cover the severe tier's camera shake (24 px).
+    # (arch.KernelAwareRestorer); `--init` from a plain U-Net of this shape starts it exactly where that
+    # model is (the new inputs' weights start at zero). Kernels up to 33 px cover the severe tier's camera
+    # shake (24 px).
     "kernel-aware": dict(width=24, levels=3, blocks_per_level=1, middle_blocks=2, unshuffle=2, kernel_size=33,
                          estimator_width=32),
-    # the same with a global frequency-mixing block at the bottleneck (arch.FrequencyMixing)
+    # the same with a global frequency-mixing block at the bottleneck (arch.FrequencyMixing): the shipped
+    # model's design since 0.3.0, trained by scripts/campaign
     "kernel-aware-frequency": dict(width=24, levels=3, blocks_per_level=1, middle_blocks=2, unshuffle=2,
                                    kernel_size=33, estimator_width=32, frequency_mixing=True),
 }

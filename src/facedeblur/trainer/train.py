@@ -221,9 +221,11 @@ def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
     state = model.state_dict()
     copied = {}
     for name, value in state.items():
-        # A kernel-aware model holds the plain U-Net as `restorer.`: a plain model's weights fit it there
-        source_name = name if name in weights else name.removeprefix("restorer.")
-        if source_name not in weights:
+        # A kernel-aware model holds the plain U-Net as `restorer.`: a plain model's weights fit it there,
+        # and a plain model takes the U-Net out of a kernel-aware one (the shipped model since 0.3.0)
+        source_name = next((candidate for candidate in (name, name.removeprefix("restorer."), f"restorer.{name}")
+                            if candidate in weights), None)
+        if source_name is None:
             continue
         source_value = weights[source_name]
         if tuple(source_value.shape) == tuple(value.shape):
