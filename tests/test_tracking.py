@@ -173,3 +173,33 @@ def test_a_weak_candidate_no_track_claims_is_not_restored():
     tracker = run_tracker(frames)
     assert [len(t.observations) for t in tracker.finish()] == [2]
     assert tracker.untracked == [] and tracker.dropped == []
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5), (4, 1), (3, 3), (2, 6), (5, 2)])
+def test_assignment_matches_scipys_solver_and_needs_it_only_for_several_tracks_and_faces(shape):
+    """One track or one face is solved without scipy; every shape gives the pairs scipy's solver gives."""
+    from scipy.optimize import linear_sum_assignment
+
+    from facedeblur.footage.track import _assign
+
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(50):
+        iou = np.where(rng.random(shape) < 0.3, 0.0, rng.random(shape))
+        allowed = (iou >= 0.2) & (iou > 0)
+        rows, columns = linear_sum_assignment(np.where(allowed, 1.0 - iou, 1e6))
+        expected = [(int(r), int(c)) for r, c in zip(rows, columns) if allowed[r, c]]
+        assert _assign(iou, 0.2) == expected
+
+
+def test_a_single_person_is_tracked_without_importing_scipy_optimize():
+    import subprocess
+    import sys
+
+    probe = ("import sys, numpy as np\n"
+             "from facedeblur.footage.track import _assign\n"
+             "assert _assign(np.array([[0.7, 0.1, 0.0]]), 0.2) == [(0, 0)]\n"
+             "assert _assign(np.array([[0.0], [0.5]]), 0.2) == [(1, 0)]\n"
+             "print('scipy.optimize' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert done.stdout.strip() == "False"

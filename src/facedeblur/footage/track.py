@@ -7,7 +7,8 @@ blurs for a few frames keeps its track instead of ending it. Why our own and not
 maintained tracker package pulls the GUI OpenCV wheel (supervision 0.26, trackers, boxmot declare
 opencv-python) or pins numpy<2 (norfair). A second OpenCV wheel in the environment overwrites the headless
 cv2 with one that needs libGL, X11 and Qt, and `import cv2` then fails on a minimal server (tests/test_install.py checks). The
-association is a hundred lines of numpy and scipy's assignment solver.
+association is a hundred lines of numpy and scipy's assignment solver (imported only when two or more
+tracks meet two or more detections).
 
 ByteTrack knows nothing about who a face is, so when two tracked faces that overlapped (a crossing, where
 ByteTrack can swap ids) separate again, their SFace embeddings are compared with each track's reference
@@ -22,7 +23,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ..pipeline.detect import Face
 
@@ -107,7 +107,15 @@ def _assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     allowed = (iou >= min_iou) & (iou > 0)  # boxes that do not touch never match, whatever the setting
     if not allowed.any():
         return []
-    rows, columns = linear_sum_assignment(np.where(allowed, 1.0 - iou, 1e6))
+    cost = np.where(allowed, 1.0 - iou, 1e6)
+    if min(cost.shape) == 1:
+        # One track or one detection (most frames of most clips): the cheapest pair is the whole answer,
+        # and importing scipy.optimize costs over half a CPU second of every run's start-up.
+        rows, columns = (np.atleast_1d(index) for index in np.unravel_index(int(np.argmin(cost)), cost.shape))
+    else:
+        from scipy.optimize import linear_sum_assignment
+
+        rows, columns = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, columns) if allowed[r, c]]
 
 
