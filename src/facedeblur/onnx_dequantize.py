@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .image_files import write_bytes_atomic
+
 log = logging.getLogger(__name__)
 
 # Part of every cache entry's name: change it whenever the expansion below changes what it produces.
@@ -65,8 +67,6 @@ def bundled_float_model(path: str | Path, dynamic_image_size: bool = False) -> b
     if folder is None:
         return expanded
     try:
-        from .image_files import write_bytes_atomic
-
         folder.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(folder / f"{stem}{hashlib.sha256(expanded).hexdigest()[:24]}.onnx", expanded)
     except OSError as exc:

@@ -109,13 +109,14 @@ def _assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
         return []
     cost = np.where(allowed, 1.0 - iou, 1e6)
     if min(cost.shape) == 1:
-        # One track or one detection (most frames of most clips): the cheapest pair is the whole answer,
-        # and importing scipy.optimize costs over half a CPU second of every run's start-up.
-        rows, columns = (np.atleast_1d(index) for index in np.unravel_index(int(np.argmin(cost)), cost.shape))
-    else:
-        from scipy.optimize import linear_sum_assignment
+        # One track or one detection (most frames of most clips): the cheapest pair is the whole answer
+        # (some pair is allowed, so it is), and importing scipy.optimize costs over half a CPU second of
+        # every run's start-up.
+        row, column = np.unravel_index(int(np.argmin(cost)), cost.shape)
+        return [(int(row), int(column))]
+    from scipy.optimize import linear_sum_assignment
 
-        rows, columns = linear_sum_assignment(cost)
+    rows, columns = linear_sum_assignment(cost)
     return [(int(r), int(c)) for r, c in zip(rows, columns) if allowed[r, c]]
 
 

@@ -90,12 +90,6 @@ def plausible_landmarks(landmarks: np.ndarray, box: np.ndarray) -> bool:
     return bool(((points >= grown[:2]) & (points <= grown[2:])).all())
 
 
-# The bundled YuNet declares a fixed 1x3x640x640 input, but its graph is size-agnostic (its upsampling uses
-# scale factors and its output reshapes use -1), so declaring height and width symbolic
-# (bundled_float_model's dynamic_image_size) lets one session run any multiple of 32: a 640x360 frame then
-# costs a 640x384 pass instead of 640x640, and the pyramid's smaller passes cost a fraction of the first.
-
-
 @dataclass
 class _Candidates:
     boxes: np.ndarray  # N x 4
@@ -124,6 +118,10 @@ class FaceDetector:
         self.find_mosaics = find_mosaics
         self.mosaic_threshold = mosaic_threshold
         self.weak_threshold = min(weak_threshold, score_threshold)
+        # The bundled YuNet declares a fixed 1x3x640x640 input, but its graph is size-agnostic (its upsampling
+        # uses scale factors and its output reshapes use -1), so declaring height and width symbolic lets one
+        # session run any multiple of 32: a 640x360 frame then costs a 640x384 pass instead of 640x640, and
+        # the pyramid's smaller passes cost a fraction of the first.
         self.session = create_session(bundled_float_model(bundled_model_path(YUNET_FILE), dynamic_image_size=True),
                                       provider=provider, threads=threads)
         self.input_name = self.session.get_inputs()[0].name
