@@ -1,6 +1,6 @@
 """Fast unit tests of the footage stages on small, exactly known inputs: the identity guard and re-id merge (with
 an embedder that reads a colour code instead of running SFace), landmark smoothing, best-frame choice, staged
-output and in-place paste-back."""
+output, in-place paste-back and the writer thread."""
 from __future__ import annotations
 
 import os
@@ -240,3 +240,32 @@ def test_paste_back_changes_the_frame_in_place_and_only_around_the_face() -> Non
     changed = np.argwhere(np.any(frame != before, axis=2))
     assert changed[:, 0].min() >= 49 and changed[:, 0].max() <= 115 and changed[:, 1].min() >= 99 \
         and changed[:, 1].max() <= 165
+
+
+def test_the_writer_thread_keeps_order_and_hands_back_the_first_error(tmp_path: Path) -> None:
+    """Outputs are written on a thread of their own: in the order submitted; once a write fails (here a real
+    OSError: its folder is gone), the later writes are skipped and the error comes back to the caller."""
+    from facedeblur.footage.encode import BackgroundWriter
+
+    log = tmp_path / "order.txt"
+
+    def append(text: str) -> None:
+        with log.open("a") as handle:
+            handle.write(text + "\n")
+
+    writer = BackgroundWriter(max_queued=2)
+    for index in range(50):
+        writer.submit(append, str(index))
+    writer.finish()
+    assert log.read_text().split() == [str(i) for i in range(50)]
+
+    gone = tmp_path / "gone"
+    failing = BackgroundWriter(max_queued=2)
+    failing.submit(lambda: (gone / "frame.png").write_bytes(b"x"))
+    failing.submit(lambda: (tmp_path / "after.png").write_bytes(b"x"))
+    with pytest.raises(FileNotFoundError):
+        failing.finish()
+    assert not (tmp_path / "after.png").exists()
+    with pytest.raises(FileNotFoundError):  # a later submit is refused with the same error
+        failing.submit(append, "never")
+    assert log.read_text().split()[-1] == "49"

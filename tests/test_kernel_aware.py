@@ -57,6 +57,31 @@ def test_deconvolution_with_the_true_kernel_sharpens_a_real_face(face_crop, kern
     assert np.abs(unchanged.astype(int) - blurred.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("width", [128, 131], ids=["even-width", "odd-width"])
+def test_the_half_spectrum_deconvolution_is_the_fft_inverse_filter(face_crop, width):
+    """The graph computes half of the spectrum (a real image's is Hermitian): its result must be the same
+    regularised inverse filter as a full complex FFT gives, for even and odd padded widths."""
+    blurred = apply_kernel(cv2.resize(face_crop, (width, 128)), camera_shake_kernel(np.random.default_rng(5), 10, 6))
+    image = to_tensor(np.clip(np.rint(blurred), 0, 255).astype(np.uint8)).double()
+    kernel = torch.from_numpy(fit_kernel(camera_shake_kernel(np.random.default_rng(5), 10, 6), 21))[None].double()
+    weight = torch.tensor([3e-3], dtype=torch.float64)
+    ours = regularised_deconvolution(image, kernel, weight).double()
+    pad = kernel.shape[-1] // 2
+    padded = torch.nn.functional.pad(image, (pad, pad, pad, pad), mode="replicate")
+    rows, cols = padded.shape[-2:]
+    centred = torch.zeros(rows, cols, dtype=torch.float64)  # the correlation kernel's centre at the origin
+    for dy in range(-pad, pad + 1):
+        for dx in range(-pad, pad + 1):
+            centred[dy % rows, dx % cols] += kernel[0, dy + pad, dx + pad]
+    transfer = torch.fft.fft2(centred)  # K; the blur (a correlation) multiplies the spectrum by conj(K)
+    y, x = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    smoothness = 4 - 2 * torch.cos(2 * np.pi * y / rows) - 2 * torch.cos(2 * np.pi * x / cols)
+    inverse = transfer / (transfer.abs() ** 2 + weight * smoothness + 1e-4)
+    expected = torch.fft.ifft2(torch.fft.fft2(padded) * inverse).real[..., pad:pad + 128, pad:pad + width]
+    assert float((ours - expected).abs().max()) < 1e-3  # float32 matrix products against a float64 FFT
+    assert float((expected - image).abs().max()) > 0.1  # and the filter did change the face
+
+
 def _restore_with(onnx_path: Path, damaged: np.ndarray) -> np.ndarray:
     return FaceRestorer(onnx_path, provider="cpu", colour_lock=False).restore_batch([damaged])[0]
 
@@ -104,6 +129,29 @@ def test_the_shipped_model_is_the_campaign_design_and_resumes_from_its_own_onnx(
     assert initialise_from(plain, default_model_path()) == (len(plain.state_dict()) - 1, 1)
     assert torch.equal(plain.state_dict()["encoders.0.0.conv1.weight"],
                        model.state_dict()["restorer.encoders.0.0.conv1.weight"])
+
+
+def test_an_exported_model_re_exports_from_its_onnx_with_its_training_record(face_crop, tmp_path):
+    """`train export MODEL.onnx` rebuilds the network from the file (weights and configuration) and writes it
+    through the current graph code: same restorations, same training record, the version given."""
+    import onnx
+
+    out = tmp_path / "re-exported.onnx"
+    subprocess.run([sys.executable, "-m", "facedeblur", "train", "export", str(default_model_path()), "-o", str(out),
+                    "--version", "9.9.9-test"], check=True, cwd=REPO, timeout=600, capture_output=True)
+    damaged = degrade(face_crop, "defocus", np.random.default_rng(1), "severe").image
+    shipped, again = _restore_with(default_model_path(), damaged), _restore_with(out, damaged)
+    assert np.abs(shipped.astype(int) - again.astype(int)).max() <= 1
+    before = {entry.key: entry.value for entry in onnx.load(str(default_model_path())).metadata_props}
+    after = {entry.key: entry.value for entry in onnx.load(str(out)).metadata_props}
+    assert after["version"] == "9.9.9-test"
+    for key in ("model_config", "training", "metrics"):
+        assert json.loads(after[key]) == json.loads(before[key])
+    assert after["training_data"] == before["training_data"]
+    # a file that is not a facedeblur restorer is refused with the reason, not a traceback
+    bad = subprocess.run([sys.executable, "-m", "facedeblur", "train", "export", str(tmp_path / "missing.onnx"), "-o",
+                          str(tmp_path / "x.onnx")], cwd=REPO, timeout=600, capture_output=True, text=True)
+    assert bad.returncode != 0 and "missing.onnx" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_frequency_mixing_sees_the_whole_face_and_exports_with_dynamic_sizes(tmp_path):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -78,9 +81,21 @@ class VideoEncoder:
                 self.audio_note = f"re-encoded from {name} to aac (MP4 cannot carry {name})"
 
     def write_audio_packet(self, packet) -> None:
+        self.write_audio(self.audio_payload(packet))
+
+    def audio_payload(self, packet):
+        """What `write_audio` needs of one source packet, taken while the source is still open: the packet
+        itself when it is copied (it owns its data), its decoded frames when it is re-encoded (decoding needs
+        the source's decoder)."""
+        if self.audio_stream is None or self.audio_transcoder is None:
+            return packet
+        return list(packet.decode())
+
+    def write_audio(self, payload) -> None:
         if self.audio_stream is None:
             return
         if self.audio_transcoder is None:
+            packet = payload
             if self.start_seconds and packet.pts is not None and packet.time_base:
                 shift = round(self.start_seconds / packet.time_base)
                 packet.pts -= shift
@@ -89,7 +104,7 @@ class VideoEncoder:
             packet.stream = self.audio_stream
             self.container.mux(packet)
             return
-        for frame in packet.decode():
+        for frame in payload:
             frame.pts = None  # the resampler re-times; AAC frames are then numbered in samples
             for chunk in self.audio_transcoder.resample(frame):
                 self.container.mux(self.audio_stream.encode(chunk))
@@ -181,3 +196,40 @@ def encoder_error(path: Path, exc: Exception) -> FacedeblurError:
                                "check free disk space and that the output folder is writable")
     return FacedeblurError(f"cannot encode {path.name} ({problem}); the encoder refused the frames, not the disk: "
                            "re-export the input (e.g. ffmpeg -i INPUT -c:v libx264 OUT.mp4) and report the input's details")
+
+
+class BackgroundWriter:
+    """Runs the writing calls of one output, in the order given, on a thread of its own, so encoding (x264
+    and the muxer release the GIL) overlaps the next frames' decoding and restoring instead of waiting its
+    turn. A bounded queue keeps memory flat when the encoder is the slower side. Once a call raises, the
+    later ones are skipped and the error comes back from every later `submit` and from `finish`."""
+
+    def __init__(self, max_queued: int = 8):
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="facedeblur-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (call := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    call[0](*call[1])
+                except BaseException as exc:  # handed to the caller's thread, which decides what it means
+                    self._error = exc
+
+    def submit(self, function: Callable, *args) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((function, args))
+
+    def finish(self) -> None:
+        """Wait for every submitted call; raise the first error one of them raised."""
+        self.stop()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()

@@ -293,13 +293,15 @@ class _OutputWriters:
 
     def __init__(self, workdir: Path, source, input_path: Path, frame_pts: list[int | None],
                  settings: PipelineSettings, timer: StageTimer):
-        from .encode import FrameFolderWriter, VideoEncoder, encoder_error, plan_timestamps
+        from .encode import BackgroundWriter, FrameFolderWriter, VideoEncoder, encoder_error, plan_timestamps
 
         info = source.info
         self.kind, self.workdir, self.timer, self.output = info.kind, workdir, timer, settings.output
         self.restored_name, self.annotated_name = OUTPUT_NAMES[self.kind]
         self.output_pts, self.timestamps_note = plan_timestamps(frame_pts, info) if self.kind == "video" else (None, None)
         self.restored = self.annotated = None
+        self.outputs_closed = False
+        self.background = BackgroundWriter()
         try:
             if self.output.write_restored:
                 if self.kind == "video":
@@ -318,13 +320,22 @@ class _OutputWriters:
         self.is_video_encoder = isinstance(self.restored, VideoEncoder)
 
     def audio_sink(self):
-        return self.restored.write_audio_packet if self.is_video_encoder and self.restored.audio_stream is not None \
-            else None
+        if not (self.is_video_encoder and self.restored.audio_stream is not None):
+            return None
+        encoder = self.restored
+
+        def sink(packet) -> None:
+            self.background.submit(encoder.write_audio, encoder.audio_payload(packet))
+        return sink
 
     def audio_note(self):
         return self.restored.audio_note if self.is_video_encoder else None
 
     def write(self, frame, image, faces) -> None:
+        """Queue one output frame; it is annotated and encoded on the writer thread."""
+        self.background.submit(self._write_now, frame, image, faces)
+
+    def _write_now(self, frame, image, faces) -> None:
         from ..image_files import write_image_atomic
         from .annotate import draw_annotations
 
@@ -346,13 +357,35 @@ class _OutputWriters:
                 else:
                     write_image_atomic(self.workdir / self.annotated_name, annotated)
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """Write everything queued and close the outputs; an error here (a full disk at the last frames)
+        fails the run instead of leaving a truncated clip."""
+        self.background.finish()
+        self.outputs_closed = True
+        errors = []
         with self.timer("encode"):
             for writer in (self.restored, self.annotated):
                 if writer is not None:
                     try:
                         writer.close()
-                    except Exception as exc:  # closing after an earlier error must not hide that error
+                    except Exception as exc:  # the other output is still closed, then the first error raised
+                        errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def close(self) -> None:
+        """Stop after an error: close what is still open without raising, so the first error is the one
+        reported."""
+        self.background.stop()
+        if self.outputs_closed:
+            return
+        self.outputs_closed = True
+        with self.timer("encode"):
+            for writer in (self.restored, self.annotated):
+                if writer is not None:
+                    try:
+                        writer.close()
+                    except Exception as exc:
                         log.debug("closing %s failed: %s", writer, exc)
 
 
@@ -412,6 +445,7 @@ def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFace
                 writers.write(frame, result.image, result.faces)
                 written += 1
                 bar.update(1)
+            writers.finish()
         except FacedeblurError:
             raise
         except (OSError, ValueError) as exc:

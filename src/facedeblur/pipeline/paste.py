@@ -44,10 +44,16 @@ def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
     size = (x2 - x1, y2 - y1)
     # Cubic: a large face pasted back from its native-size crop keeps its detail (bilinear softens it).
     warped = cv2.warpAffine(restored_crop, shifted, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) * strength
-    region = frame[y1:y2, x1:x2].astype(np.float32)
-    change = warped.astype(np.float32) if additive else warped.astype(np.float32) - region
-    blended = region + change * alpha[..., None]
-    touched = alpha > 0
-    region_out = frame[y1:y2, x1:x2]
-    region_out[touched] = np.clip(np.rint(blended[touched]), 0, 255).astype(np.uint8)
+    alpha = cv2.warpAffine(mask, shifted, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if strength != 1.0:
+        alpha *= strength
+    region = frame[y1:y2, x1:x2]
+    blended = region.astype(np.float32)
+    change = warped.astype(np.float32, copy=False) if additive else warped.astype(np.float32) - blended
+    change *= alpha[..., None]
+    # Where alpha is 0 the change is exactly 0, so those pixels come back bit-identical: the whole box can
+    # be written at once, without selecting the touched pixels.
+    blended += change
+    np.rint(blended, out=blended)
+    np.clip(blended, 0, 255, out=blended)
+    region[...] = blended

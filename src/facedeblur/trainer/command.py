@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build_parser(run)
     run.set_defaults(handler=run_training)
 
-    export = train_commands.add_parser("export", help="checkpoint -> ONNX with metadata and a parity check")
+    export = train_commands.add_parser("export", help="checkpoint (or an exported .onnx, re-exported with the same "
+                                       "weights) -> ONNX with metadata and a parity check")
     export.add_argument("checkpoint", type=Path)
     export.add_argument("-o", "--output", type=Path, required=True)
     export.add_argument("--name", default="facedeblur-default")

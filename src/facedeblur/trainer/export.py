@@ -21,11 +21,51 @@ PARITY_TOLERANCE = 1e-3
 
 
 def load_checkpoint_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A model and its bookkeeping from a training checkpoint (.pt) or from an exported model (.onnx), whose
+    initialisers keep the PyTorch names and whose metadata keeps the configuration and the training record:
+    re-exporting an .onnx gives the same weights through the current graph code."""
+    checkpoint_path = Path(checkpoint_path)
+    if not checkpoint_path.is_file():
+        raise FacedeblurError(f"{checkpoint_path}: not found; pass a training checkpoint (.pt) or an exported .onnx")
+    if checkpoint_path.suffix == ".onnx":
+        return _model_from_onnx(checkpoint_path)
     checkpoint = torch.load(str(checkpoint_path), map_location="cpu", weights_only=False)
     model = build_model(checkpoint["model_config"])
     model.load_state_dict(exported_weights(checkpoint))
     model.eval()
     return model, checkpoint
+
+
+def _model_from_onnx(path: Path) -> tuple[torch.nn.Module, dict]:
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+    if metadata.get("format") != FORMAT_MARKER or "model_config" not in metadata:
+        raise FacedeblurError(f"{path} is not an exported facedeblur restorer (no '{FORMAT_MARKER}' metadata with "
+                              "a model_config); pass a model written by 'facedeblur train export'")
+    model = build_model(json.loads(metadata["model_config"]))
+    initialisers = {tensor.name: tensor for tensor in proto.graph.initializer}
+    state = model.state_dict()
+    absent = [name for name in state if name not in initialisers]
+    if absent:
+        raise FacedeblurError(f"{path} lacks {len(absent)} of the model's weights (first: {absent[0]}); re-export it "
+                              "from its training checkpoint instead")
+    model.load_state_dict({name: torch.from_numpy(numpy_helper.to_array(initialisers[name]).copy()) for name in state})
+    model.eval()
+
+    def recorded(key: str, default):
+        return json.loads(metadata[key]) if key in metadata else default
+
+    bookkeeping = {
+        "model_config": json.loads(metadata["model_config"]),
+        "version": metadata.get("version"),
+        "training_summary": recorded("training", {}),
+        "metrics": recorded("metrics", {}),
+        "training_data": metadata.get("training_data", "unknown"),
+        "crop_size": int(metadata.get("crop_size", 128)),
+    }
+    return model, bookkeeping
 
 
 def export_onnx(model: torch.nn.Module, output_path: str | Path, metadata: dict, crop_size: int,
