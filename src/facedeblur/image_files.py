@@ -7,8 +7,8 @@ import stat
 import struct
 import tempfile
 import zlib
+from html import escape as html_escape  # xml.sax.saxutils's escape would import urllib, http and ssl
 from pathlib import Path
-from xml.sax.saxutils import escape as xml_escape
 
 import cv2
 import numpy as np
@@ -193,8 +193,8 @@ def _xmp_description(description: str, software: str) -> bytes:
     packet = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/">'
               '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
               'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/">'
-              f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{xml_escape(description)}</rdf:li></rdf:Alt>'
-              f'</dc:description><xmp:CreatorTool>{xml_escape(software)}</xmp:CreatorTool></rdf:Description>'
+              f'<dc:description><rdf:Alt><rdf:li xml:lang="x-default">{html_escape(description, quote=False)}</rdf:li></rdf:Alt>'
+              f'</dc:description><xmp:CreatorTool>{html_escape(software, quote=False)}</xmp:CreatorTool></rdf:Description>'
               '</rdf:RDF></x:xmpmeta><?xpacket end="r"?>')
     return packet.encode("utf-8")
 
