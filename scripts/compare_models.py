@@ -29,12 +29,8 @@ def _model(report: dict) -> str:
     return f"{report['model']['name']} {report['model']['version']}"
 
 
-def _dlib(entry: dict, method: str) -> float | None:
-    return entry[method].get("dlib_match") if method in entry else entry["methods"][method].get("dlib_match")
-
-
-def _dlib_distance(entry: dict, method: str) -> float | None:
-    return entry["methods"][method].get("dlib_distance")
+def _dlib(entry: dict, method: str, key: str = "dlib_match") -> float | None:
+    return entry[method].get(key) if method in entry else entry["methods"][method].get(key)
 
 
 def _pooled_matches(report: dict, method: str) -> dict[str, tuple[int, int]]:
@@ -79,11 +75,10 @@ def compare(old: dict, new: dict) -> tuple[list[str], list[str], list[str]]:
             reasons.append(f"{scope.strip('*')}: gains {difference:+.2f} dB less than {old_name}")
         if scope.startswith("**"):
             continue
+        distance_input, distance_new = _dlib(before, "input", "dlib_distance"), _dlib(after, "ours", "dlib_distance")
         if dlib_input is not None and dlib_new is not None and dlib_new < dlib_input:
             notes.append(f"{scope}: dlib same person {_share(dlib_new)} % against the input's {_share(dlib_input)} % "
-                         f"(mean distance {_dlib_distance(after, 'ours'):.3f} against the input's "
-                         f"{_dlib_distance(before, 'input'):.3f})")
-        distance_input, distance_new = _dlib_distance(before, "input"), _dlib_distance(after, "ours")
+                         f"(mean distance {distance_new:.3f} against the input's {distance_input:.3f})")
         if distance_input is not None and distance_new is not None and distance_new > distance_input:
             reasons.append(f"{scope}: mean dlib distance {distance_new:.3f} is above the input's {distance_input:.3f}")
     inputs, news = _pooled_matches(old, "input"), _pooled_matches(new, "ours")

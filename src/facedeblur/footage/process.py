@@ -361,15 +361,7 @@ class _OutputWriters:
         """Write everything queued and close the outputs; an error here (a full disk at the last frames)
         fails the run instead of leaving a truncated clip."""
         self.background.finish()
-        self.outputs_closed = True
-        errors = []
-        with self.timer("encode"):
-            for writer in (self.restored, self.annotated):
-                if writer is not None:
-                    try:
-                        writer.close()
-                    except Exception as exc:  # the other output is still closed, then the first error raised
-                        errors.append(exc)
+        errors = self._close_outputs()
         if errors:
             raise errors[0]
 
@@ -377,16 +369,23 @@ class _OutputWriters:
         """Stop after an error: close what is still open without raising, so the first error is the one
         reported."""
         self.background.stop()
+        for error in self._close_outputs():
+            log.debug("closing an output failed: %s", error)
+
+    def _close_outputs(self) -> list[Exception]:
+        """Close both outputs once (each even when the other fails); the errors, in order."""
         if self.outputs_closed:
-            return
+            return []
         self.outputs_closed = True
+        errors = []
         with self.timer("encode"):
             for writer in (self.restored, self.annotated):
                 if writer is not None:
                     try:
                         writer.close()
-                    except Exception as exc:
-                        log.debug("closing %s failed: %s", writer, exc)
+                    except Exception as exc:  # PyAV/FFmpeg errors have many types
+                        errors.append(exc)
+        return errors
 
 
 def _restore_and_write(source, input_path: Path, workdir: Path, found: FoundFaces, settings: PipelineSettings,

@@ -197,5 +197,13 @@ def exported_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {name: tensor.float() for name, tensor in state.items()}
 
 
+def onnx_weights(proto) -> dict[str, torch.Tensor]:
+    """The weights an exported model (a loaded ONNX proto) holds, by their PyTorch names: the exporter keeps
+    them as the graph's initialisers."""
+    from onnx import numpy_helper
+
+    return {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in proto.graph.initializer}
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

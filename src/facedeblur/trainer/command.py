@@ -102,8 +102,6 @@ def run_training(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     _require_torch()
     from .export import export_checkpoint
-    if not args.checkpoint.is_file():
-        raise FacedeblurError(f"checkpoint {args.checkpoint} not found; train first with 'facedeblur train run'")
     difference = export_checkpoint(args.checkpoint, args.output, name=args.name, version=args.version)
     print(f"exported {args.output}; parity PyTorch vs onnxruntime: max abs difference {difference:.2e}")
     return 0

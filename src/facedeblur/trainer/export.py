@@ -15,7 +15,7 @@ from ..errors import FacedeblurError
 from ..onnx_session import create_session
 from ..pipeline.align import FACE_TEMPLATE
 from ..pipeline.restore import FORMAT_MARKER
-from .arch import build_model, exported_weights
+from .arch import build_model, exported_weights, onnx_weights
 
 PARITY_TOLERANCE = 1e-3
 
@@ -37,21 +37,19 @@ def load_checkpoint_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module,
 
 
 def _model_from_onnx(path: Path) -> tuple[torch.nn.Module, dict]:
-    from onnx import numpy_helper
-
     proto = onnx.load(str(path))
     metadata = {entry.key: entry.value for entry in proto.metadata_props}
     if metadata.get("format") != FORMAT_MARKER or "model_config" not in metadata:
         raise FacedeblurError(f"{path} is not an exported facedeblur restorer (no '{FORMAT_MARKER}' metadata with "
                               "a model_config); pass a model written by 'facedeblur train export'")
     model = build_model(json.loads(metadata["model_config"]))
-    initialisers = {tensor.name: tensor for tensor in proto.graph.initializer}
+    weights = onnx_weights(proto)
     state = model.state_dict()
-    absent = [name for name in state if name not in initialisers]
+    absent = [name for name in state if name not in weights]
     if absent:
         raise FacedeblurError(f"{path} lacks {len(absent)} of the model's weights (first: {absent[0]}); re-export it "
                               "from its training checkpoint instead")
-    model.load_state_dict({name: torch.from_numpy(numpy_helper.to_array(initialisers[name]).copy()) for name in state})
+    model.load_state_dict({name: weights[name] for name in state})
     model.eval()
 
     def recorded(key: str, default):

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import FacedeblurError
 from ..degradations import CATEGORIES, NO_BLUR, SEVERITIES, degrade, training_degradation
-from .arch import build_model, count_parameters, exported_weights
+from .arch import build_model, count_parameters, exported_weights, onnx_weights
 from .dataset import load_split
 from .losses import psnr, restoration_loss
 from .options import MODEL_SIZES, build_parser
@@ -213,9 +213,7 @@ def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
         raise FacedeblurError(f"--init {source}: not found; pass a facedeblur .onnx model or a .pt checkpoint")
     if source.suffix == ".onnx":
         import onnx
-        from onnx import numpy_helper
-        weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
-                   for t in onnx.load(str(source)).graph.initializer}
+        weights = onnx_weights(onnx.load(str(source)))
     else:
         weights = exported_weights(torch.load(str(source), map_location="cpu", weights_only=False))
     state = model.state_dict()
