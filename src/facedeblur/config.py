@@ -105,7 +105,7 @@ class RestorerSettings(StrictModel):
         DEFAULT_TEMPORAL_WINDOW,
         description=f"video: merge this many frames before and after into each face before restoring it (aligned "
                     f"by flow, mismatches rejected); 0 = off; {AUTO_TEMPORAL_WINDOW_NAME} = {AUTO_TEMPORAL_WINDOW} "
-                    "frames, only into faces that fusion helps (noisy ones)")
+                    "frames at most, only into faces that fusion helps (noisy or smeared ones)")
 
     @field_validator("temporal_window", mode="before")
     @classmethod

@@ -126,7 +126,8 @@ def find_faces_in_photos(source: PhotoFolderSource, input_path: Path, settings, 
     """Pass 1 for separate photos: each photo detected and tracked on its own, tracks numbered 1..N over
     the folder in photo order."""
     from .process import FoundFaces, _progress
-    from .select_best import choose_best_frames, sharpness
+    from ..pipeline.face_crops import sharpness
+    from .select_best import choose_best_frames
     from .smooth import plan_faces
     from .track import FaceTracker
     from ..pipeline.align import estimate_alignment, warp_to_crop

@@ -225,7 +225,8 @@ def _find_faces(source, input_path: Path, settings: PipelineSettings, models: Lo
     """Pass 1: detect and track. Only face positions are kept, never frames."""
     from .search import FaceSearch
     from ..search.identity_vector import IDENTITY_FRAMES
-    from .select_best import choose_best_frames, sharpness
+    from ..pipeline.face_crops import sharpness
+    from .select_best import choose_best_frames
     from .shots import ShotCutDetector
     from .smooth import plan_faces
     from .track import FaceTracker

@@ -3,8 +3,8 @@
 Each face is cut out by the shared core (`pipeline/face_crops.py`: native resolution for faces larger
 than the working size). With `restorer.temporal_window` k > 0, a face's crop in frame t is first merged
 with the same track's crops in frames t-k..t+k (`pipeline/temporal_fusion.py`), so a frame is held back
-until k later frames have been cut; with `auto` (the default), k = 3 and only faces that fusion helps are
-merged (`TemporalFuser.fuse_if_useful`). Frames then wait in a short queue until enough crops are pending to
+until k later frames have been cut; with `auto` (the default), only faces that fusion helps are merged, each
+over the window its kind of damage measured best with (`temporal_fusion.automatic_plan`, k at most 3). Frames then wait in a short queue until enough crops are pending to
 fill the restorer's batch (or the queue is full); one model call restores them all and each frame gets its
 faces pasted back, in order. Both queues are bounded, so memory stays flat on long clips and 4K frames.
 """
@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..defaults import AUTO_TEMPORAL_WINDOW, AUTO_TEMPORAL_WINDOW_NAME, TemporalWindow
-from ..pipeline.face_crops import DEFAULT_LARGE_FACES, FaceCrop, FacePaster, cut_face, restore_crops
-from ..pipeline.temporal_fusion import TemporalFuser
+from ..pipeline.face_crops import DEFAULT_LARGE_FACES, FaceCrop, FacePaster, cut_face, restore_crops, sharpness
+from ..pipeline.temporal_fusion import NOT_FUSED, FusionPlan, TemporalFuser, automatic_plan
 from .decode import DecodedFrame
-from .select_best import sharpness
 from .smooth import PlannedFace
 
 
@@ -100,25 +99,29 @@ class FrameBatchRestorer:
             yield self._fuse_at(window, passed)
             passed += 1
 
+    def _plan(self, crop: np.ndarray) -> FusionPlan:
+        return automatic_plan(crop) if self.automatic else FusionPlan(self.window)
+
     def _fuse_at(self, window: deque[_CutFrame], position: int) -> _CutFrame:
         centre = window[position]
-        fuse = self.fuser.fuse_if_useful if self.automatic else self.fuser.fuse
         with self.timer("fuse"):
             fused_crops, frames_merged = [], []
             for face, crop in zip(centre.faces, centre.crops):
-                if face.track_id is None:
+                plan = self._plan(crop.working) if face.track_id is not None else NOT_FUSED
+                # At the clip's end `window` also holds frames more than k behind: those are no neighbours.
+                neighbours = [(other.frame.index, other_crop.working) for offset, other in enumerate(window)
+                              if 0 < abs(offset - position) <= plan.window
+                              for other_face, other_crop in zip(other.faces, other.crops)
+                              if other_face.track_id == face.track_id]
+                if not neighbours:
                     fused_crops.append(crop)
                     frames_merged.append([])
                     continue
-                # At the clip's end `window` also holds frames more than k behind: those are no neighbours.
-                neighbours = [(other.frame.index, other_crop.working) for offset, other in enumerate(window)
-                              if 0 < abs(offset - position) <= self.window
-                              for other_face, other_crop in zip(other.faces, other.crops)
-                              if other_face.track_id == face.track_id]
                 accepted: list[int] = []
                 # Only what the network sees is fused; the original crop stays as it was, for the gallery
                 # and as the base the correction of a large face is added to.
-                fused_crops.append(crop.with_working(fuse(crop.working, [n for _, n in neighbours], accepted)))
+                fused = self.fuser.fuse(crop.working, [n for _, n in neighbours], accepted, plan.min_noise_sigma)
+                fused_crops.append(crop.with_working(fused))
                 frames_merged.append([neighbours[i][0] for i in accepted])
         return _CutFrame(centre.frame, centre.faces, fused_crops, frames_merged)
 

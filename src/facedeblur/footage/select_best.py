@@ -8,18 +8,11 @@ not show three near-identical neighbours.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from .track import Observation, Track
 
 WEIGHTS = {"sharpness": 0.35, "size": 0.25, "frontalness": 0.25, "score": 0.15}
-
-
-def sharpness(image: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey image: higher is sharper (a standard no-reference measure)."""
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def frontalness(landmarks: np.ndarray) -> float:

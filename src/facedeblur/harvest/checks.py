@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..footage.select_best import frontalness, sharpness
+from ..footage.select_best import frontalness
 from ..image_files import header_size
 from ..pipeline.align import estimate_alignment, largest_face, warp_to_crop
+from ..pipeline.face_crops import sharpness
 
 # Why an image was not kept; the summary counts each, in this order.
 ROBOTS = "robots"

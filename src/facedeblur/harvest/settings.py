@@ -10,7 +10,7 @@ from ..pipeline.align import DEFAULT_CROP_SIZE
 USER_AGENT = "facedeblur-harvester"
 
 # The face rules. Sharpness is the Laplacian variance of the face aligned to the trainer's crop
-# (select_best.sharpness on a DEFAULT_CROP_SIZE crop), so it compares across photo sizes. Measured on real
+# (face_crops.sharpness on a DEFAULT_CROP_SIZE crop), so it compares across photo sizes. Measured on real
 # photos (docs/harvest.md): the sharp frames of a video-deblurring set have p10 249, their blurred twins
 # a median of 133; clean UTKFace crops a median of 234. 150 keeps most clean photos and drops most blurred
 # ones. The face size is the detected box's shorter side: 64 px puts the eyes about 29 px apart, above the

@@ -71,6 +71,12 @@ class RestoredCrop:
         return self.face.crop
 
 
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of the grey image: higher is sharper (a standard no-reference measure)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
 def alignment_scale(matrix: np.ndarray) -> float:
     """Crop pixels per image pixel (below 1: the face is larger in the image than in the crop)."""
     return float(math.sqrt(abs(np.linalg.det(matrix[:, :2]))))
