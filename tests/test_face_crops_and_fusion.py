@@ -16,7 +16,7 @@ import pytest
 from facedeblur.config import PipelineSettings
 from facedeblur.pipeline.detect import FaceDetector
 from facedeblur.pipeline.face_crops import (alignment_scale, cut_face, native_side,
-                                            restore_any_size_crop)
+                                            restore_any_size_crop, sharpness)
 from facedeblur.pipeline.restore import FaceRestorer
 from facedeblur.pipeline.restore_image import restore_faces_in_image
 from facedeblur.footage.process import process_input
@@ -25,10 +25,6 @@ from facedeblur.pipeline.temporal_fusion import (AUTO_SMEARED_WINDOW, NOT_FUSED,
                                                  estimate_noise_sigma)
 
 skimage_data = pytest.importorskip("skimage.data")
-
-
-def sharpness(image: np.ndarray) -> float:
-    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
 
 
 @pytest.fixture(scope="module")
@@ -268,4 +264,5 @@ def test_auto_fuses_a_noisy_or_smeared_moving_face_and_leaves_a_clean_one_alone(
                all(abs(other - entry["frame"]) <= reach for other in entry["frames_merged"]) for entry in entries), \
         [(entry["frame"], entry["frames_merged"]) for entry in entries]
     if damage == "cctv":
-        assert any(abs(other - entry["frame"]) == AUTO_SMEARED_WINDOW for entry in entries for other in entry["frames_merged"])
+        assert any(abs(other - entry["frame"]) == AUTO_SMEARED_WINDOW
+                   for entry in entries for other in entry["frames_merged"])

@@ -4,9 +4,10 @@ Each face is cut out by the shared core (`pipeline/face_crops.py`: native resolu
 than the working size). With `restorer.temporal_window` k > 0, a face's crop in frame t is first merged
 with the same track's crops in frames t-k..t+k (`pipeline/temporal_fusion.py`), so a frame is held back
 until k later frames have been cut; with `auto` (the default), only faces that fusion helps are merged, each
-over the window its kind of damage measured best with (`temporal_fusion.automatic_plan`, k at most 3). Frames then wait in a short queue until enough crops are pending to
-fill the restorer's batch (or the queue is full); one model call restores them all and each frame gets its
-faces pasted back, in order. Both queues are bounded, so memory stays flat on long clips and 4K frames.
+over the window its kind of damage measured best with (`temporal_fusion.automatic_plan`, k at most 3).
+Frames then wait in a short queue until enough crops are pending to fill the restorer's batch (or the
+queue is full); one model call restores them all and each frame gets its faces pasted back, in order.
+Both queues are bounded, so memory stays flat on long clips and 4K frames.
 """
 from __future__ import annotations
 
