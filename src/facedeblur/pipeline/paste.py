@@ -20,12 +20,15 @@ def feather_mask(crop_size: int, margin: float = 0.12) -> np.ndarray:
 
 
 def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
-               mask: np.ndarray | None = None, strength: float = 1.0, additive: bool = False) -> None:
+               mask: np.ndarray | None = None, strength: float = 1.0, replaced: float = 1.0) -> None:
     """Blend the restored crop into `frame`, in place, through the inverse alignment (a frame with ten
     faces is copied once by its caller, not once per face).
 
-    With `additive`, `restored_crop` is a correction (float, signed) added to the frame's own pixels, which
-    are then never resampled: the way a face larger than the crop keeps its native detail.
+    `replaced` is the share of the frame's own pixels under the face that the crop replaces. 1 pastes an
+    image. 0 adds a correction (float, signed) to the frame's own pixels, which are then never resampled:
+    the way a face larger than the crop keeps its native detail. In between, the crop is a correction plus
+    that share of the face's own pixels, so that share of the frame is resampled (there and back) and the
+    rest is kept as it is.
     Only the bounding box of the warped mask is touched, so pixels away from the face stay bit-identical.
     """
     crop_size = restored_crop.shape[0]
@@ -49,7 +52,8 @@ def paste_back(frame: np.ndarray, restored_crop: np.ndarray, matrix: np.ndarray,
         alpha *= strength
     region = frame[y1:y2, x1:x2]
     blended = region.astype(np.float32)
-    change = warped.astype(np.float32, copy=False) if additive else warped.astype(np.float32) - blended
+    warped = warped.astype(np.float32, copy=False)
+    change = cv2.scaleAdd(blended, -replaced, warped) if replaced else warped
     change *= alpha[..., None]
     # Where alpha is 0 the change is exactly 0, so those pixels come back bit-identical: the whole box can
     # be written at once, without selecting the touched pixels.
