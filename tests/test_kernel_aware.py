@@ -154,6 +154,30 @@ def test_an_exported_model_re_exports_from_its_onnx_with_its_training_record(fac
     assert bad.returncode != 0 and "missing.onnx" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_the_regularisation_learns_only_from_faces_deconvolved_with_the_estimate(face_crop):
+    """Training hands some faces a perturbed true kernel instead of the estimate. Their loss must not move
+    the regularisation (the shipped graph always deconvolves with the estimate), but it must still train the
+    U-Net; a face deconvolved with its estimate trains both."""
+    torch.manual_seed(0)
+    model = build_model(MODEL_SIZES["kernel-aware"])
+    torch.nn.init.normal_(model.restorer.tail.weight, std=0.05)  # zero at the start: nothing would train
+    blurred = np.clip(apply_kernel(face_crop, defocus_kernel(3.0)), 0, 255).astype(np.uint8)
+    faces = torch.cat([to_tensor(blurred), to_tensor(blurred)])
+    given = torch.from_numpy(fit_kernel(defocus_kernel(3.5), 33))[None].expand(2, 33, 33)
+    regularisation_row = model.estimator.mlp[-1]
+
+    def gradients(face: int) -> tuple[float, float]:
+        model.zero_grad()
+        output = model(faces, kernel=given, use_given=torch.tensor([True, False]))
+        output[face].sum().backward()
+        return (float(regularisation_row.bias.grad[-1].abs()),
+                float(model.restorer.head.weight.grad.abs().sum()))
+
+    given_face, estimate_face = gradients(0), gradients(1)
+    assert given_face[0] == 0.0 and given_face[1] > 0
+    assert estimate_face[0] > 0 and estimate_face[1] > 0
+
+
 def test_frequency_mixing_sees_the_whole_face_and_exports_with_dynamic_sizes(tmp_path):
     """Once trained (here: random weights in its zero-initialised output), the bottleneck's frequency block
     makes every output pixel depend on the whole input, and the DFT-as-matrix-products graph keeps its

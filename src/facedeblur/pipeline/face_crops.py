@@ -42,6 +42,9 @@ SIDE_MULTIPLE = 16
 # `adaptive`: the model's verdict on the native detail is (fraction of its finest detail the model kept) ** this.
 # Above 1 because that detail is finer than anything the model saw: on a damaged face it is mostly damage.
 DETAIL_KEPT_EXPONENT = 3.0
+# A Gaussian's standard deviation per median absolute value of its zero-mean samples (1 / 0.6745): robust
+# noise estimates read the noise off the median, which the few strong edges of a face barely move.
+MAD_TO_SIGMA = 1.4826
 
 
 @dataclass
@@ -124,14 +127,14 @@ def restore_crops(restorer: "FaceRestorer", faces: list[FaceCrop]) -> list[Resto
 def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
     if not face.add_correction:
         return RestoredCrop(face, restored_working)
-    side = face.crop.shape[0]
+    native_size = face.crop.shape[1::-1]  # (width, height): square for a detected face, any for `restore --aligned`
     # Against the original (not a fused) working crop: what fusion cleaned is part of the correction.
     shrunk = shrink(face.crop, restored_working.shape[0])
     correction = restored_working.astype(np.float32) - shrunk.astype(np.float32)
-    enlarged = cv2.resize(correction, (side, side), interpolation=cv2.INTER_CUBIC)
+    enlarged = cv2.resize(correction, native_size, interpolation=cv2.INTER_CUBIC)
     if face.adaptive_detail:
         crop_f = face.crop.astype(np.float32)
-        fine = crop_f - cv2.resize(shrunk, (side, side), interpolation=cv2.INTER_CUBIC).astype(np.float32)
+        fine = crop_f - cv2.resize(shrunk, native_size, interpolation=cv2.INTER_CUBIC).astype(np.float32)
         kept = native_detail_weight(fine, shrunk, restored_working)
         enlarged -= (1.0 - kept) * fine
         restored = np.clip(np.rint(crop_f + enlarged), 0, 255).astype(np.uint8)
@@ -154,7 +157,7 @@ def native_detail_weight(fine: np.ndarray, shrunk: np.ndarray, restored_working:
     """
     # every other pixel each way: the two statistics barely move, at a quarter of the cost
     grey_fine = np.abs(cv2.cvtColor(np.ascontiguousarray(fine[::2, ::2]), cv2.COLOR_BGR2GRAY))
-    band_noise = (1.4826 * float(np.median(grey_fine))) ** 2
+    band_noise = (MAD_TO_SIGMA * float(np.median(grey_fine))) ** 2
     band_energy = float(np.mean(grey_fine ** 2))
     signal_share = float(np.clip(1.0 - band_noise / max(band_energy, 1e-6), 0.0, 1.0))
     return finest_detail_kept(shrunk, restored_working) ** DETAIL_KEPT_EXPONENT * signal_share
@@ -210,7 +213,7 @@ def restore_any_size_crop(restorer: "FaceRestorer", image: np.ndarray,
         padded_w = math.ceil(width / SIDE_MULTIPLE) * SIDE_MULTIPLE
         padded = cv2.copyMakeBorder(image, 0, padded_h - height, 0, padded_w - width, cv2.BORDER_REFLECT101)
         return restorer.restore_batch([padded])[0][:height, :width]
-    working = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
-    correction = restorer.restore_batch([working])[0].astype(np.float32) - working.astype(np.float32)
-    enlarged = cv2.resize(correction, (width, height), interpolation=cv2.INTER_CUBIC)
-    return np.clip(np.rint(image.astype(np.float32) + enlarged), 0, 255).astype(np.uint8)
+    working = shrink(image, size)
+    face = FaceCrop(np.eye(2, 3, dtype=np.float32), image, working, add_correction=True,
+                    adaptive_detail=large_faces == "adaptive")
+    return _finish(face, restorer.restore_batch([working])[0]).restored

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..defaults import AUTO_TEMPORAL_WINDOW
-from .face_crops import sharpness
+from .face_crops import MAD_TO_SIGMA, sharpness
 
 # A neighbour pixel whose aligned value differs from the reference by about this many noise sigmas
 # gets weight e^-0.5: small enough to reject motion and occlusion, large enough to average noise.
@@ -64,8 +64,8 @@ def estimate_noise_sigma(grey: np.ndarray, floor: float = MIN_NOISE_SIGMA) -> fl
     """Noise standard deviation of a grey image from the median absolute high-pass response (robust to
     edges, which are few next to the flat skin of a face), at least `floor`."""
     high_pass = grey.astype(np.float32) - cv2.blur(grey.astype(np.float32), (3, 3))
-    # For white noise of sigma s, the 3x3 high-pass has std s*sqrt(8/9); MAD -> sigma via 1.4826.
-    return float(max(floor, 1.4826 * np.median(np.abs(high_pass)) / np.sqrt(8.0 / 9.0)))
+    # For white noise of sigma s, the 3x3 high-pass has std s*sqrt(8/9).
+    return float(max(floor, MAD_TO_SIGMA * np.median(np.abs(high_pass)) / np.sqrt(8.0 / 9.0)))
 
 
 def automatic_plan(crop: np.ndarray) -> FusionPlan:
