@@ -251,6 +251,24 @@ def test_identity_similarity_is_one_for_the_same_face_and_low_for_another_person
     assert similarities[1] < 0.5
 
 
+def test_misalign_evaluates_faces_cut_off_their_alignment(astronaut_report, astronaut_folder, tmp_path):
+    """`--misalign` cuts the clean face off its alignment before the damage: the same seed then damages a
+    different crop (so the input scores differ from the aligned run's), and the report says how faces were cut."""
+    aligned = astronaut_report[1]
+    out = tmp_path / "misaligned"
+    result = run_evaluate(astronaut_folder, "-o", out, "--seed", "7", "--categories", "defocus", "noise",
+                          "--severities", "moderate", "--no-classical", "--misalign")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert "--misalign" in report["command"]
+    for case in ("defocus/moderate", "noise/moderate"):
+        ours, theirs = report["categories"][case]["methods"], aligned["categories"][case]["methods"]
+        assert ours["input"]["psnr"] != pytest.approx(theirs["input"]["psnr"], abs=1e-3)
+        assert ours["ours"]["psnr"] > ours["input"]["psnr"]  # the model still restores a misaligned face
+    assert "cut a little off" in (out / "report.md").read_text()
+    assert "exact (landmarks from the clean photo" in (astronaut_report[0] / "report.md").read_text()
+
+
 def test_degradations_are_reproducible_per_face_and_category():
     clean = aligned_face(bgr(skimage_data.astronaut()))
     first = degrade(clean, "motion_blur", degradation_rng(3, 5, "motion_blur"))

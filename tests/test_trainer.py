@@ -73,6 +73,24 @@ def test_prepared_crops_are_aligned_faces(cache):
     assert np.all(np.abs(centre - 128) < 40)
 
 
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_training_pairs_misalign_the_share_of_faces_asked_for(cache, share):
+    """`--misalign`: that share of the training targets is the face cut a little off its alignment (and the
+    damaged input is made from that same cut); the rest are the prepared crop itself or its mirror image."""
+    from facedeblur.trainer.train import DegradedFaces
+
+    crops, _ = load_split(cache, "train")
+    exact = [crop for crop in crops] + [np.ascontiguousarray(crop[:, ::-1]) for crop in crops]
+    pairs = DegradedFaces(crops, crops.shape[1], seed=5, misaligned=share)
+    draws = 80
+    moved = 0
+    for i in range(draws):
+        target = pairs[i][1].numpy().transpose(1, 2, 0)[:, :, ::-1]
+        if not any(np.array_equal(target, crop) for crop in exact):
+            moved += 1
+    assert abs(moved / draws - share) < 0.15, moved
+
+
 def test_degradations_are_reproducible_and_damage_the_image():
     sample_photo = REPO / "src/facedeblur/sample/sample-photo.png"
     photo = cv2.imread(str(sample_photo))

@@ -260,6 +260,28 @@ def random_blur_kernel(kind: str, rng: np.random.Generator, scale: float = 1.0,
 CROP_FACE_WIDTH = 64.0
 
 
+# How far off a face is cut when its landmarks come from damaged footage (the detector's landmark error on
+# damaged photos is 0.04-0.17 of the eye distance: docs/BENCHMARKS.md, "Face detection on damaged faces"),
+# as a random similarity: shift per axis (standard deviation, pixels of a 128 px crop), rotation (degrees)
+# and scale (log). Crops cut from clean photos are aligned far better than that.
+MISALIGN_SHIFT = 2.0
+MISALIGN_ROTATION = 3.0
+MISALIGN_LOG_SCALE = 0.04
+
+
+def misalign(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The aligned crop as a detector that found the face on damaged footage would cut it: shifted, turned
+    and scaled by a small random similarity. Lanczos, because the crop is also a training target: a bilinear
+    warp keeps 58 % of a face's Laplacian energy, Lanczos 91 %."""
+    height, width = image.shape[:2]
+    size = (width + height) / 2
+    angle = rng.normal(0.0, MISALIGN_ROTATION)
+    scale = float(np.exp(rng.normal(0.0, MISALIGN_LOG_SCALE)))
+    matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), angle, scale)
+    matrix[:, 2] += rng.normal(0.0, MISALIGN_SHIFT * size / 128, size=2)
+    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LANCZOS4, borderMode=cv2.BORDER_REFLECT101)
+
+
 def scale_for_face(face_width: float) -> float:
     """`degrade`'s `scale` for a whole photo or frame whose face is `face_width` pixels wide."""
     return face_width / CROP_FACE_WIDTH

@@ -109,6 +109,9 @@ def render_markdown(summary: dict, context: dict) -> str:
         f"UTK faces only from the trainer's held-out validation slice",
         f"- damage cases: {len(summary['categories'])} (category/severity tier); degradation seed {context['seed']} "
         "(one fixed draw per face and case, shared by every method)",
+        "- alignment: " + ("every face cut a little off it first (`--misalign`: shifted, turned and scaled as faces "
+                           "found on damaged footage are)" if context.get("misaligned") else
+                           "exact (landmarks from the clean photo; footage is harsher: `--misalign`)"),
         f"- runtime: {context['seconds'] / 60:.1f} min on {context['machine']}",
         "", "Command:", "", "```", context["command"], "```", "",
         "## Per category", "",

@@ -56,6 +56,9 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     parser.add_argument("--kernel-substitute", type=float, default=0.3,
                         help="share of faces with a known kernel deconvolved with a perturbed true kernel instead "
                              "of the estimate, so the network learns how far to trust the deconvolution")
+    parser.add_argument("--misalign", type=float, default=0.5,
+                        help="share of faces cut a little off the alignment first (degradations.misalign), as "
+                             "faces found on damaged footage are; the rest stay exactly aligned")
     parser.add_argument("--identity-weight", type=float, default=0.0,
                         help="weight of the SFace identity loss (1 - cosine similarity); 0 = off")
     parser.add_argument("--identity-faces", type=int, default=2,

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..errors import FacedeblurError
-from ..degradations import CATEGORIES, NO_BLUR, SEVERITIES, degrade, training_degradation
+from ..degradations import CATEGORIES, NO_BLUR, SEVERITIES, degrade, misalign, training_degradation
 from .arch import build_model, count_parameters, exported_weights, onnx_weights
 from .dataset import load_split
 from .losses import psnr, restoration_loss
@@ -68,12 +68,17 @@ class DegradedFaces(Dataset):
 
     For a kernel-aware model (`kernel_size` > 0) each pair also carries the true blur kernel where the
     damage has one (and whether it does), and a perturbed copy of it that the model is given instead of
-    its own estimate for a `substitute` share of the faces."""
+    its own estimate for a `substitute` share of the faces.
+
+    A `misaligned` share of the faces is first cut a little off the alignment (target and damage alike): at
+    run time the landmarks come from the damaged face, and a model trained only on perfectly aligned crops
+    leans on the alignment (cut 3 px, 4 degrees and 6 % off: 0.7 dB less on defocus and Gaussian blur, 0.6 on
+    camera shake)."""
 
     def __init__(self, crops: np.ndarray, patch: int, seed: int, length: int = 10 ** 7, kernel_size: int = 0,
-                 substitute: float = 0.0):
+                 substitute: float = 0.0, misaligned: float = 0.0):
         self.crops, self.patch, self.seed, self.length = crops, patch, seed, length
-        self.kernel_size, self.substitute = kernel_size, substitute
+        self.kernel_size, self.substitute, self.misaligned = kernel_size, substitute, misaligned
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -85,6 +90,8 @@ class DegradedFaces(Dataset):
         if rng.random() < 0.5:
             clean = clean[:, ::-1]
         clean = np.ascontiguousarray(clean)
+        if self.misaligned and rng.random() < self.misaligned:
+            clean = misalign(clean, rng)
         damage = training_degradation(clean, rng)  # damage the whole crop: blur needs its context
         degraded = damage.image
         size = clean.shape[0]
@@ -543,7 +550,8 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, distribute
 
     # the stream's seed moves on with the step, so a resumed run sees new damage, not a replay
     loader = DataLoader(DegradedFaces(train_crops, args.patch, args.seed * 1000 + rank + start_step,
-                                      kernel_size=kernel_size, substitute=args.kernel_substitute),
+                                      kernel_size=kernel_size, substitute=args.kernel_substitute,
+                                      misaligned=args.misalign),
                         batch_size=args.batch, num_workers=args.workers, worker_init_fn=_seed_worker,
                         persistent_workers=args.workers > 0, pin_memory=device.type == "cuda")
     validation = ValidationSet(val_crops, args.val_count)
@@ -558,7 +566,7 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, distribute
     previous_minutes, previous_samples = previous["minutes"], previous["samples"]
 
     summary = dict(command=command, patch=args.patch, batch=args.batch, processes=processes, device=str(device),
-                   lr=args.lr, precision="bf16" if bf16 else "fp32")
+                   lr=args.lr, precision="bf16" if bf16 else "fp32", misalign=args.misalign)
 
     def save(step: int, metrics: dict) -> None:
         save_checkpoint(out, {
