@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facedeblur.degradations import (CATEGORIES, SEVERITIES, TRAINING_SEVERITY_WEIGHTS,
+from facedeblur.degradations import (CATEGORIES, SEVERITIES, TRAINING_SEVERITY_WEIGHTS, TRAINING_SINGLE_SHARES,
                                      camera_shake_kernel, cctv_chain, defocus_kernel, degrade, misalign,
-                                     random_severity, training_degradation)
+                                     random_severity, random_single_category, training_degradation)
 from facedeblur.pipeline.align import estimate_alignment, warp_to_crop
 from facedeblur.pipeline.detect import FaceDetector
 
@@ -110,6 +110,18 @@ def test_training_draws_every_tier_in_its_proportions(face_crop):
     small = cv2.resize(face_crop, (64, 64), interpolation=cv2.INTER_AREA)
     steps = {tuple(training_degradation(small, np.random.default_rng(s)).steps) for s in range(40)}
     assert any(s[0] == "camera shake" for s in steps)  # CCTV chains are part of the mix
+
+
+def test_training_draws_single_categories_by_their_shares():
+    """Every single category is trained (the chains and the mixture are drawn apart), camera shake with
+    three shares."""
+    assert set(TRAINING_SINGLE_SHARES) == set(CATEGORIES) - {"mixed", "cctv"}
+    rng = np.random.default_rng(2)
+    draws = [random_single_category(rng) for _ in range(6000)]
+    total = sum(TRAINING_SINGLE_SHARES.values())
+    for category, share in TRAINING_SINGLE_SHARES.items():
+        assert draws.count(category) / len(draws) == pytest.approx(share / total, abs=0.02), category
+    assert draws.count("motion_blur") > 2.5 * draws.count("defocus")
 
 
 def test_unknown_severity_is_refused(face_crop):

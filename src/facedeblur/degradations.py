@@ -26,6 +26,11 @@ DEFAULT_SEVERITY = "moderate"
 # so it gets the largest share; mild keeps the model from damaging faces that are nearly fine.
 TRAINING_SEVERITY_WEIGHTS = {"mild": 0.2, "moderate": 0.35, "severe": 0.45}
 TRAINING_CLEAN_FRACTION = 0.15
+# Shares of the single-category half of the training damage. Camera shake is the hardest category and the
+# furthest from its target (+1.8 dB where +3.0 is asked), and the campaign lost 0.3 dB on it on video
+# while it learnt off-grid compression: it gets three shares, every other single category one.
+TRAINING_SINGLE_SHARES = {"motion_blur": 3.0, "defocus": 1.0, "gaussian_blur": 1.0, "pixelate": 1.0,
+                          "low_resolution": 1.0, "noise": 1.0, "jpeg": 1.0, "codec_blocks": 1.0, "low_light": 1.0}
 
 
 NO_BLUR = np.ones((1, 1), np.float32)  # the delta kernel: damage that moves no pixel
@@ -417,6 +422,12 @@ def random_severity(rng: np.random.Generator) -> str:
     return str(rng.choice(SEVERITIES, p=[TRAINING_SEVERITY_WEIGHTS[s] for s in SEVERITIES]))
 
 
+def random_single_category(rng: np.random.Generator) -> str:
+    singles = list(TRAINING_SINGLE_SHARES)
+    shares = np.array([TRAINING_SINGLE_SHARES[category] for category in singles])
+    return str(rng.choice(singles, p=shares / shares.sum()))
+
+
 def nearly_clean(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
     """A face that is already fine: faint sensor noise and high-quality JPEG at most. The model must
     learn to leave such faces alone (over-smoothing good faces is what users hate most in restorers)."""
@@ -428,15 +439,14 @@ def nearly_clean(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
 
 def training_degradation(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
     """What the trainer uses: TRAINING_CLEAN_FRACTION nearly clean faces; otherwise a severity tier drawn
-    by TRAINING_SEVERITY_WEIGHTS, then half the time one single category (so each is learnt), otherwise a
-    CCTV chain or a camera-like mixture."""
+    by TRAINING_SEVERITY_WEIGHTS, then half the time one single category (so each is learnt; drawn by
+    TRAINING_SINGLE_SHARES), otherwise a CCTV chain or a camera-like mixture."""
     if rng.random() < TRAINING_CLEAN_FRACTION:
         return nearly_clean(clean, rng)
     severity = random_severity(rng)
     choice = rng.random()
     if choice < 0.5:
-        singles = [c for c in CATEGORIES if c not in ("mixed", "cctv")]
-        return degrade(clean, str(rng.choice(singles)), rng, severity)
+        return degrade(clean, random_single_category(rng), rng, severity)
     if choice < 0.75:
         return cctv_chain(clean, rng, severity)
     return camera_pipeline(clean, rng, SEVERITY_RANGES[severity]["mixed"][0])
