@@ -225,6 +225,14 @@ def test_training_learns_the_kernel_and_reports_the_oracle_beside_the_estimate(c
         centre = lambda k: k[:, 16, 16].mean().item()
         assert centre(model.estimator(blurred)[0]) < centre(model.estimator(sharp)[0])
 
+    # the regularisation probe reads the checkpoint and prints a gain per validation case and scale
+    probe = subprocess.run([sys.executable, str(REPO / "scripts" / "probe_regularisation.py"), str(run / "last.pt"),
+                            "--data", str(cache), "--faces", "2", "--scales", "1", "0.3"],
+                           cwd=REPO, timeout=600, capture_output=True, text=True)
+    assert probe.returncode == 0, probe.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in probe.stdout.splitlines()[1:]}
+    assert set(rows) == {"motion_blur/mild", "defocus/mild", "all"} and all(len(v) == 2 for v in rows.values())
+
 
 def test_validation_knows_which_damage_one_kernel_describes(cache):
     from facedeblur.trainer.dataset import load_split
