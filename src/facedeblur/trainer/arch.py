@@ -180,10 +180,10 @@ class KernelAwareRestorer(nn.Module):
         if kernel is not None:
             chosen = kernel if use_given is None else torch.where(use_given[:, None, None], kernel, estimated)
             # The regularisation learns only from faces deconvolved with the estimate, the kernel that ships:
-            # a substituted (perturbed) kernel pulls it up, and it came out 2-3x too strong for the estimates
-            # of defocus and Gaussian blur (0.3x its weight: +0.1 to +0.25 dB on them at the 65,000th step).
-            given = torch.ones_like(regularisation, dtype=torch.bool) if use_given is None else use_given
-            regularisation = torch.where(given, regularisation.detach(), regularisation)
+            # a substituted (perturbed) kernel pulls it up, too strong for the estimates of defocus and
+            # Gaussian blur (docs/BENCHMARKS.md, "Faces cut off their alignment").
+            regularisation = (regularisation.detach() if use_given is None
+                              else torch.where(use_given, regularisation.detach(), regularisation))
         restored = self.restorer(torch.cat([x, self.deconvolve(x, chosen, regularisation)], dim=1))
         return (restored, estimated) if return_estimate else restored
 
