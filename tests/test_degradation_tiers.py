@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from facedeblur.degradations import (CATEGORIES, FUSED_NEIGHBOUR_WEIGHTS, SEVERITIES, SEVERITY_RANGES,
-                                     TRAINING_FUSED_SHAKE_SHARE, TRAINING_SEVERITY_WEIGHTS, TRAINING_SINGLE_SHARES,
-                                     apply_kernel, camera_shake_kernel, cctv_chain, defocus_kernel, degrade,
-                                     fused_camera_shake, misalign, mix_shake_paths, random_severity,
-                                     random_single_category, sensor_noise, training_degradation)
+from facedeblur.degradations import (CATEGORIES, FUSED_FRAMES_MAX, FUSED_NEIGHBOUR_WEIGHTS, SEVERITIES,
+                                     SEVERITY_RANGES, TRAINING_FUSED_SHAKE_SHARE, TRAINING_SEVERITY_WEIGHTS,
+                                     TRAINING_SINGLE_SHARES, apply_kernel, camera_shake_kernel, cctv_chain,
+                                     defocus_kernel, degrade, fused_camera_shake, misalign, mix_shake_paths,
+                                     random_severity, random_single_category, sensor_noise, training_degradation)
 from facedeblur.pipeline.align import estimate_alignment, warp_to_crop
 from facedeblur.pipeline.detect import FaceDetector
-from facedeblur.pipeline.temporal_fusion import AUTO_SMEARED_WINDOW, SMEARED_NOISE_SIGMA, TemporalFuser
+from facedeblur.pipeline.temporal_fusion import SMEARED_NOISE_SIGMA, TemporalFuser
 
 skimage_data = pytest.importorskip("skimage.data")
 AAF_VAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "aaf-val.tar"
@@ -137,7 +137,7 @@ def test_fused_shake_is_what_temporal_fusion_makes_of_shaken_frames(face_crop, s
     scores: dict[float, list[float]] = {0.0: [], middle: [], 1.0: []}
     for seed in range(4):
         rng = np.random.default_rng(seed)
-        paths = [camera_shake_kernel(rng, high, low) for _ in range(2 * AUTO_SMEARED_WINDOW + 1)]
+        paths = [camera_shake_kernel(rng, high, low) for _ in range(FUSED_FRAMES_MAX)]
         frames = [np.clip(np.rint(sensor_noise(apply_kernel(face_crop, path), rng, 1.0)), 0, 255).astype(np.uint8)
                   for path in paths]
         fused = TemporalFuser().fuse(frames[0], frames[1:], min_noise_sigma=SMEARED_NOISE_SIGMA)
