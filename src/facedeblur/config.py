@@ -96,7 +96,8 @@ class RestorerSettings(StrictModel):
         None, description=f"restorer: a model of the package ({packaged_models_help()}) or the path of an .onnx "
                           "file; unset = default")
     batch_size: int = Field(16, ge=1, le=512)
-    colour_lock: bool = True
+    colour_lock: bool = Field(True, description="keep the input's colour per region and its mean brightness in "
+                                                "every restored face (skin tone, white balance, exposure)")
     large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "
                                        "size: adaptive or correction (add the model's correction to the native "
                                        "pixels), native (run the network at the native size) or resize (shrink "

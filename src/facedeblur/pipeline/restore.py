@@ -107,19 +107,31 @@ class FaceRestorer:
         return cv2.resize(restored, (width, height), interpolation=back)
 
 
-def lock_colour(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
-    """Keep the input's very-low-frequency colour so restoration never shifts skin tone or white balance.
+# The lock keeps what a face restorer has no business changing: the colour of each region (skin tone, white
+# balance) and the crop's overall brightness. Brightness *structure* is what deblurring restores, so it stays
+# free: locking it as well, at the chroma's 16 px cells, pulls back coarse structure that blur moved, and costs
+# 0.08-0.28 dB on average (up to 0.4 on CCTV chains, 0.2 on severe camera shake); locking only the mean
+# brightness still stops the model's guess at a noisy face's exposure (mild noise: as good as the full lock;
+# unlocked, 0.4 dB worse). Measured on 60 validation faces x 33 damage cases with two models
+# (docs/BENCHMARKS.md, "The colour lock").
+COLOUR_LOCK_CELL = 16
 
-    Only the mean colour per large region (an 8x8 grid over the crop) is taken from the input; detail,
-    which is what the model restores, is kept. Area-shrink then smooth enlarge is a cheap wide low-pass.
-    """
+
+def lock_colour(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """Keep the input's colour per region and its mean brightness; keep the restored brightness detail.
+
+    Chroma (YCrCb's Cr and Cb) takes the input's low-pass over cells of COLOUR_LOCK_CELL px (area-shrink then
+    smooth enlarge, a cheap wide low-pass); luma takes the input's mean. Works on float BGR in 0-255."""
     height, width = original.shape[:2]
-    grid = (max(1, width // 16), max(1, height // 16))
+    grid = (max(1, width // COLOUR_LOCK_CELL), max(1, height // COLOUR_LOCK_CELL))
 
     def low_pass(image: np.ndarray) -> np.ndarray:
         small = cv2.resize(image, grid, interpolation=cv2.INTER_AREA)
         return cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
 
-    original_f = original.astype(np.float32)
-    restored_f = restored.astype(np.float32)
-    return restored_f - low_pass(restored_f) + low_pass(original_f)
+    to_ycrcb = lambda image: cv2.cvtColor(np.clip(image.astype(np.float32), 0, 255) / 255.0, cv2.COLOR_BGR2YCrCb)
+    original_ycc, restored_ycc = to_ycrcb(original), to_ycrcb(restored)
+    locked = np.empty_like(restored_ycc)
+    locked[:, :, 0] = restored_ycc[:, :, 0] - restored_ycc[:, :, 0].mean() + original_ycc[:, :, 0].mean()
+    locked[:, :, 1:] = restored_ycc[:, :, 1:] - low_pass(restored_ycc[:, :, 1:]) + low_pass(original_ycc[:, :, 1:])
+    return cv2.cvtColor(locked, cv2.COLOR_YCrCb2BGR) * 255.0
