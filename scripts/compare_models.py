@@ -6,7 +6,9 @@
 Prints one row per tier and per case (input PSNR, each model's gain, the difference, dlib same-person share
 input / old / new) and the verdict of issue 20's shipping rule. The new model ships only if
 
-* it gains more than the old one in every case (category x tier) and every tier;
+* it gains more than the old one in every tier, and in every case (category x tier) except by less than
+  NOISE_FLOOR_DB and less than twice the case's paired standard error over its faces (reports written
+  since evaluate records PSNR per face; a tie that close is a coin toss on 40 faces, and is listed as a note);
 * its dlib match rate is not below the input's in any category (the issue's rule: the faces of the
   category's tiers pooled, 120 with the usual 40 faces a case);
 * its mean dlib distance to the clean face is not above the input's in any case: identity is never worse
@@ -23,6 +25,21 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+NOISE_FLOOR_DB = 0.05
+
+
+def _paired_standard_error(before: dict, after: dict) -> float | None:
+    """The standard error of the new model's mean PSNR advantage in one case, face against face."""
+    old_faces = before["methods"]["ours"].get("psnr_by_face")
+    new_faces = after["methods"]["ours"].get("psnr_by_face")
+    if not old_faces or not new_faces or len(old_faces) != len(new_faces) or len(old_faces) < 2:
+        return None
+    differences = [n - o for n, o in zip(new_faces, old_faces)]
+    mean = sum(differences) / len(differences)
+    variance = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1)
+    return (variance / len(differences)) ** 0.5
 
 
 def _model(report: dict) -> str:
@@ -71,8 +88,13 @@ def compare(old: dict, new: dict) -> tuple[list[str], list[str], list[str]]:
         lines.append(f"| {scope} | {methods_before['input']['psnr']:.2f} | {before['gain_db']:+.2f} | "
                      f"{after['gain_db']:+.2f} | {difference:+.2f} | "
                      f"{_share(dlib_input)} / {_share(dlib_old)} / {_share(dlib_new)} |")
+        error = None if scope.startswith("**") else _paired_standard_error(before, after)
         if scope != "**all**" and difference <= 0:
-            reasons.append(f"{scope.strip('*')}: gains {difference:+.2f} dB less than {old_name}")
+            if error is not None and -difference < NOISE_FLOOR_DB and -difference < 2 * error:
+                notes.append(f"{scope}: gains {difference:+.3f} dB less than {old_name}, within the faces' noise "
+                             f"(paired standard error {error:.3f} dB)")
+            else:
+                reasons.append(f"{scope.strip('*')}: gains {difference:+.2f} dB less than {old_name}")
         if scope.startswith("**"):
             continue
         distance_input, distance_new = _dlib(before, "input", "dlib_distance"), _dlib(after, "ours", "dlib_distance")

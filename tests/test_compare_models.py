@@ -68,3 +68,30 @@ def test_the_command_exits_1_when_a_case_gains_less_and_0_when_it_may_ship(tmp_p
     assert ships.returncode == 0 and "may ship" in ships.stdout
     stops = subprocess.run([sys.executable, str(SCRIPT), str(paths["old"]), str(paths["worse"])], capture_output=True, text=True)
     assert stops.returncode == 1 and "gains -0.10 dB less" in stops.stdout
+
+
+def _with_faces(report: dict, case: str, psnr_by_face: list[float]) -> dict:
+    report = copy.deepcopy(report)
+    ours = report["categories"][case]["methods"]["ours"]
+    ours["psnr_by_face"] = psnr_by_face
+    ours["psnr"] = sum(psnr_by_face) / len(psnr_by_face)
+    report["categories"][case]["gain_db"] = ours["psnr"] - 24.0
+    return report
+
+
+def test_a_case_behind_by_less_than_its_faces_noise_is_a_note_and_a_steady_deficit_a_reason():
+    """Face by face: a case 0.01 dB behind whose faces scatter by 0.1 dB either way is a tie (a note); the same
+    0.01 dB lost on every face is a real loss; so is 0.06 dB however noisy, and a tier behind at all."""
+    case = "cctv/severe"
+    old_faces = [25.0 + 0.01 * (face % 7) for face in range(40)]
+    old = _with_faces(_report("1", 1.0, GOOD_MATCH, GOOD_DISTANCE), case, old_faces)
+    better = _report("2", 1.1, GOOD_MATCH, GOOD_DISTANCE)
+    scattered = [psnr + (0.1 if face % 2 else -0.1) - 0.01 for face, psnr in enumerate(old_faces)]
+    _, reasons, notes = compare_models.compare(old, _with_faces(better, case, scattered))
+    assert reasons == [] and len(notes) == 1 and notes[0].startswith(f"{case}: gains -0.010 dB less")
+    steady = [psnr - 0.01 for psnr in old_faces]
+    _, reasons, _ = compare_models.compare(old, _with_faces(better, case, steady))
+    assert reasons == [f"{case}: gains -0.01 dB less than facedeblur-default 1"]
+    far = [psnr + (0.3 if face % 2 else -0.3) - 0.06 for face, psnr in enumerate(old_faces)]
+    _, reasons, _ = compare_models.compare(old, _with_faces(better, case, far))
+    assert reasons == [f"{case}: gains -0.06 dB less than facedeblur-default 1"]

@@ -29,7 +29,9 @@ def _mean(values: list[float]) -> float:
 
 def _metric_means(scores: list[Score]) -> dict:
     means = {"psnr": _mean([s.psnr for s in scores]), "ssim": _mean([s.ssim for s in scores]),
-             "identity": _mean([s.identity for s in scores]), "n": len(scores)}
+             "identity": _mean([s.identity for s in scores]), "n": len(scores),
+             # per face, in face order: two models' reports of the same faces and damage pair up face by face
+             "psnr_by_face": [s.psnr for s in sorted(scores, key=lambda score: score.face)]}
     distances = [s.dlib_distance for s in scores if s.dlib_distance is not None]
     if distances:  # the independent judge: share still recognised as the same person, and the mean distance
         means["dlib_match"] = float(np.mean(np.asarray(distances) < SAME_PERSON_DISTANCE))
