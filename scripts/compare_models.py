@@ -88,8 +88,8 @@ def compare(old: dict, new: dict) -> tuple[list[str], list[str], list[str]]:
         lines.append(f"| {scope} | {methods_before['input']['psnr']:.2f} | {before['gain_db']:+.2f} | "
                      f"{after['gain_db']:+.2f} | {difference:+.2f} | "
                      f"{_share(dlib_input)} / {_share(dlib_old)} / {_share(dlib_new)} |")
-        error = None if scope.startswith("**") else _paired_standard_error(before, after)
         if scope != "**all**" and difference <= 0:
+            error = None if scope.startswith("**") else _paired_standard_error(before, after)
             if error is not None and -difference < NOISE_FLOOR_DB and -difference < 2 * error:
                 notes.append(f"{scope}: gains {difference:+.3f} dB less than {old_name}, within the faces' noise "
                              f"(paired standard error {error:.3f} dB)")
