@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from facedeblur.degradations import CATEGORIES, SEVERITIES, degrade
+from facedeblur.evaluation.metrics import psnr
 from facedeblur.pipeline.restore import FaceRestorer, lock_colour
 
 
@@ -29,17 +30,17 @@ def lock_brightness_and_colour(original: np.ndarray, restored: np.ndarray, cells
     return restored - low_pass(restored) + low_pass(original)
 
 
+def as_shipped(image: np.ndarray) -> np.ndarray:
+    """Rounded to 8 bits, as `FaceRestorer.restore_batch` hands out every face."""
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
 LOCKS = {
     "none": lambda original, restored: restored,
     "shipped": lock_colour,
     "all channels, 16 px cells": lambda original, restored: lock_brightness_and_colour(original, restored, 8),
     "all channels, 64 px cells": lambda original, restored: lock_brightness_and_colour(original, restored, 2),
 }
-
-
-def psnr(image: np.ndarray, reference: np.ndarray) -> float:
-    error = np.clip(np.rint(image), 0, 255) - reference.astype(np.float64)
-    return float(10 * np.log10(255.0 ** 2 / np.mean(error ** 2)))
 
 
 def main() -> None:
@@ -60,7 +61,7 @@ def main() -> None:
             restored = [image.astype(np.float32) for image in restorer.restore_batch(damaged)]
             row = []
             for name, lock in LOCKS.items():
-                gain = float(np.mean([psnr(lock(d.astype(np.float32), r), c) - psnr(d, c)
+                gain = float(np.mean([psnr(c, as_shipped(lock(d.astype(np.float32), r))) - psnr(c, d)
                                       for d, r, c in zip(damaged, restored, crops)]))
                 gains[name].append(gain)
                 row.append(f"{gain:+.2f}")
