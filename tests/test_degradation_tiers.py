@@ -9,14 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from facedeblur.degradations import (CATEGORIES, FUSED_FRAMES_MAX, FUSED_NEIGHBOUR_WEIGHTS, SEVERITIES,
-                                     SEVERITY_RANGES, TRAINING_FUSED_SHAKE_SHARE, TRAINING_SEVERITY_WEIGHTS,
-                                     TRAINING_SINGLE_SHARES, apply_kernel, camera_shake_kernel, cctv_chain,
-                                     defocus_kernel, degrade, fused_camera_shake, misalign, mix_shake_paths,
-                                     random_severity, random_single_category, sensor_noise, training_degradation)
+from facedeblur.degradations import (CATEGORIES, SEVERITIES, TRAINING_SEVERITY_WEIGHTS,
+                                     TRAINING_SINGLE_SHARES, camera_shake_kernel, cctv_chain, defocus_kernel,
+                                     degrade, misalign, random_severity, random_single_category,
+                                     training_degradation)
 from facedeblur.pipeline.align import estimate_alignment, warp_to_crop
 from facedeblur.pipeline.detect import FaceDetector
-from facedeblur.pipeline.temporal_fusion import SMEARED_NOISE_SIGMA, TemporalFuser
 
 skimage_data = pytest.importorskip("skimage.data")
 AAF_VAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "aaf-val.tar"
@@ -125,43 +123,6 @@ def test_training_draws_single_categories_by_their_shares():
     for category, share in TRAINING_SINGLE_SHARES.items():
         assert draws.count(category) / len(draws) == pytest.approx(share / total, abs=0.02), category
     assert draws.count("motion_blur") > 2.5 * draws.count("defocus")
-
-
-@pytest.mark.parametrize("severity", SEVERITIES)
-def test_fused_shake_is_what_temporal_fusion_makes_of_shaken_frames(face_crop, severity):
-    """`process` merges a smeared face's neighbouring frames into it, each shaken its own way. The merged face
-    is explained by the reference frame's shake plus its neighbours' at the tier's FUSED_NEIGHBOUR_WEIGHTS
-    better than by the reference's shake alone (what training on single paths assumes) or by an equal mix."""
-    low, high = SEVERITY_RANGES[severity]["motion_blur"]
-    middle = float(np.mean(FUSED_NEIGHBOUR_WEIGHTS[severity]))
-    scores: dict[float, list[float]] = {0.0: [], middle: [], 1.0: []}
-    for seed in range(4):
-        rng = np.random.default_rng(seed)
-        paths = [camera_shake_kernel(rng, high, low) for _ in range(FUSED_FRAMES_MAX)]
-        frames = [np.clip(np.rint(sensor_noise(apply_kernel(face_crop, path), rng, 1.0)), 0, 255).astype(np.uint8)
-                  for path in paths]
-        fused = TemporalFuser().fuse(frames[0], frames[1:], min_noise_sigma=SMEARED_NOISE_SIGMA)
-        for weight in scores:
-            kernel = mix_shake_paths(paths, [1.0] + [weight] * (len(paths) - 1), rng)
-            scores[weight].append(psnr(fused, np.clip(np.rint(apply_kernel(face_crop, kernel)), 0, 255)))
-    mean = {weight: float(np.mean(values)) for weight, values in scores.items()}
-    assert mean[middle] > max(mean[0.0], mean[1.0]) + 0.5, mean
-
-
-def test_training_shakes_a_share_of_faces_as_temporal_fusion_leaves_them(face_crop):
-    small = cv2.resize(face_crop, (64, 64), interpolation=cv2.INTER_AREA)
-    steps = [training_degradation(small, np.random.default_rng(seed)).steps for seed in range(1500)]
-    fused = sum(step[0].startswith("camera shake fused") for step in steps)
-    # degrade's label names the tier; a mixture that drew only camera shake is labelled "motion_blur" alone
-    single = sum(step[0].startswith("motion_blur (") for step in steps)
-    share, drawn = TRAINING_FUSED_SHAKE_SHARE, fused + single
-    standard_error = (share * (1 - share) / drawn) ** 0.5  # about 180 shaken faces: a binomial draw
-    assert fused / drawn == pytest.approx(share, abs=4 * standard_error), (fused, single)
-    damage = fused_camera_shake(face_crop, np.random.default_rng(7), "severe")
-    assert damage.psf is damage.kernel and damage.psf.sum() == pytest.approx(1.0, abs=1e-5)
-    assert damage.psf.shape[0] % 2 == 1 and psnr(damage.image, face_crop) < 27.0
-    again = fused_camera_shake(face_crop, np.random.default_rng(7), "severe")
-    assert np.array_equal(again.image, damage.image)
 
 
 def test_unknown_severity_is_refused(face_crop):

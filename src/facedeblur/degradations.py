@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .pipeline.temporal_fusion import AUTO_SMEARED_WINDOW
-
 # New categories go at the end: a category's position seeds `evaluate`'s damage, so existing
 # categories keep their exact degradations across versions.
 CATEGORIES = (
@@ -34,19 +32,6 @@ TRAINING_CLEAN_FRACTION = 0.15
 # misaligned faces took their part of its capacity). Every other single category gets one.
 TRAINING_SINGLE_SHARES = {"motion_blur": 3.0, "defocus": 1.0, "gaussian_blur": 1.0, "pixelate": 1.0,
                           "low_resolution": 1.0, "noise": 2.0, "jpeg": 1.0, "codec_blocks": 1.0, "low_light": 1.0}
-# Of the trainer's camera-shaken faces, this share is shaken the way `process` hands a smeared face to the
-# model after temporal fusion (fused_camera_shake): merged with up to AUTO_SMEARED_WINDOW frames either side.
-TRAINING_FUSED_SHAKE_SHARE = 1 / 3
-FUSED_FRAMES_MAX = 2 * AUTO_SMEARED_WINDOW + 1
-# How much of each merged neighbour's own shake reaches the fused face, against the reference frame's 1, by
-# tier: the merge rejects pixels that disagree, and frames shaken harder disagree more. Measured: the weights
-# that best explain TemporalFuser's merge of 5 shaken frames of a face (astronaut, 6 seeds a tier) are 0.5
-# (mild), 0.2-0.3 (moderate) and 0-0.1 (severe).
-FUSED_NEIGHBOUR_WEIGHTS = {"mild": (0.3, 0.7), "moderate": (0.1, 0.4), "severe": (0.0, 0.2)}
-# Where the merge leaves each neighbour's shake path against the reference's: standard deviation (px of a
-# 128 px crop) of the shift between their centres of mass (optical flow aligns the faces' content).
-FUSED_ALIGNMENT_ERROR = 0.5
-
 
 NO_BLUR = np.ones((1, 1), np.float32)  # the delta kernel: damage that moves no pixel
 
@@ -95,38 +80,6 @@ def camera_shake_kernel(rng: np.random.Generator, max_length: float = 17.0, min_
             if 0 <= x0 + dx < size and 0 <= y0 + dy < size:
                 kernel[y0 + dy, x0 + dx] += w
     return _trim_kernel(kernel / kernel.sum())
-
-
-def fused_shake_kernel(rng: np.random.Generator, frames: int, max_length: float, min_length: float,
-                       neighbour_weights: tuple[float, float],
-                       alignment_error: float = FUSED_ALIGNMENT_ERROR) -> np.ndarray:
-    """The blur of a face merged from `frames` frames of shaky footage: each frame has its own shake path,
-    and each neighbour's reaches the fused face with a weight drawn from `neighbour_weights` (the
-    reference frame's is 1; mix_shake_paths). Unlike any one path: a path with a halo of others."""
-    paths = [camera_shake_kernel(rng, max_length, min_length) for _ in range(frames)]
-    weights = np.concatenate([[1.0], rng.uniform(*neighbour_weights, frames - 1)])
-    return mix_shake_paths(paths, weights, rng, alignment_error)
-
-
-def mix_shake_paths(paths: list[np.ndarray], weights, rng: np.random.Generator,
-                    alignment_error: float = 0.0) -> np.ndarray:
-    """The weighted mixture of the frames' shake paths, the first being the reference frame's. The merge
-    aligns the frames' content, so each path's centre of mass lands on the reference path's, give or take
-    `alignment_error` pixels (standard deviation)."""
-    side = 2 * max(path.shape[0] for path in paths) + 1  # room for a path moved by its centre of mass
-    mixture = np.zeros((side, side), np.float32)
-    reference_centre = None
-    for path, weight in zip(paths, weights):
-        grid = np.indices(path.shape)
-        centre = np.array([(grid[1] * path).sum(), (grid[0] * path).sum()])  # x, y of the mass
-        if reference_centre is None:
-            offset = np.full(2, (side - path.shape[0]) / 2)
-            reference_centre = centre + offset
-        else:
-            offset = reference_centre - centre + (rng.normal(0.0, alignment_error, 2) if alignment_error else 0.0)
-        shift = np.float32([[1, 0, offset[0]], [0, 1, offset[1]]])
-        mixture += weight * cv2.warpAffine(path, shift, (side, side), flags=cv2.INTER_LINEAR)
-    return _trim_kernel(mixture / mixture.sum())
 
 
 def defocus_kernel(radius: float) -> np.ndarray:
@@ -386,22 +339,6 @@ def degrade(clean: np.ndarray, category: str, rng: np.random.Generator,
     return camera_pipeline(clean, rng, ranges["mixed"][0], scale)
 
 
-def fused_camera_shake(clean: np.ndarray, rng: np.random.Generator, severity: str = DEFAULT_SEVERITY,
-                       scale: float | None = None) -> Degraded:
-    """Camera shake as `process` hands a smeared face to the model after temporal fusion: the tier's shake
-    mixed over 2 to FUSED_FRAMES_MAX frames (fused_shake_kernel, FUSED_NEIGHBOUR_WEIGHTS), with the little
-    sensor noise the merge leaves. The campaign trained on single paths restored severely shaken video
-    0.2 dB worse fused than unfused, where 0.5.0 did not."""
-    low, high = _check_severity(severity)["motion_blur"]
-    scale = clean.shape[0] / 128.0 if scale is None else scale
-    frames = int(rng.integers(2, FUSED_FRAMES_MAX + 1))
-    kernel = fused_shake_kernel(rng, frames, high * scale, low * scale, FUSED_NEIGHBOUR_WEIGHTS[severity],
-                                FUSED_ALIGNMENT_ERROR * scale)
-    blurred = apply_kernel(clean.astype(np.float32), kernel)
-    noisy = sensor_noise(blurred, rng, sigma=rng.uniform(0.3, 1.2))
-    return Degraded(_finish(noisy), kernel, [f"camera shake fused over {frames} frames ({severity})"], kernel)
-
-
 def cctv_chain(clean: np.ndarray, rng: np.random.Generator, severity: str = DEFAULT_SEVERITY,
                scale: float | None = None) -> Degraded:
     """What a CCTV camera does to a moving face, in its order: camera shake, the sensor's low resolution,
@@ -503,17 +440,13 @@ def nearly_clean(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
 def training_degradation(clean: np.ndarray, rng: np.random.Generator) -> Degraded:
     """What the trainer uses: TRAINING_CLEAN_FRACTION nearly clean faces; otherwise a severity tier drawn
     by TRAINING_SEVERITY_WEIGHTS, then half the time one single category (so each is learnt; drawn by
-    TRAINING_SINGLE_SHARES; TRAINING_FUSED_SHAKE_SHARE of the camera shake as temporal fusion leaves it),
-    otherwise a CCTV chain or a camera-like mixture."""
+    TRAINING_SINGLE_SHARES), otherwise a CCTV chain or a camera-like mixture."""
     if rng.random() < TRAINING_CLEAN_FRACTION:
         return nearly_clean(clean, rng)
     severity = random_severity(rng)
     choice = rng.random()
     if choice < 0.5:
-        category = random_single_category(rng)
-        if category == "motion_blur" and rng.random() < TRAINING_FUSED_SHAKE_SHARE:
-            return fused_camera_shake(clean, rng, severity)
-        return degrade(clean, category, rng, severity)
+        return degrade(clean, random_single_category(rng), rng, severity)
     if choice < 0.75:
         return cctv_chain(clean, rng, severity)
     return camera_pipeline(clean, rng, SEVERITY_RANGES[severity]["mixed"][0])

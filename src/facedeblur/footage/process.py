@@ -568,4 +568,5 @@ def _face_entry(face, time_seconds: float, rounded) -> dict:
         "sharpness_before": round(face.sharpness_before, 2),
         "sharpness_after": round(face.sharpness_after, 2),
         "frames_merged": face.frames_merged,
+        "frames_merged_after_restoring": face.frames_merged_after_restoring,
     }

@@ -114,17 +114,25 @@ def shrink(image: np.ndarray, side: int) -> np.ndarray:
 
 def restore_crops(restorer: "FaceRestorer", faces: list[FaceCrop]) -> list[RestoredCrop]:
     """Restore every face, batching faces of the same working size together."""
+    return [finish_crop(face, result) for face, result in zip(faces, restore_working(restorer, faces))]
+
+
+def restore_working(restorer: "FaceRestorer", faces: list[FaceCrop]) -> list[np.ndarray]:
+    """The network's output for every face's working crop (what `finish_crop` turns into the pasted face),
+    batching faces of the same working size together."""
     by_size: dict[int, list[int]] = {}
     for index, face in enumerate(faces):
         by_size.setdefault(face.working.shape[0], []).append(index)
-    restored: list[np.ndarray | None] = [None] * len(faces)
+    restored: list[np.ndarray] = [np.empty(0)] * len(faces)
     for indices in by_size.values():
         for index, result in zip(indices, restorer.restore_batch([faces[i].working for i in indices])):
             restored[index] = result
-    return [_finish(face, result) for face, result in zip(faces, restored)]
+    return restored
 
 
-def _finish(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
+def finish_crop(face: FaceCrop, restored_working: np.ndarray) -> RestoredCrop:
+    """The face to paste: the working-size output itself, or for a large face its correction added at native
+    resolution (see the module's `correction` and `adaptive`)."""
     if not face.add_correction:
         return RestoredCrop(face, restored_working)
     native_size = face.crop.shape[1::-1]  # (width, height): square for a detected face, any for `restore --aligned`
@@ -216,4 +224,4 @@ def restore_any_size_crop(restorer: "FaceRestorer", image: np.ndarray,
     working = shrink(image, size)
     face = FaceCrop(np.eye(2, 3, dtype=np.float32), image, working, add_correction=True,
                     adaptive_detail=large_faces == "adaptive")
-    return _finish(face, restorer.restore_batch([working])[0]).restored
+    return finish_crop(face, restorer.restore_batch([working])[0]).restored

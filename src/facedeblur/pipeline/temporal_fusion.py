@@ -1,4 +1,4 @@
-"""Temporal fusion: merge a face's neighbouring frames into it before it is restored.
+"""Temporal fusion: merge a face's neighbouring frames into it, before it is restored or after.
 
 In video the same face is seen many times with independent noise, compression and (often) blur. The
 neighbours' crops are already aligned on the face by the track's smoothed landmarks; dense optical flow
@@ -6,9 +6,12 @@ neighbours' crops are already aligned on the face by the track's smoothed landma
 head turns), and each neighbour pixel is weighted by how well it agrees with the reference frame, so
 pixels that moved differently (or were occluded) are rejected rather than ghosted in: the align-and-merge
 idea of burst photography (HDR+). Plain averaging of misaligned frames blurs the face; this does not.
-`automatic_plan` (`temporal_window: auto`) merges only where that helps: into a noisy face, and into a
-smeared one (little fine detail left: a CCTV chain, severe blur); a clean face gains next to nothing from
-the merge, or loses detail where it moves.
+The same merge serves two stages (`FusionPlan`): before restoring, it averages the damaged frames' noise
+away; after restoring, it averages the restored faces, each restored from its own frame, so what the
+network guessed differently from frame to frame averages away and what the frames agree on stays.
+`automatic_plan` (`temporal_window: auto`) merges only where that helps: a noisy face before restoring, a
+smeared one (little fine detail left: a CCTV chain, severe blur) after restoring; a clean face gains next
+to nothing from the merge, or loses detail where it moves.
 
 Written by hand because no maintained library offers robust multi-frame merging of small crops; the
 building blocks (DIS flow, remap, filters) are OpenCV's.
@@ -34,27 +37,47 @@ DISAGREEMENT_WINDOW = 5
 MIN_AGREEMENT = 0.6
 # `temporal_window: auto` (automatic_plan), chosen on the video benchmark (docs/BENCHMARKS.md). Fusion averages
 # noise away, so a face whose working crop is at least this noisy (estimate_noise_sigma, grey levels: clean,
-# compressed and blurred faces measure 0.5-2, severe sensor noise 4-12) is fused over AUTO_TEMPORAL_WINDOW frames.
+# compressed and blurred faces measure 0.5-2, severe sensor noise 4-12) is fused over AUTO_TEMPORAL_WINDOW frames
+# before it is restored.
 AUTO_NOISE_SIGMA = 3.0
 # A smeared face is fused too: one whose working crop keeps less fine detail than this (`sharpness`, the
 # Laplacian's variance; on the shared clips clean and mildly blurred faces measure 70-350, the real blurred
-# pairs 120, a CCTV chain, severe shake, defocus or x4 resolution loss 11-20). Its estimated noise is near zero
-# (the smear flattens the high-pass) while its neighbours differ from it by compression blocks and ringing of
-# several grey levels, so their agreement is judged against a floor of SMEARED_NOISE_SIGMA, and over
-# AUTO_SMEARED_WINDOW frames (3 lost 0.1 dB on severe shake, 2 lost 0.02; severe CCTV gains 0.2 dB either way).
+# pairs 120, a CCTV chain, severe shake, defocus or x4 resolution loss 7-20). Its neighbours are smeared by
+# different blur (each frame's shake or focus is its own): merged before restoring, their blurs mix into one
+# the network undoes less well (-0.25 dB on severe shake against no fusion), so each is restored from its own
+# frame and the restored faces are merged.
 # Any other face is left alone: on a moving one (the real blurred pairs) the merge cost 0.9 dB of detail, and
 # aligning neighbours only to judge that would cost a fifth of `process`'s time.
 AUTO_SMEARED_SHARPNESS = 40.0
-SMEARED_NOISE_SIGMA = 5.0
-AUTO_SMEARED_WINDOW = 2
+# A smeared face is merged with its neighbours' restored faces over AUTO_RESTORED_WINDOW frames either side
+# (3 gained 0.02-0.03 dB more on a still face, nothing on a moving one, for half as many flows again). The
+# restored faces differ where the network guessed (each from its own damage), by several grey levels even where
+# nothing moved, so their agreement is judged against at least RESTORED_NOISE_SIGMA: the merge keeps what the
+# frames agree on and averages the guesses away. A noisy face is not merged after restoring: on top of the merge
+# before, it cost 1.7 dB on a fast-moving face under severe noise and gained 0.03 on a still one.
+AUTO_RESTORED_WINDOW = 2
+RESTORED_NOISE_SIGMA = 8.0
 
 
 @dataclass(frozen=True)
 class FusionPlan:
-    """How one face is fused: over `window` frames either side (0: not at all), judging each neighbour's
-    agreement against the face's estimated noise, but never less than `min_noise_sigma` grey levels."""
+    """How one face is fused, in two stages that can each be off (window 0):
+
+    - before restoring: the neighbours' damaged working crops are merged into the face's over `window` frames
+      either side, so the network sees a cleaner face;
+    - after restoring: the neighbours' restored crops are merged into the face's restored crop over
+      `after_window` frames either side (each restored on its own, from its own frame).
+
+    Each stage judges a neighbour's agreement against the reference's estimated noise, but never less
+    than its floor in grey levels (`min_noise_sigma`, `after_min_noise_sigma`)."""
     window: int
     min_noise_sigma: float = MIN_NOISE_SIGMA
+    after_window: int = 0
+    after_min_noise_sigma: float = RESTORED_NOISE_SIGMA
+
+    @property
+    def reach(self) -> int:
+        return max(self.window, self.after_window)
 
 
 NOT_FUSED = FusionPlan(0)
@@ -69,13 +92,14 @@ def estimate_noise_sigma(grey: np.ndarray, floor: float = MIN_NOISE_SIGMA) -> fl
 
 
 def automatic_plan(crop: np.ndarray) -> FusionPlan:
-    """`temporal_window: auto` for one face crop (uint8 BGR): fused where its noise or its smear lets the
-    neighbours help (AUTO_NOISE_SIGMA, AUTO_SMEARED_SHARPNESS), else not (the check costs two filters)."""
+    """`temporal_window: auto` for one face crop (uint8 BGR): a noisy face is fused before restoring, a
+    smeared one after restoring (AUTO_NOISE_SIGMA, AUTO_SMEARED_SHARPNESS), any other not at all (the check
+    costs two filters)."""
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     if estimate_noise_sigma(grey) >= AUTO_NOISE_SIGMA:
         return FusionPlan(AUTO_TEMPORAL_WINDOW)
     if sharpness(grey) < AUTO_SMEARED_SHARPNESS:
-        return FusionPlan(AUTO_SMEARED_WINDOW, SMEARED_NOISE_SIGMA)
+        return FusionPlan(0, after_window=AUTO_RESTORED_WINDOW)
     return NOT_FUSED
 
 
