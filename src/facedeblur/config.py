@@ -106,7 +106,8 @@ class RestorerSettings(StrictModel):
         DEFAULT_TEMPORAL_WINDOW,
         description=f"video: merge this many frames before and after into each face before restoring it (aligned "
                     f"by flow, mismatches rejected); 0 = off; {AUTO_TEMPORAL_WINDOW_NAME} = {AUTO_TEMPORAL_WINDOW} "
-                    "frames at most, only into faces that fusion helps (noisy or smeared ones)")
+                    "frames at most, only where fusion helps: a noisy face before restoring, a smeared one after "
+                    "(its neighbours' restored faces merged into its own)")
 
     @field_validator("temporal_window", mode="before")
     @classmethod

@@ -40,7 +40,8 @@ LARGE_FACE_MODES: tuple[str, ...] = ("adaptive", "correction", "native", "resize
 DEFAULT_LARGE_FACES: LargeFaceMode = "adaptive"
 # Frames merged before and after each face in video (pipeline/temporal_fusion.py): a number of frames
 # (0 = off) or "auto", which merges up to AUTO_TEMPORAL_WINDOW frames either side only into faces that fusion can
-# help (temporal_fusion.automatic_plan: noisy and smeared ones). Both chosen by the video benchmark (docs/BENCHMARKS.md).
+# help (temporal_fusion.automatic_plan: noisy ones before restoring, smeared ones after). Both chosen by the video
+# benchmark (docs/BENCHMARKS.md).
 TemporalWindow = Literal["auto"] | int
 AUTO_TEMPORAL_WINDOW_NAME = "auto"
 AUTO_TEMPORAL_WINDOW = 3
