@@ -137,7 +137,8 @@ class FrameBatchRestorer:
                     accepted: list[int] = []
                     # Only what the network sees is fused; the original crop stays as it was, for the gallery
                     # and as the base the correction of a large face is added to.
-                    fused = self.fuser.fuse(crop.working, [n for _, n in neighbours], accepted, plan.min_noise_sigma)
+                    fused = self.fuser.fuse(crop.working, [n for _, n in neighbours], accepted, plan.min_noise_sigma,
+                                            plan.rejection_sigmas)
                     centre.inputs[index] = crop.with_working(fused)
                     centre.frames_merged[index] = [neighbours[i][0] for i in accepted]
 
