@@ -98,6 +98,8 @@ class RestorerSettings(StrictModel):
     batch_size: int = Field(16, ge=1, le=512)
     colour_lock: bool = Field(True, description="keep the input's colour per region and its mean brightness in "
                                                 "every restored face (skin tone, white balance, exposure)")
+    flip_average: bool = Field(False, description="restore each face and its mirror image and average the two: "
+                                                  "about 0.1 dB better, at twice the restorer's time")
     large_faces: LargeFaceMode = Field(DEFAULT_LARGE_FACES, description="faces larger than the model's working "
                                        "size: adaptive or correction (add the model's correction to the native "
                                        "pixels), native (run the network at the native size) or resize (shrink "

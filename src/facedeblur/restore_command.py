@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="each input is one roughly centred face crop; restore the whole crop")
     parser.add_argument("--model", metavar="MODEL", help=f"restorer: {packaged_models_help()}, or an .onnx file")
     parser.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="restore each face and its mirror image and average the two (about 0.1 dB better, "
+                             "twice the restorer's time)")
     parser.add_argument("--score-threshold", type=float, default=DEFAULT_SCORE_THRESHOLD, help="face detector confidence")
     parser.add_argument("--large-faces", choices=LARGE_FACE_MODES, default=DEFAULT_LARGE_FACES,
                         help="faces larger than the model's working size: add the model's correction to the native "
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     check_no_overwrite(args.inputs, jobs, output)
     # Models first: a bad --model must fail before the output folder is created (no partial output).
-    restorer = FaceRestorer(args.model, provider=args.provider)
+    restorer = FaceRestorer(args.model, provider=args.provider, flip_average=args.flip_average)
     detector = None if args.aligned else FaceDetector(score_threshold=args.score_threshold, provider=args.provider)
     prepare_output_dir(output)
     started = time.perf_counter()

@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--misalign", action="store_true",
                         help="cut every face a little off the alignment first (degradations.misalign: about the "
                              "landmark error of faces found on damaged footage); harsher than exactly aligned crops")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="restore each face and its mirror image and average them (restorer.flip_average)")
     parser.add_argument("--no-classical", action="store_true",
                         help="skip the classical baselines (several times faster; for comparing models)")
     parser.add_argument("--no-dlib", action="store_true",
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise FacedeblurError("--utk-validation and --grid-faces must not be negative")
     check_sources(args.sources)
     check_output_dir(args.output)
-    restorer = FaceRestorer(args.model, provider=args.provider, batch_size=32)
+    restorer = FaceRestorer(args.model, provider=args.provider, batch_size=32, flip_average=args.flip_average)
     detector = FaceDetector(provider=args.provider)
     embedder = IdentityEmbedder(provider=args.provider)
     faces = load_clean_faces(args.sources, detector, restorer.crop_size, restorer.info.template,
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1 and len(faces) > 8:
         scores, samples, seconds = evaluate_faces_parallel(faces, str(restorer.path), args.provider, categories,
                                                            args.seed, grid_faces, args.workers, not args.no_classical,
-                                                           with_dlib)
+                                                           with_dlib, args.flip_average)
     else:
         scores, samples, seconds = evaluate_faces(faces, restorer, embedder, categories, args.seed, grid_faces,
                                                   not args.no_classical, DlibJudge() if with_dlib else None)

@@ -90,11 +90,11 @@ def _print_estimate(seconds: float, done: int, total: int, categories: int, work
 _worker_models: tuple[FaceRestorer, IdentityEmbedder, DlibJudge | None] | None = None
 
 
-def _init_worker(model_path: str, provider: str, with_dlib: bool) -> None:
+def _init_worker(model_path: str, provider: str, with_dlib: bool, flip_average: bool) -> None:
     global _worker_models
     import cv2
     cv2.setNumThreads(1)  # the worker processes are the parallelism
-    _worker_models = (FaceRestorer(model_path, provider=provider, threads=1, batch_size=32),
+    _worker_models = (FaceRestorer(model_path, provider=provider, threads=1, batch_size=32, flip_average=flip_average),
                       IdentityEmbedder(provider=provider, threads=1), DlibJudge() if with_dlib else None)
 
 
@@ -106,7 +106,7 @@ def _evaluate_chunk_in_worker(task: tuple[list[CleanFace], tuple[str, ...], int,
 
 def evaluate_faces_parallel(faces: list[CleanFace], model_path: str, provider: str, categories: tuple[str, ...],
                             seed: int, grid_faces: set[int], workers: int, with_classical: bool = True,
-                            with_dlib: bool = False) -> tuple[list[Score], list[GridSample], float]:
+                            with_dlib: bool = False, flip_average: bool = False) -> tuple[list[Score], list[GridSample], float]:
     """The same as `evaluate_faces`, spread over worker processes (one model copy each, one thread each).
     Results do not depend on the number of workers: every degradation is seeded by face and category."""
     from concurrent.futures import ProcessPoolExecutor
@@ -118,7 +118,7 @@ def evaluate_faces_parallel(faces: list[CleanFace], model_path: str, provider: s
     progress = tqdm(total=len(faces), desc=f"evaluating x{len(categories)} cases ({workers} workers)", unit="face")
     # spawn, not fork: a child forked from a process with onnxruntime threads running can deadlock
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(model_path, provider, with_dlib)) as pool:
+                             initializer=_init_worker, initargs=(model_path, provider, with_dlib, flip_average)) as pool:
         tasks = ((chunk, categories, seed, grid_faces, with_classical) for chunk in chunks)
         for done, (chunk_scores, chunk_samples) in enumerate(pool.map(_evaluate_chunk_in_worker, tasks), start=1):
             scores.extend(chunk_scores)

@@ -49,7 +49,8 @@ def load_models(settings: PipelineSettings) -> LoadedModels:
     detector = FaceDetector(**settings.detector.detector_options(), provider=settings.provider,
                             threads=settings.threads)
     restorer = FaceRestorer(settings.restorer.model, provider=settings.provider, threads=settings.threads,
-                            batch_size=settings.restorer.batch_size, colour_lock=settings.restorer.colour_lock)
+                            batch_size=settings.restorer.batch_size, colour_lock=settings.restorer.colour_lock,
+                            flip_average=settings.restorer.flip_average)
     # Loaded even with tracker.use_identity off: every track's identity vector comes from it (person search).
     embedder = IdentityEmbedder(provider=settings.provider, threads=settings.threads)
     log.info("onnxruntime providers: detector %s, restorer %s%s", detector.providers[0], restorer.providers[0],

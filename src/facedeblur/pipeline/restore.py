@@ -49,7 +49,7 @@ class ModelInfo:
 
 class FaceRestorer:
     def __init__(self, model_path: str | Path | None = None, provider: str = "auto", threads: int = 0,
-                 batch_size: int = 16, colour_lock: bool = True):
+                 batch_size: int = 16, colour_lock: bool = True, flip_average: bool = False):
         path = resolve_model(model_path)
         if not path.is_file():
             raise FacedeblurError(f"model file {path} not found; pass --model with a facedeblur .onnx file")
@@ -73,6 +73,10 @@ class FaceRestorer:
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = max(1, batch_size)
         self.colour_lock = colour_lock
+        # Each face is also restored mirrored, and the two restorations (the second mirrored back) averaged:
+        # where the network guesses, its guesses for a face and its mirror image differ and average out.
+        # Twice the network's time (docs/BENCHMARKS.md, "Mirror averaging").
+        self.flip_average = flip_average
 
     @property
     def crop_size(self) -> int:
@@ -88,7 +92,11 @@ class FaceRestorer:
         for start in range(0, len(crops), self.batch_size):
             chunk = crops[start:start + self.batch_size]
             batch = np.stack([c[:, :, ::-1] for c in chunk]).astype(np.float32).transpose(0, 3, 1, 2) / 255.0
-            output = self.session.run(None, {self.input_name: np.ascontiguousarray(batch)})[0]
+            if self.flip_average:
+                both = self.session.run(None, {self.input_name: np.concatenate([batch, batch[..., ::-1]])})[0]
+                output = (both[:len(chunk)] + both[len(chunk):, ..., ::-1]) / 2
+            else:
+                output = self.session.run(None, {self.input_name: np.ascontiguousarray(batch)})[0]
             output = np.clip(output.transpose(0, 2, 3, 1)[:, :, :, ::-1] * 255.0, 0, 255)
             for original, restored in zip(chunk, output):
                 if self.colour_lock:
