@@ -144,10 +144,11 @@ def output_path(output: Path, relative: Path) -> Path:
 
 def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
                  provider: str = "auto", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 large_faces: str = DEFAULT_LARGE_FACES, recursive: bool = False) -> int:
+                 large_faces: str = DEFAULT_LARGE_FACES, recursive: bool = False, flip_average: bool = False) -> int:
     """The restore command as a function (used by `facedeblur demo`)."""
     return run(argparse.Namespace(inputs=inputs, output=str(output), aligned=aligned, model=model, provider=provider,
-                                  score_threshold=score_threshold, large_faces=large_faces, recursive=recursive))
+                                  score_threshold=score_threshold, large_faces=large_faces, recursive=recursive,
+                                  flip_average=flip_average))
 
 
 @dataclass
