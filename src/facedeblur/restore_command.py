@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("restore", help="restore faces in images",
                                    description="Restore every face in each image; writes OUTDIR/<stem>.png at the "
                                                "input's size, labelled as AI-restored in its metadata.")
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files and/or folders of images")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored images")
     parser.add_argument("-r", "--recursive", action="store_true",
@@ -47,7 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="faces larger than the model's working size: add the model's correction to the native "
                              "pixels (adaptive, the default, or correction), run the network at native size "
                              "(native), or shrink and enlarge (resize)")
-    parser.set_defaults(handler=run)
 
 
 def _images_below(folder: Path, skip: Path | None) -> list[ImageJob]:
@@ -142,13 +146,12 @@ def output_path(output: Path, relative: Path) -> Path:
     return output / relative
 
 
-def main_restore(inputs: list[str], output: Path, aligned: bool = False, model: str | None = None,
-                 provider: str = "auto", score_threshold: float = DEFAULT_SCORE_THRESHOLD,
-                 large_faces: str = DEFAULT_LARGE_FACES, recursive: bool = False, flip_average: bool = False) -> int:
-    """The restore command as a function (used by `facedeblur demo`)."""
-    return run(argparse.Namespace(inputs=inputs, output=str(output), aligned=aligned, model=model, provider=provider,
-                                  score_threshold=score_threshold, large_faces=large_faces, recursive=recursive,
-                                  flip_average=flip_average))
+def main_restore(inputs: list[str], output: Path, *options: str) -> int:
+    """The restore command as a function (used by `facedeblur demo`): `options` are its command-line options
+    (`--aligned`, `--large-faces native`, ...), parsed by the command's own parser, so every default is its."""
+    parser = argparse.ArgumentParser(prog="facedeblur restore")
+    add_arguments(parser)
+    return run(parser.parse_args([*options, "-o", str(output), "--", *inputs]))  # "--": an input may start with "-"
 
 
 @dataclass
