@@ -69,14 +69,15 @@ class FrameBatchRestorer:
         self.max_queued_frames = max(1, max_queued_frames)
         self.large_faces = large_faces
         self.automatic = temporal_window == AUTO_TEMPORAL_WINDOW_NAME
-        # frames either side held in each fusion stage's window: the widest any plan reaches
-        self.window = max(AUTO_TEMPORAL_WINDOW, AUTO_RESTORED_WINDOW) if self.automatic else max(0, int(temporal_window))
+        self.window = AUTO_TEMPORAL_WINDOW if self.automatic else max(0, int(temporal_window))
+        # frames either side each stage holds: the widest any plan reaches (a numeric window merges before only)
+        self.after_window = AUTO_RESTORED_WINDOW if self.automatic else 0
         self.fuser = TemporalFuser() if self.window else None
 
     def run(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[RestoredFrame]:
         """Each frame cut, fused (before restoring), restored in batches, fused (after restoring), pasted."""
-        restored = self._restored(self._windowed(self._cut(frames), self._fuse_before))
-        for cut in self._windowed(restored, self._fuse_after):
+        restored = self._restored(self._windowed(self._cut(frames), self._fuse_before, self.window))
+        for cut in self._windowed(restored, self._fuse_after, self.after_window):
             yield self._pasted(cut)
 
     def _cut(self, frames: Iterator[tuple[DecodedFrame, list[PlannedFace]]]) -> Iterator[_CutFrame]:
@@ -93,20 +94,20 @@ class FrameBatchRestorer:
         return automatic_plan(crop.working) if self.automatic else FusionPlan(self.window)
 
     def _windowed(self, cut_frames: Iterator[_CutFrame],
-                  fuse_at: Callable[[deque[_CutFrame], int], None]) -> Iterator[_CutFrame]:
-        """Frames in order, each passed to `fuse_at` with up to k frames either side of it in the window."""
-        if not self.window:
+                  fuse_at: Callable[[deque[_CutFrame], int], None], reach: int) -> Iterator[_CutFrame]:
+        """Frames in order, each passed to `fuse_at` with up to `reach` frames either side of it in the window."""
+        if not reach:
             yield from cut_frames
             return
         window: deque[_CutFrame] = deque()  # up to k frames already passed on, the current one, k ahead
         passed = 0  # how many frames at the front of `window` were already yielded
         for cut in cut_frames:
             window.append(cut)
-            if len(window) - passed > self.window:
+            if len(window) - passed > reach:
                 fuse_at(window, passed)
                 yield window[passed]
                 passed += 1
-            while passed > self.window:
+            while passed > reach:
                 window.popleft()
                 passed -= 1
         while passed < len(window):
