@@ -133,6 +133,31 @@ def test_train_resume_export_and_run_through_onnxruntime(cache, tmp_path):
     assert len(out) == 2 and out[0].shape == (64, 64, 3)
 
 
+@pytest.mark.slow
+def test_a_model_grown_with_init_records_the_training_its_weights_inherited(cache, tmp_path):
+    """A deeper network started from a trained run keeps that run's steps, hours and samples as `inherited`
+    (through a resume too), and the exported model records them with the totals over both."""
+    base = [PYTHON, "-m", "facedeblur", "train", "run", "--data", str(cache), "--width", "8", "--batch", "2",
+            "--patch", "32", "--val-every", "3", "--val-count", "2", "--workers", "0"]
+    subprocess.run(base + ["--out", str(tmp_path / "source"), "--steps", "3"], check=True, cwd=REPO, timeout=300)
+    source = torch.load(tmp_path / "source" / "last.pt", weights_only=False)["training_summary"]
+    grown = tmp_path / "grown"
+    grow = base + ["--out", str(grown), "--middle-blocks", "5", "--init", str(tmp_path / "source" / "last.pt")]
+    subprocess.run(grow + ["--steps", "3"], check=True, cwd=REPO, timeout=300)
+    subprocess.run(grow + ["--steps", "6", "--resume"], check=True, cwd=REPO, timeout=300)
+    record = torch.load(grown / "last.pt", weights_only=False)["training_summary"]
+    inherited = record["inherited"]
+    assert inherited["steps"] == 3 and inherited["samples"] == source["samples"] == 6
+    assert inherited["hours"] == source["hours"] and inherited["source"] == "source/last.pt"
+    assert inherited["model_config"]["middle_blocks"] == 4
+    assert record["steps"] == 6 and record["samples"] == 12 and record["total_samples"] == 18
+    onnx_path = tmp_path / "grown.onnx"
+    subprocess.run([PYTHON, "-m", "facedeblur", "train", "export", str(grown / "last.pt"), "-o", str(onnx_path)],
+                   check=True, cwd=REPO, timeout=300, capture_output=True)
+    training = json.loads(FaceRestorer(onnx_path, provider="cpu").info.extra["training"])
+    assert training["inherited"]["samples"] == 6 and training["total_samples"] == 18
+
+
 def test_export_parity_on_a_model_with_random_weights(tmp_path):
     torch.manual_seed(0)
     model = build_model(dict(width=8, levels=2))

@@ -324,10 +324,34 @@ def use_bf16(args: argparse.Namespace, device: torch.device) -> bool:
     return device.type == "cuda" or native_bf16_cpu()
 
 
+def inherited_training(source: Path) -> dict:
+    """The training a model started with `--init` inherits from its source: the source's own steps, hours
+    and samples plus whatever the source itself inherited, so a model grown from another records all the
+    training its weights have seen. Empty when the source records none."""
+    if source.suffix == ".onnx":
+        import onnx
+        metadata = {entry.key: entry.value for entry in onnx.load(str(source), load_external_data=False).metadata_props}
+        record = json.loads(metadata.get("training", "{}") or "{}")
+        config = json.loads(metadata.get("model_config", "{}") or "{}")
+    else:
+        checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
+        record = dict(checkpoint.get("training_summary") or {})
+        record.update(training_totals(checkpoint.get("history", [])))
+        record.setdefault("steps", checkpoint.get("step", 0))
+        config = checkpoint.get("model_config", {})
+    if not record:
+        return {}
+    before = record.get("inherited", {})
+    return {"source": f"{source.parent.name}/{source.name}", "model_config": config, "steps": int(record.get("steps", 0)),
+            "hours": round(float(record.get("hours", 0.0)) + float(before.get("hours", 0.0)), 2),
+            "samples": int(record.get("samples", 0)) + int(before.get("samples", 0))}
+
+
 def start_state(args: argparse.Namespace, model: torch.nn.Module, ema: torch.nn.Module,
-                optimizer: torch.optim.Optimizer, model_config: dict, out: Path) -> tuple[int, list, int, str]:
+                optimizer: torch.optim.Optimizer, model_config: dict, out: Path) -> tuple[int, list, int, str, dict]:
     """Resume (a full last.pt, else the compact carry.pt), or initialise from --init, or start fresh.
-    Returns (start step, history, the step the optimiser became new at, what was done)."""
+    Returns (start step, history, the step the optimiser became new at, what was done, the training the
+    weights inherited through --init)."""
     resume_from = next((path for path in (out / "last.pt", out / "carry.pt") if args.resume and path.exists()), None)
     if resume_from:
         checkpoint = torch.load(resume_from, map_location="cpu", weights_only=False)
@@ -335,21 +359,23 @@ def start_state(args: argparse.Namespace, model: torch.nn.Module, ema: torch.nn.
             raise FacedeblurError(f"{resume_from} holds a {checkpoint['model_config']} model, not {model_config}; "
                                   "resume with the --size and shape options it was trained with")
         start_step, history = checkpoint["step"], checkpoint.get("history", [])
+        inherited = checkpoint.get("training_summary", {}).get("inherited", {})
         if checkpoint.get("compact"):
             weights = exported_weights(checkpoint)
             model.load_state_dict(weights)
             ema.load_state_dict(weights)
             return (start_step, history, start_step, f"resumed from the compact {resume_from} at step {start_step} "
-                    f"(fresh optimiser, {args.warmup} warm-up steps)")
+                    f"(fresh optimiser, {args.warmup} warm-up steps)", inherited)
         model.load_state_dict(checkpoint["model"])
         ema.load_state_dict(checkpoint["ema"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        return start_step, history, 0, f"resumed from {resume_from} at step {start_step}"
+        return start_step, history, 0, f"resumed from {resume_from} at step {start_step}", inherited
     if args.init:
         loaded, added = initialise_from(model, Path(args.init))
         ema.load_state_dict(model.state_dict())
-        return 0, [], 0, f"initialised {loaded} tensors from {args.init}; {added} new tensors start fresh"
-    return 0, [], 0, ""
+        return (0, [], 0, f"initialised {loaded} tensors from {args.init}; {added} new tensors start fresh",
+                inherited_training(Path(args.init)))
+    return 0, [], 0, "", {}
 
 
 def build_training(args: argparse.Namespace, model_config: dict, device: torch.device,
@@ -364,11 +390,16 @@ def build_training(args: argparse.Namespace, model_config: dict, device: torch.d
     return model, ema, optimizer
 
 
-def training_totals(history: list[dict]) -> dict:
-    """Training time and samples seen over every call of the run so far: what the exported model records."""
+def training_totals(history: list[dict], inherited: dict | None = None) -> dict:
+    """Training time and samples seen over every call of the run so far: what the exported model records.
+    With `inherited` (the training of the weights --init started from), also the totals over both."""
     last = history[-1] if history else {}
     minutes = last.get("minutes", 0.0)
-    return {"minutes": round(minutes, 2), "hours": round(minutes / 60, 2), "samples": last.get("samples", 0)}
+    totals = {"minutes": round(minutes, 2), "hours": round(minutes / 60, 2), "samples": last.get("samples", 0)}
+    if inherited:
+        totals.update(total_hours=round(totals["hours"] + inherited.get("hours", 0.0), 2),
+                      total_samples=totals["samples"] + inherited.get("samples", 0))
+    return totals
 
 
 def save_checkpoint(out: Path, state: dict) -> None:
@@ -543,7 +574,7 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, distribute
     # channels-last lets cuDNN (tensor cores) and oneDNN (AVX512-BF16) run bf16 convolutions without transposes
     memory_format = torch.channels_last if bf16 else torch.contiguous_format
     model, ema, optimizer = build_training(args, model_config, device, memory_format)
-    start_step, history, warm_from, note = start_state(args, model, ema, optimizer, model_config, out)
+    start_step, history, warm_from, note, inherited = start_state(args, model, ema, optimizer, model_config, out)
     if is_main and note:
         print(note, file=sys.stderr)
     trained_model = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
@@ -567,13 +598,15 @@ def _train(args: argparse.Namespace, device: torch.device, rank: int, distribute
 
     summary = dict(command=command, patch=args.patch, batch=args.batch, processes=processes, device=str(device),
                    lr=args.lr, precision="bf16" if bf16 else "fp32", misalign=args.misalign)
+    if inherited:
+        summary["inherited"] = inherited
 
     def save(step: int, metrics: dict) -> None:
         save_checkpoint(out, {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
             "step": step, "history": history, "model_config": model_config, "crop_size": int(train_crops.shape[1]),
             "metrics": metrics, "version": __version__, "training_data": TRAINING_DATA_NOTE,
-            "training_summary": {**summary, "steps": step, **training_totals(history)}})
+            "training_summary": {**summary, "steps": step, **training_totals(history, inherited)}})
 
     ema_parameters, model_parameters = list(ema.parameters()), list(model.parameters())
     clock, step, data_iter = TrainingClock(), start_step, iter(loader)
