@@ -27,9 +27,10 @@ recipe=(--patch 128 --batch 64 --warmup 500 --grad-clip 0.5 --ema 0.999 --val-ev
 # The default size fine-tunes the shipped weights, at half the rate of the quality size, which starts from
 # scratch (its dip when the rate warms up again: docs/gpu-training.md).
 # The kernel-aware sizes also start from the shipped weights: kernel-aware-frequency is the shipped design
-# (0.3.0, trained by scripts/campaign on the CPU), so SIZES="kernel-aware-frequency quality" continues it.
+# (0.3.0, trained by scripts/campaign on the CPU), so SIZES="kernel-aware-frequency quality" continues it;
+# kernel-aware-deep is the CPU campaign's network since the thirteenth session (grown from the shipped design).
 declare -A learning_rate=([default]=${LR_DEFAULT:-5e-4} [quality]=${LR_QUALITY:-1e-3} [kernel-aware]=${LR_KERNEL_AWARE:-5e-4}
-                          [kernel-aware-frequency]=${LR_KERNEL_AWARE:-5e-4})
+                          [kernel-aware-frequency]=${LR_KERNEL_AWARE:-5e-4} [kernel-aware-deep]=${LR_KERNEL_AWARE:-5e-4})
 read -r -a sizes <<<"${SIZES:-default quality}"  # MODEL_SIZES in src/facedeblur/trainer/options.py
 [ -f "$pack" ] || { echo "gpu_train: $pack not found; make it with 'facedeblur train pack' and carry it" >&2; exit 2; }
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-30} OMP_NUM_THREADS=2
