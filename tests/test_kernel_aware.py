@@ -131,25 +131,29 @@ def test_the_shipped_model_is_the_campaign_design_and_resumes_from_its_own_onnx(
                        model.state_dict()["restorer.encoders.0.0.conv1.weight"])
 
 
-def test_the_deep_size_grown_from_the_shipped_model_restores_as_it_does(face_crop, tmp_path):
-    """The campaign grew kernel-aware-deep out of the shipped design: every tensor of the shipped model is
-    taken, the added blocks start as the identity, so the grown network, exported, restores as the shipped
-    one does until it trains; and it records the shipped model's training as inherited."""
+def test_the_deep_size_grown_from_the_campaign_checkpoint_computes_as_it_did(face_crop):
+    """The campaign grew kernel-aware-deep out of its kernel-aware-frequency checkpoint (campaign/shallow/):
+    every tensor of it is taken and the added blocks start as the identity, so the grown network restores
+    as the checkpoint did until it trains; and it records the checkpoint's training as inherited."""
+    from facedeblur.trainer.arch import exported_weights
     from facedeblur.trainer.train import inherited_training
 
-    deep = build_model(MODEL_SIZES["kernel-aware-deep"])
-    shipped_tensors = len(build_model(MODEL_SIZES["kernel-aware-frequency"]).state_dict())
-    copied, added = initialise_from(deep, default_model_path())
-    assert copied == shipped_tensors and added == len(deep.state_dict()) - shipped_tensors > 0
-    grown_path = tmp_path / "grown.onnx"
-    assert export_onnx(deep.eval(), grown_path, {"name": "grown-test", "version": "test"}, crop_size=128) < 1e-3
-    damaged = degrade(face_crop, "motion_blur", np.random.default_rng(1), "severe").image
-    shipped, grown = _restore_with(default_model_path(), damaged), _restore_with(grown_path, damaged)
-    assert np.abs(shipped.astype(int) - damaged.astype(int)).max() > 10  # the shipped model does restore
-    assert np.abs(shipped.astype(int) - grown.astype(int)).max() <= 1
-    inherited = inherited_training(default_model_path())
-    recorded = json.loads(FaceRestorer(default_model_path(), provider="cpu").info.extra["training"])
-    assert inherited["hours"] == recorded["hours"] > 12 and inherited["samples"] == recorded["samples"]
+    checkpoint_path = REPO / "campaign" / "shallow" / "carry.pt"
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    assert checkpoint["model_config"] == MODEL_SIZES["kernel-aware-frequency"]
+    shallow = build_model(checkpoint["model_config"]).eval()
+    shallow.load_state_dict(exported_weights(checkpoint))
+    deep = build_model(MODEL_SIZES["kernel-aware-deep"]).eval()
+    copied, added = initialise_from(deep, checkpoint_path)
+    assert copied == len(shallow.state_dict()) and added == len(deep.state_dict()) - copied > 0
+    damaged = to_tensor(degrade(face_crop, "motion_blur", np.random.default_rng(1), "severe").image)
+    with torch.no_grad():
+        before, after = shallow(damaged), deep(damaged)
+    assert (before - damaged).abs().max() > 0.05  # the checkpoint does restore
+    assert (before - after).abs().max() < 1e-5
+    inherited = inherited_training(checkpoint_path)
+    assert inherited["hours"] > 12 and inherited["steps"] == checkpoint["step"]
+    assert inherited["samples"] == checkpoint["history"][-1]["samples"]
     assert inherited["model_config"] == MODEL_SIZES["kernel-aware-frequency"]
 
 
