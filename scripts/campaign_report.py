@@ -5,7 +5,8 @@ when it is given the true kernel (the ceiling the estimator is measured against)
 
     .venv/bin/python scripts/campaign_report.py [RUN_FOLDER] [--every HOURS]
 
-RUN_FOLDER defaults to $FACEDEBLUR_CAMPAIGN/run (~/facedeblur-campaign/run), where scripts/campaign trains.
+RUN_FOLDER defaults to $FACEDEBLUR_CAMPAIGN/deep (~/facedeblur-campaign/deep), where scripts/campaign trains;
+campaign/ and campaign/shallow/ hold the kept logs of the deep run and of the kernel-aware-frequency run it grew from.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def read_log(run: Path) -> list[dict]:
     path = run / "log.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path} not found: pass the run folder of a `train run` (scripts/campaign writes "
-                         "~/facedeblur-campaign/run)")
+                         "~/facedeblur-campaign/deep)")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -60,7 +61,7 @@ def render(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default = Path(os.environ.get("FACEDEBLUR_CAMPAIGN", Path.home() / "facedeblur-campaign")) / "run"
+    default = Path(os.environ.get("FACEDEBLUR_CAMPAIGN", Path.home() / "facedeblur-campaign")) / "deep"
     parser.add_argument("run", nargs="?", type=Path, default=default)
     parser.add_argument("--every", type=float, default=0.25, help="hours between rows (default 0.25)")
     args = parser.parse_args(argv)
