@@ -26,11 +26,11 @@ MODEL_SIZES = {
     # model's design since 0.3.0, trained by scripts/campaign
     "kernel-aware-frequency": dict(width=24, levels=3, blocks_per_level=1, middle_blocks=2, unshuffle=2,
                                    kernel_size=33, estimator_width=32, frequency_mixing=True),
-    # the same, twice as deep (two residual blocks per level, four in the middle): 4.77 M parameters, about
-    # 66 faces/s against 85 for kernel-aware-frequency on the same machine, and about 10 % slower a training
-    # step (the estimator and the deconvolution dominate it). The campaign grew into it from its
-    # kernel-aware-frequency checkpoint (`--init`: the added blocks start as the identity), because that
-    # network had plateaued (MODEL_CARD.md, campaign log)
+    # the same, twice as deep (two residual blocks per level, four in the middle): 4.77 M parameters, 62-66
+    # faces/s against 85 for kernel-aware-frequency on the same 2-core CPU, and a training step about 1.35 s
+    # against 0.85 (float32, batch 16). The campaign grew into it from its kernel-aware-frequency checkpoint
+    # (`--init`: the added blocks start as the identity) when that network had plateaued (MODEL_CARD.md,
+    # campaign log, thirteenth session)
     "kernel-aware-deep": dict(width=24, levels=3, blocks_per_level=2, middle_blocks=4, unshuffle=2,
                               kernel_size=33, estimator_width=32, frequency_mixing=True),
 }
