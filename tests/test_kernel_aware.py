@@ -136,7 +136,7 @@ def test_the_deep_size_grown_from_the_campaign_checkpoint_computes_as_it_did(fac
     every tensor of it is taken and the added blocks start as the identity, so the grown network restores
     as the checkpoint did until it trains; and it records the checkpoint's training as inherited."""
     from facedeblur.trainer.arch import exported_weights
-    from facedeblur.trainer.train import inherited_training
+    from facedeblur.trainer.train import inherited_training, read_model_file
 
     checkpoint_path = REPO / "campaign" / "shallow" / "carry.pt"
     checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
@@ -151,7 +151,7 @@ def test_the_deep_size_grown_from_the_campaign_checkpoint_computes_as_it_did(fac
         before, after = shallow(damaged), deep(damaged)
     assert (before - damaged).abs().max() > 0.05  # the checkpoint does restore
     assert (before - after).abs().max() < 1e-5
-    inherited = inherited_training(checkpoint_path)
+    inherited = inherited_training(read_model_file(checkpoint_path)[1], checkpoint_path)
     assert inherited["hours"] > 12 and inherited["steps"] == checkpoint["step"]
     assert inherited["samples"] == checkpoint["history"][-1]["samples"]
     assert inherited["model_config"] == MODEL_SIZES["kernel-aware-frequency"]

@@ -211,18 +211,32 @@ def validate(model: torch.nn.Module, validation: ValidationSet, device: torch.de
     return result
 
 
-def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
-    """Copy matching weights from an exported .onnx model (its initialisers keep the PyTorch names) or a
-    .pt checkpoint. Tensors the source lacks keep their fresh values, except that each new residual
-    block's last convolution is zeroed, so an added block starts as the identity and the network starts
-    exactly where the source model was. Returns (tensors copied, tensors left new)."""
+def read_model_file(source: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights and the bookkeeping (`model_config`, `training_summary`) of an exported .onnx model (its
+    initialisers keep the PyTorch names, its metadata the record) or of a .pt checkpoint: `--init` reads
+    both from one load of the file."""
     if not source.is_file():
         raise FacedeblurError(f"--init {source}: not found; pass a facedeblur .onnx model or a .pt checkpoint")
     if source.suffix == ".onnx":
         import onnx
-        weights = onnx_weights(onnx.load(str(source)))
-    else:
-        weights = exported_weights(torch.load(str(source), map_location="cpu", weights_only=False))
+        proto = onnx.load(str(source))
+        metadata = {entry.key: entry.value for entry in proto.metadata_props}
+        return onnx_weights(proto), {"model_config": json.loads(metadata.get("model_config") or "{}"),
+                                     "training_summary": json.loads(metadata.get("training") or "{}")}
+    checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
+    return exported_weights(checkpoint), checkpoint
+
+
+def initialise_from(model: torch.nn.Module, source: Path) -> tuple[int, int]:
+    """Copy matching weights from an exported .onnx model or a .pt checkpoint (`copy_matching_weights`)."""
+    return copy_matching_weights(model, read_model_file(source)[0], source)
+
+
+def copy_matching_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> tuple[int, int]:
+    """Copy the weights of `source` that fit the model. Tensors the source lacks keep their fresh values,
+    except that each new residual block's last convolution is zeroed, so an added block starts as the
+    identity and the network starts exactly where the source model was. Returns (tensors copied, tensors
+    left new)."""
     state = model.state_dict()
     copied = {}
     for name, value in state.items():
@@ -324,25 +338,17 @@ def use_bf16(args: argparse.Namespace, device: torch.device) -> bool:
     return device.type == "cuda" or native_bf16_cpu()
 
 
-def inherited_training(source: Path) -> dict:
-    """The training a model started with `--init` inherits from its source: the source's own steps, hours
-    and samples plus whatever the source itself inherited, so a model grown from another records all the
-    training its weights have seen. Empty when the source records none."""
-    if source.suffix == ".onnx":
-        import onnx
-        metadata = {entry.key: entry.value for entry in onnx.load(str(source), load_external_data=False).metadata_props}
-        record = json.loads(metadata.get("training", "{}") or "{}")
-        config = json.loads(metadata.get("model_config", "{}") or "{}")
-    else:
-        checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
-        record = dict(checkpoint.get("training_summary") or {})
-        record.update(training_totals(checkpoint.get("history", [])))
-        record.setdefault("steps", checkpoint.get("step", 0))
-        config = checkpoint.get("model_config", {})
+def inherited_training(bookkeeping: dict, source: Path) -> dict:
+    """The training a model started with `--init` inherits from its source (`read_model_file`'s
+    bookkeeping): the source's own steps, hours and samples plus whatever the source itself inherited, so a
+    model grown from another records all the training its weights have seen. Empty when the source records
+    none."""
+    record = bookkeeping.get("training_summary") or {}
     if not record:
         return {}
     before = record.get("inherited", {})
-    return {"source": f"{source.parent.name}/{source.name}", "model_config": config, "steps": int(record.get("steps", 0)),
+    return {"source": f"{source.parent.name}/{source.name}", "model_config": bookkeeping.get("model_config", {}),
+            "steps": int(record.get("steps", 0)),
             "hours": round(float(record.get("hours", 0.0)) + float(before.get("hours", 0.0)), 2),
             "samples": int(record.get("samples", 0)) + int(before.get("samples", 0))}
 
@@ -371,10 +377,12 @@ def start_state(args: argparse.Namespace, model: torch.nn.Module, ema: torch.nn.
         optimizer.load_state_dict(checkpoint["optimizer"])
         return start_step, history, 0, f"resumed from {resume_from} at step {start_step}", inherited
     if args.init:
-        loaded, added = initialise_from(model, Path(args.init))
+        source = Path(args.init)
+        weights, bookkeeping = read_model_file(source)
+        loaded, added = copy_matching_weights(model, weights, source)
         ema.load_state_dict(model.state_dict())
         return (0, [], 0, f"initialised {loaded} tensors from {args.init}; {added} new tensors start fresh",
-                inherited_training(Path(args.init)))
+                inherited_training(bookkeeping, source))
     return 0, [], 0, "", {}
 
 
