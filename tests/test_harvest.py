@@ -620,3 +620,75 @@ def test_the_browser_cannot_reach_a_private_host_the_harvester_refuses(tmp_path)
     assert seen == [], seen
     summary = json.loads((out / "summary.json").read_text())
     assert summary["kept"] == 1 and summary["pages_visited"] == 1, summary
+
+
+def _rebinding_dns(monkeypatch, name: str) -> list[str]:
+    """The DNS of an attacker's domain `name`: a public address for the first question, loopback for every later
+    one (DNS rebinding). Other names resolve as usual. Returns the answers given, in order."""
+    import socket
+
+    real = socket.getaddrinfo
+    answers: list[str] = []
+
+    def resolve(host, port, *args, **kwargs):
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        answers.append("93.184.215.14" if not answers else "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (answers[-1], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return answers
+
+
+def test_a_name_that_rebinds_to_loopback_is_never_connected_to(tmp_path, monkeypatch):
+    """A public name whose DNS answers a public address for the harvester's check and loopback for the
+    connection: neither the harvester's own requests nor its browser's (through the checking proxy, plain
+    http and a CONNECT tunnel) may reach the local server."""
+    import http.client
+
+    from facedeblur.harvest.browser_proxy import GuardProxy
+    from facedeblur.harvest.checks import PRIVATE_ADDRESS, Skipped
+    from facedeblur.harvest.fetch import Fetcher
+    from facedeblur.harvest.settings import HarvestSettings
+
+    seen: list[str] = []
+
+    class Recording(_QuietHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            super().do_GET()
+
+    base, server = serve_locally({"robots.txt": b"", "face.jpg": jpeg(portrait(200, (90, 110, 130)))},
+                                 tmp_path / "site", Recording)
+    port = int(base.rsplit(":", 1)[1].split("/")[0])
+    url = f"http://rebind.test:{port}/face.jpg"
+    try:
+        answers = _rebinding_dns(monkeypatch, "rebind.test")
+        with pytest.raises(Skipped):
+            Fetcher(HarvestSettings(delay=0, timeout=3)).get(url)
+        assert answers[:2] == ["93.184.215.14", "127.0.0.1"], answers  # the connection did ask again
+
+        fetcher = Fetcher(HarvestSettings(delay=0, timeout=3))
+        with pytest.raises(Skipped) as refused:
+            fetcher.open_connection("rebind.test", port, 3)
+        assert refused.value.reason == PRIVATE_ADDRESS
+
+        answers.clear()
+        fetcher = Fetcher(HarvestSettings(delay=0, timeout=3))
+        fetcher.refuse_private_address(url)  # the check's own question: answered with the public address
+        proxy = GuardProxy(fetcher.refuse_private_address, fetcher.refuse_private_address, fetcher.open_connection, 3)
+        try:
+            host, proxy_port = proxy.address.split(":")
+            for method, target in (("GET", url), ("CONNECT", f"rebind.test:{port}")):
+                asked = len(answers)
+                client = http.client.HTTPConnection(host, int(proxy_port), timeout=5)
+                client.request(method, target)
+                assert client.getresponse().status == 403, method
+                client.close()
+                assert answers[asked:] == ["127.0.0.1"], (method, answers)  # refused at the connection
+        finally:
+            proxy.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == [], seen

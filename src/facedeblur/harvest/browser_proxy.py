@@ -36,9 +36,11 @@ CHUNK = 64 * 1024
 
 class GuardProxy:
     """A threaded forward proxy on 127.0.0.1. `check_url(url)` and `check_host(url)` raise Skipped to refuse
-    a request (an http URL, or https://host:port/ of a CONNECT); they run under one lock."""
+    a request (an http URL, or https://host:port/ of a CONNECT); they run under one lock. `open_connection(host,
+    port, timeout)` opens every upstream socket, raising Skipped to refuse the address it resolves to."""
 
-    def __init__(self, check_url: Callable[[str], None], check_host: Callable[[str], None], timeout: float):
+    def __init__(self, check_url: Callable[[str], None], check_host: Callable[[str], None],
+                 open_connection: Callable[[str, int, float], socket.socket], timeout: float):
         lock = threading.Lock()
 
         def allowed(check: Callable[[str], None], url: str) -> str | None:
@@ -52,6 +54,7 @@ class GuardProxy:
         handler = type("GuardHandler", (_GuardHandler,), {
             "refusal_of_url": staticmethod(lambda url: allowed(check_url, url)),
             "refusal_of_host": staticmethod(lambda url: allowed(check_host, url)),
+            "open_upstream": staticmethod(open_connection),
             "upstream_timeout": timeout})
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -71,6 +74,7 @@ class GuardProxy:
 class _GuardHandler(BaseHTTPRequestHandler):
     refusal_of_url: Callable[[str], str | None]
     refusal_of_host: Callable[[str], str | None]
+    open_upstream: Callable[[str, int, float], socket.socket]
     upstream_timeout: float
 
     def log_message(self, format: str, *args) -> None:
@@ -91,15 +95,23 @@ class _GuardHandler(BaseHTTPRequestHandler):
         if why is not None:
             self._refuse(why)
             return
-        try:
-            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=self.upstream_timeout)
-        except OSError:
-            self.send_error(502)
+        upstream = self._connect_upstream(host, int(port))
+        if upstream is None:
             return
         self.send_response(200, "Connection established")
         self.end_headers()
         self.close_connection = True
         _tunnel(self.connection, upstream, self.upstream_timeout)
+
+    def _connect_upstream(self, host: str, port: int) -> socket.socket | None:
+        """The upstream socket, or None after answering 403 (a refused address) or 502 (unreachable)."""
+        try:
+            return self.open_upstream(host, port, self.upstream_timeout)
+        except Skipped as skipped:
+            self._refuse(str(skipped))
+        except OSError:
+            self.send_error(502)
+        return None
 
     def _forward(self) -> None:
         url = self.path
@@ -121,7 +133,11 @@ class _GuardHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(length)) if length else None
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        connection = self._connect_upstream(parts.hostname, parts.port or 80)
+        if connection is None:
+            return
         upstream = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.upstream_timeout)
+        upstream.sock = connection
         try:
             upstream.request(self.command, target, body=body, headers=headers)
             response = upstream.getresponse()

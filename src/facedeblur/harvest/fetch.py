@@ -6,7 +6,9 @@
 * No URL with credentials in it (no logins), no cookies, no file:, data: or ftp: handlers at all.
 * A host that resolves to a loopback, private or link-local address is fetched only when the user named
   it (a start page or a URL-list entry on an intranet): a public page cannot point the harvester at the
-  router, a cloud metadata service or anything else inside the user's network.
+  router, a cloud metadata service or anything else inside the user's network. The rule is applied again
+  to the very addresses each connection is opened to (`Fetcher.open_connection`), so a name whose DNS
+  answers a public address for the check and a private one for the connection (DNS rebinding) is refused.
 * A Content-Length above the byte limit is refused before the body is read; a body without one is read up
   to the limit and dropped when it goes past it; a server dribbling bytes is cut off at the overall timeout
   (checked after every packet received).
@@ -32,6 +34,39 @@ from .settings import MAX_CRAWL_DELAY, MAX_REDIRECTS, USER_AGENT, HarvestSetting
 
 CHUNK = 64 * 1024
 PAGE_TYPES = ("text/html", "application/xhtml+xml")
+
+
+def all_public(infos: list[tuple]) -> bool:
+    """Whether every address of a getaddrinfo answer is a public (global) one: the private-address rule."""
+    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_global for info in infos)
+
+
+def _checked_connection_class(base: type[http.client.HTTPConnection], open_connection) -> type:
+    """`base` (http.client's HTTP or HTTPS connection) opening its socket through `open_connection`. The
+    connection's socket factory is replaced, not its connect(), so TLS, proxies and tunnels stay http.client's."""
+    class Checked(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._create_connection = lambda address, timeout, source_address=None: open_connection(*address, timeout)
+    return Checked
+
+
+class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, open_connection):
+        super().__init__()
+        self.open_connection = open_connection
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_checked_connection_class(http_class, self.open_connection), req, **kwargs)
+
+
+class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, open_connection):
+        super().__init__()
+        self.open_connection = open_connection
+
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_checked_connection_class(http_class, self.open_connection), req, **kwargs)
 
 
 def normalise_url(url: str) -> str:
@@ -74,9 +109,13 @@ class Fetcher:
         self.rules: dict[str, SiteRules] = {}
         self.named_hosts: set[str] = set()   # hosts the user gave (start pages, URL lists): may be private
         self._address_checked: dict[str, bool] = {}
+        # A proxy from the environment (http_proxy, https_proxy) is the user's own choice, like a named host.
+        self._proxy_hosts = {(urlsplit(address).hostname or "").lower()
+                             for scheme, address in urllib.request.getproxies().items() if scheme != "no"}
         # Only the HTTP(S) handlers: no file:, ftp: or data: opener exists, and 3xx stays an error for us to follow.
         self.opener = urllib.request.OpenerDirector()
-        for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(), urllib.request.HTTPSHandler(),
+        for handler in (urllib.request.ProxyHandler(), _CheckedHTTPHandler(self.open_connection),
+                        _CheckedHTTPSHandler(self.open_connection),
                         urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
             self.opener.add_handler(handler)
 
@@ -131,18 +170,47 @@ class Fetcher:
 
     def refuse_private_address(self, url: str) -> None:
         """Raises Skipped when the host resolves to a non-public address and the user did not name it."""
-        host = host_key(url)
-        if host in self.named_hosts:
+        parts, host = urlsplit(url), host_key(url)
+        if self._may_be_private((parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)):
             return
         if host not in self._address_checked:
             try:
                 infos = socket.getaddrinfo(urlsplit(url).hostname, urlsplit(url).port or 80, proto=socket.IPPROTO_TCP)
             except (OSError, UnicodeError) as error:
                 raise Skipped(HTTP_ERROR, f"cannot resolve {urlsplit(url).hostname}: {error}") from None
-            self._address_checked[host] = all(ipaddress.ip_address(info[4][0].split("%")[0]).is_global
-                                              for info in infos)
+            self._address_checked[host] = all_public(infos)
         if not self._address_checked[host]:
             raise Skipped(PRIVATE_ADDRESS, f"{host} is inside the local network and was not given as a source")
+
+    def _may_be_private(self, name: str, port: int) -> bool:
+        """Whether the user gave this host (as host:port, or bare for a default port), or it is their proxy."""
+        written = f"[{name}]" if ":" in name else name
+        return (f"{written}:{port}" in self.named_hosts or name in self._proxy_hosts
+                or (port in (80, 443) and written in self.named_hosts))
+
+    def open_connection(self, host: str, port: int, timeout: float | None = None) -> socket.socket:
+        """A TCP connection to host:port, opened to an address of the same DNS answer the private-address rule
+        was applied to: every connection the harvester or its browser makes goes through here. Raises Skipped
+        (refused or unresolvable) or OSError (could not connect)."""
+        name = host.strip("[]").lower()
+        try:
+            infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as error:
+            raise Skipped(HTTP_ERROR, f"cannot resolve {name}: {error}") from None
+        if not self._may_be_private(name, port) and not all_public(infos):
+            raise Skipped(PRIVATE_ADDRESS, f"{name} is inside the local network and was not given as a source")
+        failure: OSError = OSError(f"no address to connect to for {name}")
+        for family, kind, protocol, _, address in infos:
+            connection = socket.socket(family, kind, protocol)
+            try:
+                if isinstance(timeout, (int, float)):  # http.client may pass its 'global default' marker
+                    connection.settimeout(timeout)
+                connection.connect(address)
+                return connection
+            except OSError as error:
+                connection.close()
+                failure = error
+        raise failure
 
     def _request(self, url: str, max_bytes: int, delay: float, accept_page: bool = False,
                  image: bool = False) -> Response:

@@ -140,7 +140,8 @@ class Browser:
                  "--mute-audio", f"--user-agent={USER_AGENT}"]
         if os.geteuid() == 0:
             flags.append("--no-sandbox")  # Chromium refuses to start its sandbox as root (containers)
-        self._proxy = GuardProxy(self.fetcher.check_allowed, self._check_host, self.settings.timeout)
+        self._proxy = GuardProxy(self.fetcher.check_allowed, self._check_host, self.fetcher.open_connection,
+                                 self.settings.timeout)
         # Every request through the checking proxy, loopback included (Chromium bypasses proxies for loopback
         # unless told otherwise), and no WebRTC UDP around it.
         flags += [f"--proxy-server=http://{self._proxy.address}", "--proxy-bypass-list=<-loopback>",

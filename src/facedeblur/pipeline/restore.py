@@ -105,14 +105,24 @@ class FaceRestorer:
         return results
 
     def restore_any_size(self, image: np.ndarray) -> np.ndarray:
-        """Restore one roughly centred face crop of any size (the `--aligned` mode)."""
+        """Restore one roughly centred face crop of any size (the `--aligned` mode).
+
+        The crop is scaled, keeping its aspect ratio, until its longer side is the working size, and the
+        shorter side is filled by mirroring: squashed into a square, a face (and its blur) would change shape."""
         height, width = image.shape[:2]
         size = self.crop_size
-        interp = cv2.INTER_AREA if max(height, width) > size else cv2.INTER_CUBIC
-        crop = cv2.resize(image, (size, size), interpolation=interp)
-        restored = self.restore_batch([crop])[0]
-        back = cv2.INTER_AREA if max(height, width) < size else cv2.INTER_CUBIC
-        return cv2.resize(restored, (width, height), interpolation=back)
+        scale = size / max(height, width)
+        scaled_w, scaled_h = max(1, min(size, round(width * scale))), max(1, min(size, round(height * scale)))
+        scaled = image
+        if (scaled_w, scaled_h) != (width, height):
+            scaled = cv2.resize(image, (scaled_w, scaled_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+        top, left = (size - scaled_h) // 2, (size - scaled_w) // 2
+        # BORDER_REFLECT, not REFLECT_101: it also fills a side of one pixel
+        square = cv2.copyMakeBorder(scaled, top, size - scaled_h - top, left, size - scaled_w - left, cv2.BORDER_REFLECT)
+        restored = self.restore_batch([square])[0][top:top + scaled_h, left:left + scaled_w]
+        if (scaled_w, scaled_h) == (width, height):
+            return restored
+        return cv2.resize(restored, (width, height), interpolation=cv2.INTER_AREA if scale > 1 else cv2.INTER_CUBIC)
 
 
 # The lock keeps what a face restorer has no business changing: the colour of each region (skin tone, white

@@ -7,6 +7,8 @@ unchanged, and training only learns the correction.
 """
 from __future__ import annotations
 
+import json
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -202,12 +204,28 @@ def exported_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
     return {name: tensor.float() for name, tensor in state.items()}
 
 
-def onnx_weights(proto) -> dict[str, torch.Tensor]:
-    """The weights an exported model (a loaded ONNX proto) holds, by their PyTorch names: the exporter keeps
-    them as the graph's initialisers."""
+def onnx_model_record(proto) -> tuple[dict[str, torch.Tensor], dict]:
+    """The weights and the bookkeeping of an exported model (a loaded ONNX proto), under the keys a training
+    checkpoint uses: the exporter keeps the weights as the graph's initialisers, by their PyTorch names, and
+    the record in the metadata. `format` is the metadata's format marker (None in an ONNX file facedeblur
+    did not write), `model_config` is empty where the metadata has none."""
     from onnx import numpy_helper
 
-    return {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in proto.graph.initializer}
+    metadata = {entry.key: entry.value for entry in proto.metadata_props}
+
+    def recorded(key: str, default):
+        return json.loads(metadata[key]) if metadata.get(key) else default
+
+    weights = {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy()) for tensor in proto.graph.initializer}
+    return weights, {
+        "format": metadata.get("format"),
+        "model_config": recorded("model_config", {}),
+        "version": metadata.get("version"),
+        "training_summary": recorded("training", {}),
+        "metrics": recorded("metrics", {}),
+        "training_data": metadata.get("training_data", "unknown"),
+        "crop_size": int(metadata.get("crop_size", 128)),
+    }
 
 
 def count_parameters(model: nn.Module) -> int:

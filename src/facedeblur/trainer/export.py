@@ -15,7 +15,7 @@ from ..errors import FacedeblurError
 from ..onnx_session import create_session
 from ..pipeline.align import FACE_TEMPLATE
 from ..pipeline.restore import FORMAT_MARKER
-from .arch import build_model, exported_weights, onnx_weights
+from .arch import build_model, exported_weights, onnx_model_record
 
 PARITY_TOLERANCE = 1e-3
 
@@ -37,13 +37,11 @@ def load_checkpoint_model(checkpoint_path: str | Path) -> tuple[torch.nn.Module,
 
 
 def _model_from_onnx(path: Path) -> tuple[torch.nn.Module, dict]:
-    proto = onnx.load(str(path))
-    metadata = {entry.key: entry.value for entry in proto.metadata_props}
-    if metadata.get("format") != FORMAT_MARKER or "model_config" not in metadata:
+    weights, bookkeeping = onnx_model_record(onnx.load(str(path)))
+    if bookkeeping.pop("format") != FORMAT_MARKER or not bookkeeping["model_config"]:
         raise FacedeblurError(f"{path} is not an exported facedeblur restorer (no '{FORMAT_MARKER}' metadata with "
                               "a model_config); pass a model written by 'facedeblur train export'")
-    model = build_model(json.loads(metadata["model_config"]))
-    weights = onnx_weights(proto)
+    model = build_model(bookkeeping["model_config"])
     state = model.state_dict()
     absent = [name for name in state if name not in weights]
     if absent:
@@ -51,18 +49,6 @@ def _model_from_onnx(path: Path) -> tuple[torch.nn.Module, dict]:
                               "from its training checkpoint instead")
     model.load_state_dict({name: weights[name] for name in state})
     model.eval()
-
-    def recorded(key: str, default):
-        return json.loads(metadata[key]) if key in metadata else default
-
-    bookkeeping = {
-        "model_config": json.loads(metadata["model_config"]),
-        "version": metadata.get("version"),
-        "training_summary": recorded("training", {}),
-        "metrics": recorded("metrics", {}),
-        "training_data": metadata.get("training_data", "unknown"),
-        "crop_size": int(metadata.get("crop_size", 128)),
-    }
     return model, bookkeeping
 
 

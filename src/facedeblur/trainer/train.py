@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .. import __version__
 from ..errors import FacedeblurError
 from ..degradations import CATEGORIES, NO_BLUR, SEVERITIES, degrade, misalign, training_degradation
-from .arch import build_model, count_parameters, exported_weights, onnx_weights
+from .arch import build_model, count_parameters, exported_weights, onnx_model_record
 from .dataset import load_split
 from .losses import psnr, restoration_loss
 from .options import MODEL_SIZES, build_parser
@@ -152,7 +152,6 @@ def _gain_by_category(gains: torch.Tensor, categories: list[str]) -> dict[str, f
 
 
 @torch.no_grad()
-@torch.no_grad()
 def kernel_errors(model: torch.nn.Module, validation: ValidationSet, kernels: torch.Tensor, known: torch.Tensor,
                   labels: list[str], device: torch.device) -> dict:
     """The estimator's reblur error (kernel_estimate_loss) per blur category, beside the error of the
@@ -219,10 +218,7 @@ def read_model_file(source: Path) -> tuple[dict[str, torch.Tensor], dict]:
         raise FacedeblurError(f"--init {source}: not found; pass a facedeblur .onnx model or a .pt checkpoint")
     if source.suffix == ".onnx":
         import onnx
-        proto = onnx.load(str(source))
-        metadata = {entry.key: entry.value for entry in proto.metadata_props}
-        return onnx_weights(proto), {"model_config": json.loads(metadata.get("model_config") or "{}"),
-                                     "training_summary": json.loads(metadata.get("training") or "{}")}
+        return onnx_model_record(onnx.load(str(source)))
     checkpoint = torch.load(str(source), map_location="cpu", weights_only=False)
     return exported_weights(checkpoint), checkpoint
 
