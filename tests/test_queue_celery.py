@@ -126,13 +126,14 @@ def celery_run(root: Path, server: RedisServer, **settings: object) -> DaemonRun
 
 
 def heartbeats(server: RedisServer) -> dict[int, dict]:
-    """pid -> the live heartbeat of each worker."""
+    """pid -> the live heartbeat of each worker (unsealed with the test secret)."""
+    from facedeblur.daemon.messages import WorkerHeartbeat, unseal_raw
     client = server.client()
     beats = {}
     for key in client.scan_iter(match=WORKER_KEY_PREFIX + "*"):
         raw = client.get(key)
         if raw:
-            beat = json.loads(raw)
+            beat = unseal_raw(raw, WorkerHeartbeat, SECRET).model_dump()
             beats[beat["pid"]] = beat
     return beats
 
@@ -527,3 +528,67 @@ def test_a_message_read_from_redis_is_unsealed_in_one_place_refusing_what_is_too
             (raw, JobResult, None, "badly signed result")]:
         with pytest.raises(MessageRejected, match=message):
             unseal_raw(raw_message, kind, SECRET, limit)
+
+
+@needs_redis
+def test_only_sealed_fresh_heartbeats_under_their_own_key_count_as_workers(redis_server: RedisServer) -> None:
+    """What anyone reaching the broker might write under the worker keys: an unsigned heartbeat claiming a huge
+    concurrency and a running job, one sealed with another key, a real one replayed after its lease, one copied
+    under another worker's key, and bytes that are not JSON. Only the real, fresh heartbeat is a worker."""
+    from facedeblur.daemon.broker import live_workers, worker_key
+    from facedeblur.daemon.messages import HeldJob, WorkerHeartbeat, seal
+    client = redis_server.client()
+    held = HeldJob(journal_id="a" * 32, job_id=3, attempt=1, input="cam/a.mp4", started_at=time.time())
+    real = WorkerHeartbeat(host="node1", pid=41, gpu=0, concurrency=2, jobs=[held], time=time.time())
+    client.set(worker_key(real.name), json.dumps(seal(real, SECRET)))
+    unsigned = {**real.model_dump(), "pid": 42, "concurrency": 100000}
+    client.set(worker_key("node1:42"), json.dumps(unsigned))
+    client.set(worker_key("node1:43"), json.dumps(seal(real.model_copy(update={"pid": 43}), b"another-key-of-enough-bytes")))
+    old = real.model_copy(update={"pid": 44, "time": time.time() - 3 * LEASE_SECONDS})
+    client.set(worker_key(old.name), json.dumps(seal(old, SECRET)))
+    client.set(worker_key("node2:41"), json.dumps(seal(real, SECRET)))
+    client.set(worker_key("node1:45"), b"\xff not json")
+    rejected: dict[str, str] = {}
+    workers = live_workers(client, SECRET, LEASE_SECONDS, lambda key, why: rejected.setdefault(key, why))
+    assert workers == [real]
+    assert workers[0].jobs[0] == held
+    reasons = {key.removeprefix(WORKER_KEY_PREFIX): why for key, why in rejected.items()}
+    assert set(reasons) == {"node1:42", "node1:43", "node1:44", "node2:41", "node1:45"}
+    assert reasons["node1:42"].startswith("unsigned heartbeat")
+    assert reasons["node1:43"].startswith("badly signed heartbeat")
+    assert "replayed" in reasons["node1:44"]
+    assert "another worker's key" in reasons["node2:41"]
+    assert reasons["node1:45"].startswith("unreadable heartbeat")
+
+
+@pytest.mark.slow
+@needs_redis
+def test_forged_heartbeats_neither_hold_a_job_nor_stop_the_coordinator(tmp_path: Path,
+                                                                       redis_server: RedisServer) -> None:
+    """While the only worker runs a long job it is killed, and someone writes unsigned heartbeats naming that
+    job with a huge concurrency, plus garbage under the worker keys. The coordinator keeps running, its lease
+    still runs out, the job is sent again to a new worker and every clip is published once; `facedeblur
+    status` lists the real worker only, and names the refused keys."""
+    run = celery_run(tmp_path / "site", redis_server)
+    with cluster(run, redis_server, tmp_path, 1) as workers:
+        drop_clips(run, ["long.mp4"], frames=150, first_seed=90)
+        run.wait_for(lambda: heartbeats(redis_server).get(workers[0].pid, {}).get("jobs"), 90, "the worker on the job")
+        held = heartbeats(redis_server)[workers[0].pid]["jobs"][0]
+        workers[0].kill9()
+        client = redis_server.client()
+        forged = {"host": "intruder", "pid": 7, "gpu": None, "concurrency": 10 ** 6, "jobs": [held], "time": time.time()}
+        for name, value in [("intruder:7", json.dumps(forged)), ("intruder:8", json.dumps({"pid": "x", "jobs": "x"})),
+                            ("intruder:9", "[1, 2")]:
+            client.set(WORKER_KEY_PREFIX + name, value, ex=600)
+        run.wait_for(lambda: "event=heartbeat_rejected" in run.log(), 30, "the forged heartbeats refused")
+        workers[0] = RemoteWorker(run.config, tmp_path / "worker-restarted.log").start()
+        drop_clips(run, ["short.mp4"], frames=5, first_seed=91)
+        run.wait_for(lambda: run.settled(2), 180, "both clips")
+        status = subprocess.run([PYTHON, "-m", "facedeblur", "status", "--json", "--config", str(run.config)],
+                                capture_output=True, text=True, timeout=60, check=True)
+        report = json.loads(status.stdout)
+        assert [w["pid"] for w in report["workers"]] == [workers[0].pid]
+        assert len(report["rejected_heartbeats"]) == 3, report["rejected_heartbeats"]
+    assert_processed_exactly_once(run, ["long.mp4", "short.mp4"])
+    job = next(j for j in run.jobs() if j["rel_path"] == "long.mp4")
+    assert job["state"] == "done" and job["dispatches"] >= 2, job   # the forged heartbeat held no lease

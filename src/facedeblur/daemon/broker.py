@@ -8,22 +8,29 @@ Redis carries three things besides Celery's own task queue:
   * RESULTS_KEY: a list the workers push their results onto and the coordinator pops;
   * PROGRESS_KEY: a hash, job id -> the newest sealed progress report of that job (messages.JobProgress), which
     the coordinator reads with the heartbeats; a hash keeps only the latest report, so it cannot grow;
-  * WORKER_KEY_PREFIX + host:pid: each worker's heartbeat (host, pid, GPU, current jobs, time), with a TTL, so a
-    worker that vanishes drops out of `facedeblur status` and its jobs' leases stop being renewed.
+  * WORKER_KEY_PREFIX + host:pid: each worker's sealed heartbeat (messages.WorkerHeartbeat: host, pid, GPU,
+    current jobs, time), with a TTL, so a worker that vanishes drops out of `facedeblur status` and its jobs'
+    leases stop being renewed.
 celery and redis are imported inside functions: without `queue.backend: celery` neither is needed.
 """
 from __future__ import annotations
 
-import json
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import PathMapping, QueueSettings
 from ..errors import FacedeblurError, NotYetAvailableError
 
+if TYPE_CHECKING:
+    from .messages import WorkerHeartbeat
+
 TASK_NAME = "facedeblur.process_job"
+MAX_WORKERS = 1024                 # worker keys read per heartbeat check; more is not a real cluster
+MAX_HEARTBEAT_BYTES = 256 * 1024   # a real heartbeat is well under this even with MAX_HELD_JOBS jobs
 TASK_QUEUE = "facedeblur"
 WORKER_KEY_PREFIX = "facedeblur:worker:"
 CONNECT_TIMEOUT = 5.0
@@ -35,6 +42,11 @@ def results_key(journal_id: str) -> str:
 
 def progress_key(journal_id: str) -> str:
     return f"facedeblur:progress:{journal_id}"
+
+
+def worker_key(name: str) -> str:
+    """The Redis key of the heartbeat of the worker `name` (WorkerHeartbeat.name, host:pid)."""
+    return f"{WORKER_KEY_PREFIX}{name}"
 
 
 def live_key(journal_id: str, job_id: int) -> str:
@@ -158,14 +170,34 @@ def map_path(path: str, path_map: list[PathMapping], to_worker: bool) -> str:
     return path
 
 
-def live_workers(client) -> list[dict[str, Any]]:
-    """Every worker whose heartbeat key has not expired, sorted by host and pid."""
+def live_workers(client, secret: bytes, max_age: float,
+                 rejected: Callable[[str, str], None] | None = None) -> list[WorkerHeartbeat]:
+    """Every worker whose heartbeat key has not expired, sorted by host and pid: only heartbeats sealed with the
+    queue secret, under their own worker's key and no more than `max_age` seconds from now (a sealed copy
+    replayed later, or a worker whose clock is that far off). Each refused key goes to `rejected(key, why)`;
+    past MAX_WORKERS keys the rest are not read (rejected once, with the key '*')."""
+    from .messages import MessageRejected, WorkerHeartbeat, unseal_raw
     workers = []
-    for key in client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100):
+    now = time.time()
+    for count, key in enumerate(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100)):
+        name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
+        if count >= MAX_WORKERS:
+            if rejected:
+                rejected("*", f"more than {MAX_WORKERS} worker keys; the rest are not read")
+            break
         raw = client.get(key)
-        if raw:
-            try:
-                workers.append(json.loads(raw))
-            except ValueError:
-                continue
-    return sorted(workers, key=lambda w: (str(w.get("host")), int(w.get("pid") or 0)))
+        if not raw:
+            continue
+        try:
+            beat = unseal_raw(raw, WorkerHeartbeat, secret, MAX_HEARTBEAT_BYTES)
+            if name != worker_key(beat.name):
+                raise MessageRejected(f"heartbeat of {beat.name} under another worker's key")
+            if abs(now - beat.time) > max_age:
+                raise MessageRejected(f"heartbeat of {beat.name} sent {now - beat.time:+.0f} s from now (replayed, or "
+                                      "the clocks differ by more than queue.lease_seconds: run NTP)")
+        except MessageRejected as exc:
+            if rejected:
+                rejected(name, str(exc))
+            continue
+        workers.append(beat)
+    return sorted(workers, key=lambda worker: (worker.host, worker.pid))

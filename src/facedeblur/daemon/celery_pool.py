@@ -20,14 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import QueueSettings
 from .broker import (TASK_NAME, TASK_QUEUE, connect, live_key, live_workers, make_celery_app, message_secret,
                      progress_key, require_queue_extra, results_key)
 from .journal import Job, Journal
 from .logs import logfmt_value
-from .messages import JobProgress, JobResult, JobTicket, MessageRejected, Outcome, seal, unseal_raw
+from .messages import JobProgress, JobResult, JobTicket, MessageRejected, Outcome, WorkerHeartbeat, seal, unseal_raw
 from .metrics import DaemonMetrics
 from .pool import PoolCallbacks
 from .worker import STAGING, find_published, output_name, publish
@@ -84,8 +83,9 @@ class CeleryWorkerPool:
         self.client = connect(queue, "facedeblur watch")
         self.app = make_celery_app(queue)
         self.leases: dict[int, Lease] = {}
-        self.workers: list[dict[str, Any]] = []
+        self.workers: list[WorkerHeartbeat] = []
         self.heartbeats_read_at = 0.0
+        self.rejected_heartbeats: set[str] = set()   # worker keys refused at the last read: logged once each
         self.broker_down_since: float | None = None
         self.ever_ready = False
         self.stopping = False
@@ -105,10 +105,10 @@ class CeleryWorkerPool:
         once, so its lease measures work, not time spent waiting in the queue."""
         if self.broker_down_since is not None:
             return []
-        slots = sum(int(w.get("concurrency") or 1) for w in self.workers)
+        slots = sum(worker.concurrency for worker in self.workers)
         ours = {(lease.job_id, lease.attempt) for lease in self.leases.values()}
-        stale = sum(1 for w in self.workers for j in w.get("jobs", [])
-                    if j.get("journal_id") == self.journal_id and (j.get("job_id"), j.get("attempt")) not in ours)
+        stale = sum(1 for worker in self.workers for held in worker.jobs
+                    if held.journal_id == self.journal_id and (held.job_id, held.attempt) not in ours)
         return [RemoteSlot(i) for i in range(max(slots - len(self.leases) - stale, 0))]
 
     def held_jobs(self) -> set[int]:
@@ -179,13 +179,19 @@ class CeleryWorkerPool:
 
     def _read_heartbeats(self) -> None:
         self.heartbeats_read_at = time.monotonic()
-        self.workers = live_workers(self.client)
+        rejected: dict[str, str] = {}
+        self.workers = live_workers(self.client, self.secret, self.queue.lease_seconds,
+                                    lambda key, why: rejected.setdefault(key, why))
+        for key in rejected.keys() - self.rejected_heartbeats:
+            log.error("event=heartbeat_rejected key=%s error=%s action=%s", logfmt_value(key), logfmt_value(rejected[key]),
+                      logfmt_value("ignored: renews no lease, adds no capacity"))
+        self.rejected_heartbeats = set(rejected)
         self._read_progress()
         renewed = time.monotonic() + self.queue.lease_seconds
         for worker in self.workers:
-            for held in worker.get("jobs", []):
-                lease = self.leases.get(held.get("job_id"))
-                if held.get("journal_id") == self.journal_id and lease is not None and lease.attempt == held.get("attempt"):
+            for held in worker.jobs:
+                lease = self.leases.get(held.job_id)
+                if held.journal_id == self.journal_id and lease is not None and lease.attempt == held.attempt:
                     lease.expires, lease.picked_up = renewed, True
 
     def _read_progress(self) -> None:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .messages import JobProgress, JobResult, JobTicket, MessageRejected, seal, unseal
+from .messages import HeldJob, JobProgress, JobResult, JobTicket, MessageRejected, WorkerHeartbeat, seal, unseal
 
 log = logging.getLogger("facedeblur.worker")
 
@@ -84,7 +84,7 @@ class WorkerRuntime:
         self.pid = os.getpid()
         self.name = f"{self.host}:{self.pid}"
         self.models: queue_module.Queue = queue_module.Queue()
-        self.holding: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self.holding: dict[tuple[str, int, int], HeldJob] = {}
         self.lock = threading.Lock()
         self.stopped = threading.Event()
 
@@ -104,17 +104,17 @@ class WorkerRuntime:
 
     # ---- heartbeat ----------------------------------------------------------------------------------------
     def heartbeat_key(self) -> str:
-        from .broker import WORKER_KEY_PREFIX
-        return f"{WORKER_KEY_PREFIX}{self.name}"
+        from .broker import worker_key
+        return worker_key(self.name)
 
     def beat(self) -> None:
         with self.lock:
             jobs = list(self.holding.values())
-        beat = {"host": self.host, "pid": self.pid, "gpu": self.gpu, "concurrency": self.concurrency,
-                "jobs": jobs, "time": time.time()}
+        beat = WorkerHeartbeat(host=self.host, pid=self.pid, gpu=self.gpu, concurrency=self.concurrency, jobs=jobs,
+                               time=time.time())
         ttl = max(int(self.queue.heartbeat_seconds * 3), 2)
         try:
-            self.client.set(self.heartbeat_key(), json.dumps(beat), ex=ttl)
+            self.client.set(self.heartbeat_key(), json.dumps(seal(beat, self.secret)), ex=ttl)
         except Exception as exc:  # noqa: BLE001 - Redis away: the next beat tries again
             log.debug("event=heartbeat_failed error=%s", exc)
 
@@ -158,8 +158,8 @@ class WorkerRuntime:
             return
         held = (journal_id, job_id, attempt)
         with self.lock:
-            self.holding[held] = {"journal_id": journal_id, "job_id": job_id, "attempt": attempt,
-                                  "input": ticket.rel_path, "started_at": time.time()}
+            self.holding[held] = HeldJob(journal_id=journal_id, job_id=job_id, attempt=attempt, input=ticket.rel_path,
+                                         started_at=time.time())
         self.beat()
         log.info("event=job_started job=%d attempt=%d input=%s", job_id, attempt, logfmt_value(ticket.rel_path))
         result = self._run(ticket)

@@ -1,4 +1,5 @@
-"""The messages between the daemon's parts: a job ticket (daemon -> worker) and a job result (worker -> daemon).
+"""The messages between the daemon's parts: a job ticket (daemon -> worker), a job result and progress report
+(worker -> daemon), and a remote worker's heartbeat (worker -> daemon).
 
 Local workers get them over a pipe as Python objects. Remote workers (queue.backend: celery) get them through
 Redis, sealed: the canonical JSON of the message plus an HMAC-SHA256 over it, keyed with the queue secret
@@ -164,10 +165,41 @@ class JobProgress(_Message):
         return self
 
 
+MAX_HELD_JOBS = 256          # jobs one worker may report at once; far beyond any worker's concurrency
+MAX_WORKER_CONCURRENCY = 256
+
+
+class HeldJob(_Message):
+    """One job attempt a remote worker is running, as its heartbeat names it."""
+    journal_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    job_id: int = Field(ge=1)
+    attempt: int = Field(ge=0)
+    input: str = Field(max_length=4096)
+    started_at: float
+
+
+class WorkerHeartbeat(_Message):
+    """A remote worker's report of itself and the jobs it holds (worker -> daemon, every heartbeat_seconds).
+
+    It renews the leases of the jobs it names and its concurrency is how many tasks the daemon sends, so it is
+    sealed like a result: unsealed, anyone reaching the broker could hold a job forever or have every job sent
+    at once. `time` is sealed too, so a copy replayed later than a lease is refused (broker.live_workers)."""
+    host: str = Field(min_length=1, max_length=255)
+    pid: int = Field(ge=1)
+    gpu: int | None = Field(default=None, ge=0)
+    concurrency: int = Field(ge=1, le=MAX_WORKER_CONCURRENCY)
+    jobs: list[HeldJob] = Field(max_length=MAX_HELD_JOBS)
+    time: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+
 # ---- sealing for the way through Redis ----------------------------------------------------------------------
 _PURPOSE = {JobTicket: b"facedeblur job ticket v1\n", JobResult: b"facedeblur job result v1\n",
-            JobProgress: b"facedeblur job progress v1\n"}
-M = TypeVar("M", JobTicket, JobResult, JobProgress)
+            JobProgress: b"facedeblur job progress v1\n", WorkerHeartbeat: b"facedeblur worker heartbeat v1\n"}
+M = TypeVar("M", JobTicket, JobResult, JobProgress, WorkerHeartbeat)
 
 
 def canonical_json(message: _Message) -> str:
@@ -180,12 +212,13 @@ def _mac(secret: bytes, kind: type, body: str) -> str:
     return hmac.new(secret, _PURPOSE[kind] + body.encode("ascii"), hashlib.sha256).hexdigest()
 
 
-def seal(message: JobTicket | JobResult | JobProgress, secret: bytes) -> dict[str, str]:
+def seal(message: JobTicket | JobResult | JobProgress | WorkerHeartbeat, secret: bytes) -> dict[str, str]:
     body = canonical_json(message)
     return {"body": body, "hmac": _mac(secret, type(message), body)}
 
 
-_WHAT = {JobTicket: "task", JobResult: "result", JobProgress: "progress report"}
+_WHAT = {JobTicket: "task", JobResult: "result", JobProgress: "progress report",
+         WorkerHeartbeat: "heartbeat"}
 
 
 def unseal(envelope: Any, kind: type[M], secret: bytes) -> M:

@@ -82,6 +82,8 @@ def format_status(status: dict[str, Any]) -> str:
                 jobs = ", ".join(f"job {j['id']} attempt {j['attempt']}" for j in w["jobs"]) or "idle"
                 lines.append(f"  {w['host']} pid {w['pid']} gpu {w['gpu'] if w['gpu'] is not None else '-'}: "
                              f"{jobs}; heartbeat {w['seconds_since_heartbeat']} s ago")
+            for refused in status.get("rejected_heartbeats", []):
+                lines.append(f"  refused heartbeat {refused}")
     if status["recent_failures"]:
         lines.append("recent failures:")
         for job in status["recent_failures"]:
@@ -91,18 +93,21 @@ def format_status(status: dict[str, Any]) -> str:
 
 def remote_workers(queue) -> dict[str, Any]:
     """The workers whose heartbeat is live in Redis (queue.backend: celery), or why they cannot be listed."""
-    from .broker import connect, live_workers, require_queue_extra
+    from .broker import connect, live_workers, message_secret, require_queue_extra
     try:
         require_queue_extra("facedeblur status")
         client = connect(queue, "facedeblur status")
         now = time.time()
-        workers = [dict(host=w.get("host"), pid=w.get("pid"), gpu=w.get("gpu"), concurrency=w.get("concurrency"),
-                        jobs=[dict(id=j.get("job_id"), attempt=j.get("attempt"), input=display_name(j.get("input") or ""))
-                              for j in w.get("jobs", [])],
-                        last_heartbeat=w.get("time"),
-                        seconds_since_heartbeat=round(now - w["time"], 1) if w.get("time") else None)
-                   for w in live_workers(client)]
-        return {"workers": workers}
+        rejected: dict[str, str] = {}
+        workers = [dict(host=w.host, pid=w.pid, gpu=w.gpu, concurrency=w.concurrency,
+                        jobs=[dict(id=j.job_id, attempt=j.attempt, input=display_name(j.input)) for j in w.jobs],
+                        last_heartbeat=w.time, seconds_since_heartbeat=round(now - w.time, 1))
+                   for w in live_workers(client, message_secret(queue), queue.lease_seconds,
+                                         lambda key, why: rejected.setdefault(key, why))]
+        report: dict[str, Any] = {"workers": workers}
+        if rejected:
+            report["rejected_heartbeats"] = [f"{display_name(key)}: {display_name(why)}" for key, why in rejected.items()]
+        return report
     except FacedeblurError as exc:
         return {"workers": None, "workers_error": str(exc)}
 
