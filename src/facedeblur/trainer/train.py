@@ -120,7 +120,8 @@ def _seed_worker(_: int) -> None:
 
 class ValidationSet:
     """Fixed degraded/clean pairs, cycling through every category at every severity, identical across runs,
-    with each pair's category and true blur kernel (where one kernel describes the damage)."""
+    with each pair's category and true blur kernel (where one kernel describes the damage). Each pair's damage
+    is drawn from its own seed, so a change to one category's damage redraws no other pair."""
 
     def __init__(self, crops: np.ndarray, count: int, seed: int = 1234):
         rng = np.random.default_rng(seed)
@@ -129,7 +130,7 @@ class ValidationSet:
         degraded, clean, self.categories, self.kernels = [], [], [], []
         for i, index in enumerate(chosen):
             category, severity = pairs[i % len(pairs)]
-            damage = degrade(crops[index], category, rng, severity)
+            damage = degrade(crops[index], category, np.random.default_rng([seed, i]), severity)
             degraded.append(damage.image)
             clean.append(crops[index])
             self.categories.append(f"{category}/{severity}")
