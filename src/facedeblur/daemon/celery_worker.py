@@ -19,7 +19,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .messages import HeldJob, JobProgress, JobResult, JobTicket, MessageRejected, WorkerHeartbeat, seal, unseal
+from .messages import (MAX_HELD_INPUT, HeldJob, JobProgress, JobResult, JobTicket, MessageRejected, WorkerHeartbeat,
+                       seal, unseal)
 
 log = logging.getLogger("facedeblur.worker")
 
@@ -158,8 +159,8 @@ class WorkerRuntime:
             return
         held = (journal_id, job_id, attempt)
         with self.lock:
-            self.holding[held] = HeldJob(journal_id=journal_id, job_id=job_id, attempt=attempt, input=ticket.rel_path,
-                                         started_at=time.time())
+            self.holding[held] = HeldJob(journal_id=journal_id, job_id=job_id, attempt=attempt,
+                                         input=ticket.rel_path[:MAX_HELD_INPUT], started_at=time.time())
         self.beat()
         log.info("event=job_started job=%d attempt=%d input=%s", job_id, attempt, logfmt_value(ticket.rel_path))
         result = self._run(ticket)

@@ -167,6 +167,7 @@ class JobProgress(_Message):
 
 MAX_HELD_JOBS = 256          # jobs one worker may report at once; far beyond any worker's concurrency
 MAX_WORKER_CONCURRENCY = 256
+MAX_HELD_INPUT = 4096
 
 
 class HeldJob(_Message):
@@ -174,7 +175,7 @@ class HeldJob(_Message):
     journal_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     job_id: int = Field(ge=1)
     attempt: int = Field(ge=0)
-    input: str = Field(max_length=4096)
+    input: str = Field(max_length=MAX_HELD_INPUT)   # shown by `facedeblur status`; a longer one is cut
     started_at: float
 
 
