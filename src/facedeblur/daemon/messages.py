@@ -187,7 +187,7 @@ class WorkerHeartbeat(_Message):
     at once. `time` is sealed too, so a copy replayed later than a lease is refused (broker.live_workers)."""
     host: str = Field(min_length=1, max_length=255)
     pid: int = Field(ge=1)
-    gpu: int | None = Field(default=None, ge=0)
+    gpu: int | None = None
     concurrency: int = Field(ge=1, le=MAX_WORKER_CONCURRENCY)
     jobs: list[HeldJob] = Field(max_length=MAX_HELD_JOBS)
     time: float
