@@ -548,8 +548,7 @@ def test_only_sealed_fresh_heartbeats_under_their_own_key_count_as_workers(redis
     client.set(worker_key(old.name), json.dumps(seal(old, SECRET)))
     client.set(worker_key("node2:41"), json.dumps(seal(real, SECRET)))
     client.set(worker_key("node1:45"), b"\xff not json")
-    rejected: dict[str, str] = {}
-    workers = live_workers(client, SECRET, LEASE_SECONDS, lambda key, why: rejected.setdefault(key, why))
+    workers, rejected = live_workers(client, SECRET, LEASE_SECONDS)
     assert workers == [real]
     assert workers[0].jobs[0] == held
     reasons = {key.removeprefix(WORKER_KEY_PREFIX): why for key, why in rejected.items()}

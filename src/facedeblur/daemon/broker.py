@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -170,20 +169,18 @@ def map_path(path: str, path_map: list[PathMapping], to_worker: bool) -> str:
     return path
 
 
-def live_workers(client, secret: bytes, max_age: float,
-                 rejected: Callable[[str, str], None] | None = None) -> list[WorkerHeartbeat]:
+def live_workers(client, secret: bytes, max_age: float) -> tuple[list[WorkerHeartbeat], dict[str, str]]:
     """Every worker whose heartbeat key has not expired, sorted by host and pid: only heartbeats sealed with the
     queue secret, under their own worker's key and no more than `max_age` seconds from now (a sealed copy
-    replayed later, or a worker whose clock is that far off). Each refused key goes to `rejected(key, why)`;
-    past MAX_WORKERS keys the rest are not read (rejected once, with the key '*')."""
+    replayed later, or a worker whose clock is that far off); and key -> why for each key refused. Past
+    MAX_WORKERS keys the rest are not read (refused once, under the key '*')."""
     from .messages import MessageRejected, WorkerHeartbeat, unseal_raw
-    workers = []
+    workers, rejected = [], {}
     now = time.time()
     for count, key in enumerate(client.scan_iter(match=WORKER_KEY_PREFIX + "*", count=100)):
         name = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
         if count >= MAX_WORKERS:
-            if rejected:
-                rejected("*", f"more than {MAX_WORKERS} worker keys; the rest are not read")
+            rejected["*"] = f"more than {MAX_WORKERS} worker keys; the rest are not read"
             break
         raw = client.get(key)
         if not raw:
@@ -196,8 +193,7 @@ def live_workers(client, secret: bytes, max_age: float,
                 raise MessageRejected(f"heartbeat of {beat.name} sent {now - beat.time:+.0f} s from now (replayed, or "
                                       "the clocks differ by more than queue.lease_seconds: run NTP)")
         except MessageRejected as exc:
-            if rejected:
-                rejected(name, str(exc))
+            rejected[name] = str(exc)
             continue
         workers.append(beat)
-    return sorted(workers, key=lambda worker: (worker.host, worker.pid))
+    return sorted(workers, key=lambda worker: (worker.host, worker.pid)), rejected

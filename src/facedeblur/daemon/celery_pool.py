@@ -179,9 +179,7 @@ class CeleryWorkerPool:
 
     def _read_heartbeats(self) -> None:
         self.heartbeats_read_at = time.monotonic()
-        rejected: dict[str, str] = {}
-        self.workers = live_workers(self.client, self.secret, self.queue.lease_seconds,
-                                    lambda key, why: rejected.setdefault(key, why))
+        self.workers, rejected = live_workers(self.client, self.secret, self.queue.lease_seconds)
         for key in rejected.keys() - self.rejected_heartbeats:
             log.error("event=heartbeat_rejected key=%s error=%s action=%s", logfmt_value(key), logfmt_value(rejected[key]),
                       logfmt_value("ignored: renews no lease, adds no capacity"))

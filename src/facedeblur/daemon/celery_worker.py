@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .messages import (MAX_HELD_INPUT, HeldJob, JobProgress, JobResult, JobTicket, MessageRejected, WorkerHeartbeat,
-                       seal, unseal)
+                       seal, unseal, worker_name)
 
 log = logging.getLogger("facedeblur.worker")
 
@@ -83,7 +83,7 @@ class WorkerRuntime:
         self.concurrency = concurrency
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.name = f"{self.host}:{self.pid}"
+        self.name = worker_name(self.host, self.pid)
         self.models: queue_module.Queue = queue_module.Queue()
         self.holding: dict[tuple[str, int, int], HeldJob] = {}
         self.lock = threading.Lock()

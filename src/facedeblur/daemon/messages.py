@@ -194,7 +194,12 @@ class WorkerHeartbeat(_Message):
 
     @property
     def name(self) -> str:
-        return f"{self.host}:{self.pid}"
+        return worker_name(self.host, self.pid)
+
+
+def worker_name(host: str, pid: int) -> str:
+    """How a remote worker is named in logs, results and its heartbeat key."""
+    return f"{host}:{pid}"
 
 
 # ---- sealing for the way through Redis ----------------------------------------------------------------------

@@ -98,12 +98,11 @@ def remote_workers(queue) -> dict[str, Any]:
         require_queue_extra("facedeblur status")
         client = connect(queue, "facedeblur status")
         now = time.time()
-        rejected: dict[str, str] = {}
+        live, rejected = live_workers(client, message_secret(queue), queue.lease_seconds)
         workers = [dict(host=w.host, pid=w.pid, gpu=w.gpu, concurrency=w.concurrency,
                         jobs=[dict(id=j.job_id, attempt=j.attempt, input=display_name(j.input)) for j in w.jobs],
                         last_heartbeat=w.time, seconds_since_heartbeat=round(now - w.time, 1))
-                   for w in live_workers(client, message_secret(queue), queue.lease_seconds,
-                                         lambda key, why: rejected.setdefault(key, why))]
+                   for w in live]
         report: dict[str, Any] = {"workers": workers}
         if rejected:
             report["rejected_heartbeats"] = [f"{display_name(key)}: {display_name(why)}" for key, why in rejected.items()]

@@ -41,6 +41,14 @@ def all_public(infos: list[tuple]) -> bool:
     return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_global for info in infos)
 
 
+def _resolve(host: str | None, port: int) -> list[tuple]:
+    """getaddrinfo's TCP answer for host:port; Skipped when the name does not resolve."""
+    try:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        raise Skipped(HTTP_ERROR, f"cannot resolve {host}: {error}") from None
+
+
 def _checked_connection_class(base: type[http.client.HTTPConnection], open_connection) -> type:
     """`base` (http.client's HTTP or HTTPS connection) opening its socket through `open_connection`. The
     connection's socket factory is replaced, not its connect(), so TLS, proxies and tunnels stay http.client's."""
@@ -51,7 +59,9 @@ def _checked_connection_class(base: type[http.client.HTTPConnection], open_conne
     return Checked
 
 
-class _CheckedHTTPHandler(urllib.request.HTTPHandler):
+class _CheckedConnections:
+    """Mixed into urllib's HTTP and HTTPS handlers: their connections open sockets through `open_connection`."""
+
     def __init__(self, open_connection):
         super().__init__()
         self.open_connection = open_connection
@@ -60,13 +70,12 @@ class _CheckedHTTPHandler(urllib.request.HTTPHandler):
         return super().do_open(_checked_connection_class(http_class, self.open_connection), req, **kwargs)
 
 
-class _CheckedHTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, open_connection):
-        super().__init__()
-        self.open_connection = open_connection
+class _CheckedHTTPHandler(_CheckedConnections, urllib.request.HTTPHandler):
+    pass
 
-    def do_open(self, http_class, req, **kwargs):
-        return super().do_open(_checked_connection_class(http_class, self.open_connection), req, **kwargs)
+
+class _CheckedHTTPSHandler(_CheckedConnections, urllib.request.HTTPSHandler):
+    pass
 
 
 def normalise_url(url: str) -> str:
@@ -174,11 +183,7 @@ class Fetcher:
         if self._may_be_private((parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)):
             return
         if host not in self._address_checked:
-            try:
-                infos = socket.getaddrinfo(urlsplit(url).hostname, urlsplit(url).port or 80, proto=socket.IPPROTO_TCP)
-            except (OSError, UnicodeError) as error:
-                raise Skipped(HTTP_ERROR, f"cannot resolve {urlsplit(url).hostname}: {error}") from None
-            self._address_checked[host] = all_public(infos)
+            self._address_checked[host] = all_public(_resolve(parts.hostname, parts.port or 80))
         if not self._address_checked[host]:
             raise Skipped(PRIVATE_ADDRESS, f"{host} is inside the local network and was not given as a source")
 
@@ -193,10 +198,7 @@ class Fetcher:
         was applied to: every connection the harvester or its browser makes goes through here. Raises Skipped
         (refused or unresolvable) or OSError (could not connect)."""
         name = host.strip("[]").lower()
-        try:
-            infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError) as error:
-            raise Skipped(HTTP_ERROR, f"cannot resolve {name}: {error}") from None
+        infos = _resolve(name, port)
         if not self._may_be_private(name, port) and not all_public(infos):
             raise Skipped(PRIVATE_ADDRESS, f"{name} is inside the local network and was not given as a source")
         failure: OSError = OSError(f"no address to connect to for {name}")
