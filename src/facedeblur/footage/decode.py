@@ -89,6 +89,9 @@ class VideoSource:
                 first = next(container.decode(stream), None)
                 start_seconds = container.start_time / 1_000_000 if container.start_time is not None else 0.0
                 raw_stream = container.format.name in RAW_STREAM_FORMATS
+                # PyAV refuses a stream's fields once its container is closed: read them all here.
+                stream_rate = stream.average_rate or stream.guessed_rate
+                time_base, frame_count, codec = stream.time_base, stream.frames, stream.codec_context.name
         except FacedeblurError:
             raise
         except (av.FFmpegError, StopIteration, OSError, ValueError) as exc:
@@ -101,11 +104,11 @@ class VideoSource:
             raise UnusableInputError(f"{path}: the video has no decodable frames (truncated or corrupt); supply the complete file")
         rotation = int(round(first.rotation or 0)) % 360
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
-        rate = _raw_stream_rate(path, raw_stream_fps) if raw_stream else stream.average_rate or stream.guessed_rate
+        rate = _raw_stream_rate(path, raw_stream_fps) if raw_stream else stream_rate
         self.info = SourceInfo(kind="video", width=width, height=height, fps=float(rate) if rate else 25.0,
-                               frame_rate=Fraction(rate) if rate else None, time_base=stream.time_base,
-                               expected_frames=stream.frames or None, rotation=rotation, audio_codec=audio,
-                               codec=stream.codec_context.name, start_seconds=start_seconds)
+                               frame_rate=Fraction(rate) if rate else None, time_base=time_base,
+                               expected_frames=frame_count or None, rotation=rotation, audio_codec=audio,
+                               codec=codec, start_seconds=start_seconds)
 
     def frames(self, on_audio_packet: Callable | None = None) -> Iterator[DecodedFrame]:
         """Yield upright BGR frames; audio packets (if asked) go to `on_audio_packet` in file order."""
