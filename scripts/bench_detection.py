@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,7 @@ from facedeblur.config import DetectorSettings  # noqa: E402
 from facedeblur.degradations import CATEGORIES, SEVERITIES, degrade  # noqa: E402
 from facedeblur.evaluation import detection as bench  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
+from benchmarks_doc import machine  # noqa: E402
 
 SECTION = "## Face detection on damaged faces"
 REAL_BLURRED = ("WebPhoto-Test", "Wider-Test")  # the real-lq subsets whose faces are blurred, not just small
@@ -103,7 +102,7 @@ def measure(args: argparse.Namespace) -> dict:
                   "the same scenes, damaged (11 categories, moderate)": damaged_scenes(skimage_scenes + video_scenes,
                                                                                        args.seed)}
     result: dict = {"photos": len(photos), "face_width_px": list(bench.FACE_WIDTH_RANGE), "seed": args.seed,
-                    "threads": args.threads, "machine": f"{os.cpu_count()} CPU cores ({platform.machine()})",
+                    "threads": args.threads, "machine": machine(),
                     "settings": DetectorSettings().model_dump(), "by": {}}
     categories = ("clean",) + tuple(CATEGORIES)
     for name, detect in detectors.items():

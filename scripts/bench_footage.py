@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -150,7 +149,8 @@ def main() -> None:
                 memory_rows.append(run_child(looped, label=f"webcam looped to {seconds} s"))
     load_after = os.getloadavg()
     command = "  .venv/bin/python scripts/bench_footage.py --write-doc"
-    cpu = platform.processor() or platform.machine()
+    from benchmarks_doc import cpu_name
+    cpu = cpu_name()
     markdown = "\n".join([
         SECTION, "",
         "Produced by:", "", command, "",

@@ -15,8 +15,6 @@ working crop, so the large-face handling is exercised). With --write-doc the tab
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import tarfile
@@ -28,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from benchmarks_doc import write_section  # noqa: E402
+from benchmarks_doc import machine, write_section  # noqa: E402
 from facedeblur.degradations import CATEGORIES, degrade, scale_for_face  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
@@ -106,8 +104,7 @@ def main() -> int:
              f"{len(photos)} held-out AAF photos (faces {min(widths)}-{max(widths)} px wide), each damaged whole "
              "once per category; face-box PSNR (dB) against the clean photo after detect -> align -> restore -> "
              "paste back. Found: photos in which the detector found the damaged face (a missed face gains nothing).",
-             "", f"Command: `scripts/bench_photos.py {shlex.join(sys.argv[1:])}` ({os.cpu_count()} CPU cores, "
-             f"{platform.machine()}).", "",
+             "", f"Command: `scripts/bench_photos.py {shlex.join(sys.argv[1:])}` ({machine()}).", "",
              "| model | large faces | tier | mean input | mean output | gain (dB) | per category: gain (dB), found |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -34,7 +32,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
 from bench_video import DEFAULT_CLIP, DEFAULT_PAIRS, Clip, damage, face_boxes, read_frames, real_pairs  # noqa: E402
-from benchmarks_doc import write_section  # noqa: E402
+from benchmarks_doc import machine, write_section  # noqa: E402
 from facedeblur.config import PipelineSettings  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
 from facedeblur.footage.process import load_models, process_input  # noqa: E402
@@ -159,7 +157,7 @@ def main() -> int:
                   f"identity {row['identity'] if row['identity'] is None else round(row['identity'], 3)}", flush=True)
         rows += case_rows
     command = "scripts/bench_portrait.py " + shlex.join(sys.argv[1:])
-    text = render(rows, command, f"{os.cpu_count()} CPU cores ({platform.machine()})", settings)
+    text = render(rows, command, machine(), settings)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

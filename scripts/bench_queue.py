@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -27,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
-from benchmarks_doc import write_section  # noqa: E402
+from benchmarks_doc import machine, write_section  # noqa: E402
 from facedeblur.daemon.journal import jobs_so_far  # noqa: E402
 from daemon_support import make_clip  # noqa: E402
 
@@ -131,7 +130,7 @@ def main() -> int:
              f"`python scripts/bench_queue.py --clips {args.clips} --frames {args.frames}`: {args.clips} clips of "
              f"{args.frames} frames (160x120, one face) through a coordinator and N `facedeblur worker "
              "--concurrency 1` processes with `pipeline.threads: 1`, Redis on loopback, all on this machine "
-             f"({platform.machine()}, {os.cpu_count()} cores, CPU only). Time from the first job started to the "
+             f"({machine()}, CPU only). Time from the first job started to the "
              "last one done, from the journal.", "",
              "| workers | jobs | frames | seconds | jobs/min | frames/s | speed-up |",
              "|---:|---:|---:|---:|---:|---:|---:|"]

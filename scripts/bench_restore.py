@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from benchmarks_doc import DOC, write_section  # noqa: E402
+from benchmarks_doc import DOC, cpu_name, write_section  # noqa: E402
 from facedeblur.image_files import write_image_atomic  # noqa: E402
 from facedeblur.pipeline.align import estimate_alignment, warp_to_crop  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
@@ -80,15 +79,6 @@ def other_cpu_load() -> str:
     return (f"load average {load:.1f} on {os.cpu_count()} cores; "
             + ("other busy processes: " + "; ".join(busy[:4]) if busy else "no other busy process"))
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench(model: Path | None, runs: int, threads: int) -> tuple[list[str], dict]:

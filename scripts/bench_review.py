@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks_doc import REPO, write_section
+from benchmarks_doc import REPO, cpu_name, write_section
 
 from facedeblur.daemon.journal import Journal
 from facedeblur.review.store import ReviewStore
@@ -135,8 +135,7 @@ def main() -> int:
             server.wait(timeout=30)
 
     worst_p95 = max(r[4] for r in results)
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    cpu = cpu_name()
     table = ["| query | URL | rows shown | median ms | p95 ms | max ms | server CPU ms per request |",
              "|---|---|---:|---:|---:|---:|---:|"]
     table += [f"| {label} | `{path}` | {shown} | {median:.1f} | {p95:.1f} | {worst:.1f} | {cpu:.1f} |"

@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from benchmarks_doc import cpu_name  # noqa: E402
 from bench_tracks import MATCH_IOU, REAL_SHARE, TRUTH_DIR, iou, load_truth  # noqa: E402
 
 SAME_PERSON = {"speaker-wide": "speaker", "speaker-profile": "speaker", "speaker-medium": "speaker"}
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    results: dict = {"cpu": _cpu(), "cores": os.cpu_count()}
+    results: dict = {"cpu": cpu_name(), "cores": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         if not args.skip_retrieval:
             if not args.videos.is_dir():
@@ -297,15 +298,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":

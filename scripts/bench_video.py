@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import os
 import shlex
 import sys
 import tarfile
@@ -37,7 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from benchmarks_doc import write_section  # noqa: E402
+from benchmarks_doc import machine, write_section  # noqa: E402
 from facedeblur.config import PipelineSettings  # noqa: E402
 from facedeblur.degradations import degrade, scale_for_face  # noqa: E402
 from facedeblur.evaluation.metrics import psnr, ssim  # noqa: E402
@@ -215,8 +213,7 @@ def main() -> int:
     for earlier in reversed(args.include):
         rows[:0] = json.loads(earlier.read_text())
     command = "scripts/bench_video.py " + shlex.join(sys.argv[1:])
-    machine = f"{os.cpu_count()} CPU cores ({platform.machine()})"
-    text = render(rows, command, args.frames, machine)
+    text = render(rows, command, args.frames, machine())
     print(text)
     if args.json:
         args.json.write_text(json.dumps([r for r in rows if r not in sum((json.loads(e.read_text()) for e in args.include), [])],

@@ -1,6 +1,8 @@
 """docs/BENCHMARKS.md is shared by every bench script: each one replaces only its own section."""
 from __future__ import annotations
 
+import os
+import platform
 import re
 import sys
 from pathlib import Path
@@ -11,6 +13,22 @@ sys.path.insert(0, str(REPO / "src"))
 from facedeblur.image_files import write_bytes_atomic  # noqa: E402
 
 DOC = REPO / "docs" / "BENCHMARKS.md"
+
+
+def cpu_name() -> str:
+    """The CPU's model name, so that every benchmark names the machine it ran on alike."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> str:
+    """The machine a benchmark ran on, as its section states it: CPU model and core count."""
+    return f"{cpu_name()}, {os.cpu_count()} cores"
 
 
 def replace_section(text: str, heading: str, section: str) -> str:
