@@ -77,9 +77,7 @@ class CeleryWorkerPool:
         self.journal_id = journal_id
         self.live_attempt = live_attempt
         self.metrics = metrics
-        self.on_result, self.on_lost = callbacks.on_result, callbacks.on_lost
-        self.on_first_ready, self.keep_alive = callbacks.on_first_ready, callbacks.keep_alive
-        self.on_progress = callbacks.on_progress
+        self.report = callbacks
         self.client = connect(queue, "facedeblur watch")
         self.app = make_celery_app(queue)
         self.leases: dict[int, Lease] = {}
@@ -95,7 +93,7 @@ class CeleryWorkerPool:
         """Remote workers come and go by themselves; the coordinator is ready once it reaches the broker."""
         if not self.ever_ready:
             self.ever_ready = True
-            self.on_first_ready()
+            self.report.on_first_ready()
 
     def respawn_if_due(self) -> None:
         pass
@@ -214,7 +212,7 @@ class CeleryWorkerPool:
                     str(progress.job_id).encode() != (field if isinstance(field, bytes) else str(field).encode()):
                 self.client.hdel(key, field)
                 continue
-            self.on_progress(progress)
+            self.report.on_progress(progress)
 
     def _forget_progress(self, job_id: int) -> None:
         try:
@@ -253,7 +251,7 @@ class CeleryWorkerPool:
                                    outcome=Outcome.TRANSIENT_FAILURE, worker=result.worker,
                                    error=f"the worker's output could not be published ({exc}); check that "
                                          f"{self.outbox} is the same share on the workers (queue.path_map)")
-        self.on_result(result)
+        self.report.on_result(result)
 
     def _not_this_attempts(self, result: JobResult, lease: Lease) -> str | None:
         """Why a result for the live attempt names outputs that are not that attempt's, or None. A worker only
@@ -290,14 +288,14 @@ class CeleryWorkerPool:
             if lease.picked_up:
                 log.error("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
                           logfmt_value("its worker stopped sending heartbeats"))
-                self.on_lost(lease.job_id, f"the worker processing this input stopped reporting (no heartbeat for "
-                             f"{self.queue.lease_seconds:g} s: it died, e.g. out of memory or a crash in a "
-                             "decoder, or lost its network)", True, True)
+                self.report.on_lost(lease.job_id, "the worker processing this input stopped reporting (no heartbeat "
+                                    f"for {self.queue.lease_seconds:g} s: it died, e.g. out of memory or a crash in a "
+                                    "decoder, or lost its network)", True, True)
             else:
                 log.warning("event=lease_expired job=%d attempt=%d reason=%s", lease.job_id, lease.attempt,
                             logfmt_value("no worker took the task (the broker restarted or no worker is running)"))
-                self.on_lost(lease.job_id, "no worker took the task within queue.lease_seconds (the broker "
-                             "restarted, or no worker was running); it is sent again", False, False)
+                self.report.on_lost(lease.job_id, "no worker took the task within queue.lease_seconds (the broker "
+                                    "restarted, or no worker was running); it is sent again", False, False)
 
     def check_timeouts(self, limit: float | None) -> None:
         """daemon.job_timeout: the attempt is given up on (a remote worker cannot be killed from here; its late
@@ -309,8 +307,8 @@ class CeleryWorkerPool:
             del self.leases[lease.job_id]
             self._mark_live(lease.job_id, 0)
             log.error("event=job_timeout job=%d attempt=%d limit=%.0fs", lease.job_id, lease.attempt, limit)
-            self.on_lost(lease.job_id, f"timed out after {limit:g} s (daemon.job_timeout); a late result of that "
-                         "attempt is discarded", False, True)
+            self.report.on_lost(lease.job_id, f"timed out after {limit:g} s (daemon.job_timeout); a late result of "
+                                "that attempt is discarded", False, True)
 
     def _mark_live(self, job_id: int, attempt: int) -> None:
         """Tell workers which attempt counts (0: none), so they skip a re-delivered stale task."""

@@ -32,9 +32,7 @@ class LocalWorkerPool:
         self.size = size
         self.outbox = outbox
         self.metrics = metrics
-        self.on_result, self.on_lost = callbacks.on_result, callbacks.on_lost
-        self.on_first_ready, self.keep_alive = callbacks.on_first_ready, callbacks.keep_alive
-        self.on_progress = callbacks.on_progress
+        self.report = callbacks
         self.workers: list[WorkerHandle] = []
         self.ever_ready = False
         self.stopping = False
@@ -108,7 +106,7 @@ class LocalWorkerPool:
                 log.info("event=worker_ready worker=%d model_load_seconds=%.2f", worker.index, payload)
                 if not self.ever_ready and all(w.ready for w in self.workers):
                     self.ever_ready = True
-                    self.on_first_ready()
+                    self.report.on_first_ready()
             elif kind == "load_failed":
                 self._remove(worker)
                 if not self.ever_ready:
@@ -121,7 +119,7 @@ class LocalWorkerPool:
                           self.respawn_delay)
             elif kind == "result":
                 worker.job_id = None
-                self.on_result(payload)
+                self.report.on_result(payload)
                 if worker.retire:
                     self._remove(worker)
                     self.fill()
@@ -141,7 +139,7 @@ class LocalWorkerPool:
             log.warning("event=progress_rejected worker=%d job=%d reason=%s", worker.index, progress.job_id,
                         logfmt_value(f"the worker holds job {worker.job_id}"))
             return
-        self.on_progress(progress)
+        self.report.on_progress(progress)
 
     def check_timeouts(self, limit: float | None) -> None:
         """daemon.job_timeout: a job that hangs (a stuck decoder, a wedged GPU) is stopped and retried."""
@@ -154,8 +152,8 @@ class LocalWorkerPool:
             self.workers.remove(worker)
             worker.kill()
             log.error("event=job_timeout job=%d worker=%d limit=%.0fs", job_id, worker.index, limit)
-            self.on_lost(job_id, f"timed out after {limit:g} s (daemon.job_timeout); the worker was stopped", False,
-                         True)
+            self.report.on_lost(job_id, f"timed out after {limit:g} s (daemon.job_timeout); the worker was stopped",
+                                False, True)
             self.fill()
 
     def _remove(self, worker: WorkerHandle) -> None:
@@ -172,8 +170,8 @@ class LocalWorkerPool:
         worker.kill()
         log.error("event=worker_died worker=%d exit_code=%s job=%s", worker.index, code, worker.job_id)
         if worker.job_id is not None and not self.stopping:
-            self.on_lost(worker.job_id, f"the worker process died (exit code {code}) while processing this input, "
-                         "e.g. out of memory or a crash in a decoder", True, True)
+            self.report.on_lost(worker.job_id, f"the worker process died (exit code {code}) while processing this "
+                                "input, e.g. out of memory or a crash in a decoder", True, True)
         if not self.stopping:
             self.fill()
 
@@ -184,7 +182,7 @@ class LocalWorkerPool:
         candidate = WorkerHandle(index, pipeline_json)
         deadline = time.monotonic() + MODEL_LOAD_TIMEOUT
         while time.monotonic() < deadline and not stop_requested():
-            self.keep_alive()   # model loading can take a while on a cold CPU
+            self.report.keep_alive()   # model loading can take a while on a cold CPU
             if candidate.conn.poll(1.0):
                 try:
                     kind, payload = candidate.conn.recv()
