@@ -5,11 +5,26 @@ scikit-image's astronaut photo, the models that ship in the package, ONNX files 
 """
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+# The dependencies whose releases have changed behaviour under us. CI installs the newest allowed versions, so
+# every run ends with the ones it had (at the end, where a quiet run's summary stands).
+REPORTED_DEPENDENCIES = ("av", "onnxruntime", "opencv-python-headless", "numpy", "torch", "celery", "starlette")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    found = []
+    for name in REPORTED_DEPENDENCIES:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} absent")
+    terminalreporter.write_line("dependencies: " + ", ".join(found))
 
 
 @pytest.fixture(scope="session")
