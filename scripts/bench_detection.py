@@ -38,7 +38,7 @@ from facedeblur.config import DetectorSettings  # noqa: E402
 from facedeblur.degradations import CATEGORIES, SEVERITIES, degrade  # noqa: E402
 from facedeblur.evaluation import detection as bench  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
-from benchmarks_doc import machine  # noqa: E402
+from benchmarks_doc import machine, write_section  # noqa: E402
 
 SECTION = "## Face detection on damaged faces"
 REAL_BLURRED = ("WebPhoto-Test", "Wider-Test")  # the real-lq subsets whose faces are blurred, not just small
@@ -232,7 +232,6 @@ def targets(result: dict) -> list[tuple[str, str, bool]]:
 
 
 def write_doc(text: str) -> None:
-    from benchmarks_doc import write_section
     write_section(SECTION, text)
 
 

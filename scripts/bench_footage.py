@@ -149,12 +149,11 @@ def main() -> None:
                 memory_rows.append(run_child(looped, label=f"webcam looped to {seconds} s"))
     load_after = os.getloadavg()
     command = "  .venv/bin/python scripts/bench_footage.py --write-doc"
-    from benchmarks_doc import cpu_name
-    cpu = cpu_name()
+    from benchmarks_doc import machine
     markdown = "\n".join([
         SECTION, "",
         "Produced by:", "", command, "",
-        f"Machine: {os.cpu_count()} CPU cores ({cpu}), no GPU, onnxruntime {rows[0]['provider']}; "
+        f"Machine: {machine()}, no GPU, onnxruntime {rows[0]['provider']}; "
         f"model `{rows[0]['model']}`; default config (detector stride 1) unless the stride column says otherwise. "
         f"Load average before/after: {load[0]:.1f} / {load_after[0]:.1f} (a model-training job shared the CPU, "
         "so these times are pessimistic). Stage columns are seconds of wall time; `restore` is the model, "

@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from benchmarks_doc import DOC, cpu_name, write_section  # noqa: E402
+from benchmarks_doc import DOC, machine, write_section  # noqa: E402
 from facedeblur.image_files import write_image_atomic  # noqa: E402
 from facedeblur.pipeline.align import estimate_alignment, warp_to_crop  # noqa: E402
 from facedeblur.pipeline.detect import FaceDetector  # noqa: E402
@@ -78,7 +78,6 @@ def other_cpu_load() -> str:
     load = os.getloadavg()[0]
     return (f"load average {load:.1f} on {os.cpu_count()} cores; "
             + ("other busy processes: " + "; ".join(busy[:4]) if busy else "no other busy process"))
-
 
 
 def bench(model: Path | None, runs: int, threads: int) -> tuple[list[str], dict]:
@@ -185,7 +184,7 @@ def main() -> int:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     section = "\n".join([
         SECTION, "",
-        f"Measured {when} on {cpu_name()}, {os.cpu_count()} cores, CPU only (onnxruntime "
+        f"Measured {when} on {machine()}, CPU only (onnxruntime "
         f"{__import__('onnxruntime').__version__}); model {info['model']}. Medians of {args.runs} runs after warm-up.",
         f"CPU while measuring: {load_before}.", "",
         *lines, "",

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks_doc import REPO, cpu_name, write_section
+from benchmarks_doc import REPO, machine, write_section
 
 from facedeblur.daemon.journal import Journal
 from facedeblur.review.store import ReviewStore
@@ -135,7 +135,6 @@ def main() -> int:
             server.wait(timeout=30)
 
     worst_p95 = max(r[4] for r in results)
-    cpu = cpu_name()
     table = ["| query | URL | rows shown | median ms | p95 ms | max ms | server CPU ms per request |",
              "|---|---|---:|---:|---:|---:|---:|"]
     table += [f"| {label} | `{path}` | {shown} | {median:.1f} | {p95:.1f} | {worst:.1f} | {cpu:.1f} |"
@@ -149,7 +148,7 @@ def main() -> int:
         "`facedeblur serve` (Starlette on uvicorn, one process, serve.threads 8) on 127.0.0.1, and times the whole jobs-list request over HTTP "
         f"(connect, query, render, read; thumbnails are separate requests) {args.repeats} times per query after 3 "
         "warm-ups. 50 jobs a page.", "",
-        f"Machine: {cpu}, {os.cpu_count()} cores (shared with other work while measured; load average "
+        f"Machine: {machine()} (shared with other work while measured; load average "
         f"{os.getloadavg()[0]:.1f}), Python {platform.python_version()}. The last column is the server process's "
         "own CPU time (user + system, from /proc) per request: the work a request costs, which the load of "
         "other processes does not inflate the way it does the wall-clock columns.", "",

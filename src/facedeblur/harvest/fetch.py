@@ -180,10 +180,11 @@ class Fetcher:
     def refuse_private_address(self, url: str) -> None:
         """Raises Skipped when the host resolves to a non-public address and the user did not name it."""
         parts, host = urlsplit(url), host_key(url)
-        if self._may_be_private((parts.hostname or "").lower(), parts.port or (443 if parts.scheme == "https" else 80)):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self._may_be_private((parts.hostname or "").lower(), port):
             return
         if host not in self._address_checked:
-            self._address_checked[host] = all_public(_resolve(parts.hostname, parts.port or 80))
+            self._address_checked[host] = all_public(_resolve(parts.hostname, port))
         if not self._address_checked[host]:
             raise Skipped(PRIVATE_ADDRESS, f"{host} is inside the local network and was not given as a source")
 
