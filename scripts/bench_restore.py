@@ -67,13 +67,14 @@ def median_cpu_seconds(fn, runs: int, warmup: int = 2) -> float:
 
 
 def other_cpu_load() -> str:
-    """What else is using the CPU right now (a training job halves every number here)."""
-    listing = subprocess.run(["ps", "-eo", "pid,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
+    """What else is using the CPU right now (a training job halves every number here). ps's %CPU is a process's
+    average over its life, so a paused (stopped) trainer would still look busy: stopped processes are left out."""
+    listing = subprocess.run(["ps", "-eo", "pid,stat,pcpu,args", "--sort=-pcpu", "--no-headers"], capture_output=True,
                              text=True).stdout.splitlines()
     busy = []
     for line in listing:
-        pid, cpu, command = line.strip().split(None, 2)
-        if int(pid) != os.getpid() and float(cpu) >= 20:
+        pid, state, cpu, command = line.strip().split(None, 3)
+        if int(pid) != os.getpid() and not state.startswith(("T", "Z")) and float(cpu) >= 20:
             busy.append(f"{command[:60]} ({float(cpu):.0f}% CPU)")
     load = os.getloadavg()[0]
     return (f"load average {load:.1f} on {os.cpu_count()} cores; "

@@ -26,9 +26,9 @@ recipe=(--patch 128 --batch 64 --warmup 500 --grad-clip 0.5 --ema 0.999 --val-ev
         --steps 100000000)
 # The default size fine-tunes the shipped weights, at half the rate of the quality size, which starts from
 # scratch (its dip when the rate warms up again: docs/gpu-training.md).
-# The kernel-aware sizes also start from the shipped weights: kernel-aware-frequency is the shipped design
-# (0.3.0, trained by scripts/campaign on the CPU), so SIZES="kernel-aware-frequency quality" continues it;
-# kernel-aware-deep is the CPU campaign's network since the thirteenth session (grown from the shipped design).
+# The kernel-aware sizes also start from the shipped weights: kernel-aware-deep is the shipped design (0.7.0,
+# trained by scripts/campaign on the CPU), so SIZES="kernel-aware-deep quality" continues it;
+# kernel-aware-frequency is the shallower network it grew from (0.3.0-0.6.0).
 declare -A learning_rate=([default]=${LR_DEFAULT:-5e-4} [quality]=${LR_QUALITY:-1e-3} [kernel-aware]=${LR_KERNEL_AWARE:-5e-4}
                           [kernel-aware-frequency]=${LR_KERNEL_AWARE:-5e-4} [kernel-aware-deep]=${LR_KERNEL_AWARE:-5e-4})
 read -r -a sizes <<<"${SIZES:-default quality}"  # MODEL_SIZES in src/facedeblur/trainer/options.py

@@ -113,7 +113,7 @@ def test_kernel_aware_model_started_from_a_plain_unet_restores_exactly_as_it(fac
 def test_the_shipped_model_is_the_campaign_design_and_resumes_from_its_own_onnx(face_crop, tmp_path):
     """The campaign falls back to `--init` from the shipped ONNX: every tensor of the campaign's design must
     come back from it (none left new), and the re-exported model must restore exactly as the shipped one."""
-    model = build_model(MODEL_SIZES["kernel-aware-frequency"])
+    model = build_model(MODEL_SIZES["kernel-aware-deep"])
     copied, added = initialise_from(model, default_model_path())
     assert added == 0 and copied == len(model.state_dict())
     onnx_path = tmp_path / "resumed.onnx"
@@ -122,10 +122,10 @@ def test_the_shipped_model_is_the_campaign_design_and_resumes_from_its_own_onnx(
     damaged = degrade(face_crop, "motion_blur", np.random.default_rng(0), "severe").image
     shipped, resumed = _restore_with(default_model_path(), damaged), _restore_with(onnx_path, damaged)
     assert np.abs(shipped.astype(int) - resumed.astype(int)).max() <= 1
-    # a plain U-Net of the same widths takes the shipped model's U-Net: every tensor but the first
+    # a plain U-Net of the same widths and depths takes the shipped model's U-Net: every tensor but the first
     # convolution's weights, which see the deconvolved face too
-    plain = build_model({key: value for key, value in MODEL_SIZES["kernel-aware"].items()
-                         if key not in ("kernel_size", "estimator_width")})
+    plain = build_model({key: value for key, value in MODEL_SIZES["kernel-aware-deep"].items()
+                         if key not in ("kernel_size", "estimator_width", "frequency_mixing")})
     assert initialise_from(plain, default_model_path()) == (len(plain.state_dict()) - 1, 1)
     assert torch.equal(plain.state_dict()["encoders.0.0.conv1.weight"],
                        model.state_dict()["restorer.encoders.0.0.conv1.weight"])
